@@ -1,0 +1,67 @@
+# podnet: the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PLAYBOOK := $(BIN)/ansible-playbook
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup lab-up lab-down lab-status converge verify demo test lint unit molecule bench clean-cache
+
+help:
+	@echo "make demo   - setup + lab-up + converge + verify: the whole demo on the local lab"
+	@echo "make test   - lint + unit tests + molecule test (its own lab, torn down after)"
+	@echo "make setup | lab-up | lab-down | lab-status | converge | verify | bench | lint | unit"
+
+setup:
+	@echo "==> setup: apt packages and the Python venv in $(VENV)"
+	@scripts/setup.sh
+
+lab-up: setup
+	@echo "==> lab-up: build or reuse the host image, boot the lab hosts"
+	$(PLAYBOOK) playbooks/lab-up.yml
+
+lab-down: setup
+	@echo "==> lab-down: remove every process, mount, namespace, key and file of the lab"
+	$(PLAYBOOK) playbooks/lab-down.yml
+
+lab-status: setup
+	@echo "==> lab-status: what the lab has on this machine"
+	$(PLAYBOOK) playbooks/lab-status.yml
+
+converge: setup
+	@echo "==> converge: playbooks/site.yml on the lab"
+	$(PLAYBOOK) playbooks/site.yml
+
+verify: setup
+	@echo "==> verify: the testinfra suites on the lab, reports in reports/"
+	@mkdir -p reports
+	$(BIN)/pytest -c verify/pytest.ini verify --junitxml=reports/verify.xml
+
+demo: setup lab-up converge verify
+	@echo "==> demo: done; 'make lab-down' removes the lab"
+
+lint: setup
+	@echo "==> lint: yamllint, ansible-lint (production profile), ruff"
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint
+	$(BIN)/ruff check .
+
+unit: setup
+	@echo "==> unit: pytest tests/"
+	$(BIN)/pytest tests
+
+molecule: setup
+	@echo "==> molecule test: create the lab, converge, idempotence, verify, destroy"
+	$(BIN)/molecule test
+
+test: lint unit molecule
+	@echo "==> test: lint, unit tests and molecule test all passed"
+
+bench: setup
+	@echo "==> bench: benchmarks in bench/ (later issues add to it)"
+	@for b in bench/*.py; do [ -e "$$b" ] || continue; echo "--- $$b"; $(BIN)/python "$$b"; done
+
+clean-cache:
+	@echo "==> clean-cache: remove cached lab images in /var/cache/podnet/images"
+	rm -rf /var/cache/podnet/images

@@ -1,0 +1,42 @@
+"""Filters for the lab role: thin wrappers over podnet.lab."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+from podnet import lab
+
+
+def podnet_lab_errors(hostvars: dict[str, Any], hosts: list[str], lab_vars: dict[str, Any]) -> list[str]:
+    """Validation errors of a lab inventory (empty when it is good)."""
+    records = [
+        {"name": h, "address": hostvars[h].get("ansible_host", "")} for h in hosts
+    ]
+    try:
+        max_hosts = int(lab_vars.get("lab_max_hosts", lab.DEFAULT_MAX_HOSTS))
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"lab_max_hosts: must be an integer ({exc})") from exc
+    return lab.validate(
+        lab_vars.get("lab_name"),
+        lab_vars.get("lab_underlay_cidr"),
+        lab_vars.get("lab_controller_address"),
+        records,
+        max_hosts=max_hosts,
+    )
+
+
+def podnet_role_packages(roles_dir: str) -> list[str]:
+    try:
+        return lab.role_packages(roles_dir)
+    except lab.LabError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "podnet_lab_errors": podnet_lab_errors,
+            "podnet_role_packages": podnet_role_packages,
+        }

@@ -1,0 +1,533 @@
+"""The local lab: systemd-nspawn machines on an underlay bridge inside a lab-owned netns.
+
+Everything here runs on the controller as root. Nothing touches the machine's own network
+namespace: the underlay bridge, the nodes' veth peers and every address live inside the
+network namespace ``/run/netns/<lab>``, which only the lab creates and removes.
+
+Layout on disk (all removed by :func:`stop_node` / ``lab down`` except the image cache)::
+
+    /run/netns/<lab>                         the lab's network namespace
+    <state_dir>/ssh/id_ed25519[.pub]         the lab's SSH key pair
+    <state_dir>/known_hosts                  host keys the lab generated for its nodes
+    <state_dir>/nodes/<host>/{upper,work}    the node's overlay layers
+    <state_dir>/nodes/<host>/root            the node's root (overlay mount point)
+    <state_dir>/nodes/<host>/nspawn.{pid,log}
+    /run/systemd/nspawn/propagate/<machine>  left by systemd-nspawn, removed on stop
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")
+NSPAWN_RUNTIME_DIRS = (
+    Path("/run/systemd/nspawn/propagate"),
+    Path("/run/systemd/nspawn/unix-export"),
+)
+LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+HOST_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+# A node costs about 60 MB and a share of two cores; beyond this the lab stops being useful.
+DEFAULT_MAX_HOSTS = 16
+
+
+class LabError(Exception):
+    """A lab operation failed; the message says what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    address: str
+
+
+def machine_name(lab: str, host: str) -> str:
+    """The systemd-nspawn machine name: unique on this machine across labs."""
+    return f"{lab}-{host}"
+
+
+def validate(
+    lab_name: object,
+    underlay_cidr: object,
+    controller_address: object,
+    hosts: Iterable[Mapping[str, object]],
+    max_hosts: int = DEFAULT_MAX_HOSTS,
+) -> list[str]:
+    """Check a lab inventory before anything is created. Returns error messages."""
+    errors: list[str] = []
+    if not isinstance(lab_name, str) or not LAB_NAME_RE.match(lab_name):
+        errors.append(
+            f"lab_name: {lab_name!r} is not a valid lab name; use 1-15 lower-case letters, "
+            "digits or '-', starting with a letter (it names the lab's network namespace)"
+        )
+    try:
+        net = ipaddress.ip_network(str(underlay_cidr), strict=True)
+    except ValueError as exc:
+        errors.append(
+            f"lab_underlay_cidr: {underlay_cidr!r} is not a network ({exc}); "
+            "give one like 192.168.56.0/24"
+        )
+        return errors
+    if net.version != 4:
+        errors.append(f"lab_underlay_cidr: {underlay_cidr} is not IPv4; the lab is IPv4 only")
+        return errors
+    usable = {net.network_address, net.broadcast_address}
+    ctrl = None
+    try:
+        ctrl = ipaddress.ip_address(str(controller_address))
+        if ctrl not in net or ctrl in usable:
+            errors.append(
+                f"lab_controller_address: {controller_address} is not a host address in "
+                f"lab_underlay_cidr {net}; pick one inside it (e.g. {net.network_address + 1})"
+            )
+    except ValueError:
+        errors.append(
+            f"lab_controller_address: {controller_address!r} is not an IPv4 address"
+        )
+
+    host_list = list(hosts)
+    if len(host_list) > max_hosts:
+        errors.append(
+            f"inventory: {len(host_list)} lab hosts, more than lab_max_hosts={max_hosts}; "
+            "remove hosts or raise lab_max_hosts if this machine has the memory"
+        )
+    if len(host_list) > net.num_addresses - 3:
+        errors.append(
+            f"inventory: {len(host_list)} hosts do not fit in lab_underlay_cidr {net}; "
+            "use a larger underlay"
+        )
+    seen_names: dict[str, str] = {}
+    seen_addrs: dict[str, str] = {}
+    for host in host_list:
+        name = str(host.get("name", ""))
+        label = name or "<unnamed>"
+        key = name.lower()
+        if not HOST_NAME_RE.match(key):
+            errors.append(
+                f"{label}: host name is not a DNS label of at most 32 characters "
+                "(letters, digits, '-'); rename the host"
+            )
+        if key in seen_names:
+            errors.append(
+                f"{label}: duplicate host name (same as {seen_names[key]}, host names "
+                "compare case-insensitively); give each host its own name"
+            )
+        else:
+            seen_names[key] = name
+        raw = host.get("address")
+        try:
+            addr = ipaddress.ip_address(str(raw))
+        except ValueError:
+            errors.append(f"{label}: ansible_host {raw!r} is not an IPv4 address")
+            continue
+        if addr not in net or addr in usable:
+            errors.append(
+                f"{label}: ansible_host {addr} is outside lab_underlay_cidr {net} "
+                "(or is its network/broadcast address); give it a host address inside it"
+            )
+        if ctrl is not None and addr == ctrl:
+            errors.append(
+                f"{label}: ansible_host {addr} is the controller's lab address "
+                "(lab_controller_address); pick another"
+            )
+        if str(addr) in seen_addrs:
+            errors.append(
+                f"{label}: ansible_host {addr} is already used by {seen_addrs[str(addr)]}; "
+                "give each host its own address"
+            )
+        else:
+            seen_addrs[str(addr)] = label
+    return errors
+
+
+def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+# --------------------------------------------------------------------------- netns
+
+
+def netns_exists(lab: str) -> bool:
+    return (NETNS_DIR / lab).exists()
+
+
+def ensure_netns(lab: str, bridge: str, controller_cidr: str) -> bool:
+    """Create the lab netns with its underlay bridge and the controller's address."""
+    changed = False
+    if not netns_exists(lab):
+        _run(["ip", "netns", "add", lab])
+        changed = True
+    links = _run(["ip", "-n", lab, "-o", "link", "show"]).stdout
+    if not re.search(rf"^\d+: {re.escape(bridge)}[:@]", links, re.M):
+        _run(["ip", "-n", lab, "link", "add", bridge, "type", "bridge"])
+        changed = True
+    addrs = _run(["ip", "-n", lab, "-o", "addr", "show", "dev", bridge]).stdout
+    if f" {controller_cidr} " not in addrs:
+        _run(["ip", "-n", lab, "addr", "replace", controller_cidr, "dev", bridge])
+        changed = True
+    for dev in ("lo", bridge):
+        line = _run(["ip", "-n", lab, "-o", "link", "show", "dev", dev]).stdout
+        flags = line.split("<", 1)[1].split(">", 1)[0].split(",")
+        if "UP" not in flags:
+            _run(["ip", "-n", lab, "link", "set", dev, "up"])
+            changed = True
+    return changed
+
+
+def remove_netns(lab: str) -> bool:
+    if not netns_exists(lab):
+        return False
+    _run(["ip", "netns", "del", lab])
+    return True
+
+
+# --------------------------------------------------------------------------- image
+
+
+def ensure_rootfs(image_tar: Path) -> Path:
+    """Unpack the image tarball once, next to it; returns the read-only lower dir."""
+    rootfs = image_tar.with_suffix("")
+    done = rootfs / ".podnet-unpacked"
+    if done.exists():
+        return rootfs
+    tmp = rootfs.with_name(rootfs.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    with tarfile.open(image_tar) as tar:
+        tar.extractall(tmp, filter="fully_trusted")  # our own image, built by mmdebstrap
+    (tmp / ".podnet-unpacked").touch()
+    if rootfs.exists():
+        shutil.rmtree(rootfs)
+    tmp.rename(rootfs)
+    return rootfs
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def nspawn_pid(node_dir: Path) -> int | None:
+    """The PID of the node's systemd-nspawn if it is running, else None."""
+    pid = _read_pid(node_dir / "nspawn.pid")
+    if pid is None:
+        return None
+    cmd = _cmdline(pid)
+    root = str(node_dir / "root")
+    if "systemd-nspawn" in " ".join(cmd[:3]) and root in cmd:
+        return pid
+    return None
+
+
+def processes_under(path: Path) -> list[int]:
+    """PIDs whose root directory or executable lives below ``path`` (container leftovers)."""
+    prefix = str(path).rstrip("/") + "/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            root = os.readlink(entry / "root")
+        except OSError:
+            continue
+        if (root.rstrip("/") + "/").startswith(prefix):
+            found.append(pid)
+    return found
+
+
+def nspawn_processes(state_dir: Path) -> list[int]:
+    """systemd-nspawn launchers of this lab (found by their -D argument)."""
+    prefix = str(state_dir / "nodes") + "/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        cmd = _cmdline(int(entry.name))
+        if cmd and "systemd-nspawn" in cmd[0] and any(a.startswith(prefix) for a in cmd):
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if Path(f"/proc/{p}").exists() and not _is_zombie(p)]
+        if alive:
+            time.sleep(0.1)
+    return alive
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _kill(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+# --------------------------------------------------------------------------- mounts
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path).rstrip("/")
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1].encode().decode("unicode_escape")
+        if target == prefix or target.startswith(prefix + "/"):
+            found.append(target)
+    return found
+
+
+def unmount_all(path: Path) -> None:
+    for target in sorted(mounts_under(path), key=len, reverse=True):
+        if _run(["umount", target], check=False).returncode != 0:
+            _run(["umount", "-l", target])
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+def _prepare_root(root: Path, host: str, address_cidr: str, gateway: str | None,
+                  authorized_key: str) -> None:
+    """Write the node's identity into its overlay (only what is missing or different)."""
+    (root / "etc/hostname").write_text(host + "\n")
+    hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n::1\tlocalhost ip6-localhost\n"
+    (root / "etc/hosts").write_text(hosts)
+    netdir = root / "etc/systemd/network"
+    netdir.mkdir(parents=True, exist_ok=True)
+    route = f"\n[Route]\nGateway={gateway}\n" if gateway else ""
+    (netdir / "10-underlay.network").write_text(
+        "# podnet lab: the node's underlay address (host0 is the nspawn veth)\n"
+        f"[Match]\nName=host0\n\n[Network]\nAddress={address_cidr}\n"
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\n" + route
+    )
+    if not list((root / "etc/ssh").glob("ssh_host_*_key")):
+        _run(["ssh-keygen", "-A", "-f", str(root)])
+    ssh_dir = root / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(authorized_key.strip() + "\n")
+    (ssh_dir / "authorized_keys").chmod(0o600)
+
+
+def host_key_line(root: Path, address: str) -> str:
+    key = (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+    return f"{address} {key[0]} {key[1]}"
+
+
+def start_node(
+    lab: str,
+    state_dir: Path,
+    host: str,
+    address_cidr: str,
+    bridge: str,
+    image_tar: Path,
+    authorized_key: str,
+    gateway: str | None = None,
+) -> tuple[bool, str]:
+    """Boot a node (or leave it running). Returns (changed, known_hosts line)."""
+    node_dir = state_dir / "nodes" / host
+    root = node_dir / "root"
+    address = address_cidr.split("/")[0]
+    if nspawn_pid(node_dir) is not None and mounts_under(root):
+        return False, host_key_line(root, address)
+    # Not running: clear whatever a dirty previous run left, keep the node's own upper layer.
+    _cleanup_node_runtime(lab, node_dir, host)
+    lower = ensure_rootfs(image_tar)
+    for sub in ("upper", "work", "root"):
+        (node_dir / sub).mkdir(parents=True, exist_ok=True)
+    _run([
+        "mount", "-t", "overlay", "overlay", "-o",
+        f"lowerdir={lower},upperdir={node_dir / 'upper'},workdir={node_dir / 'work'}",
+        str(root),
+    ])
+    _prepare_root(root, host, address_cidr, gateway, authorized_key)
+    cmd = [
+        "nsenter", f"--net={NETNS_DIR / lab}", "systemd-nspawn", "--boot", "--quiet",
+        "--register=no", "--keep-unit", "--console=read-only", "--resolv-conf=off",
+        "--timezone=off", "--link-journal=no", "-D", str(root),
+        "-M", machine_name(lab, host), f"--hostname={host}", f"--network-bridge={bridge}",
+    ]
+    with open(node_dir / "nspawn.log", "ab") as log, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            close_fds=True,
+        )
+    (node_dir / "nspawn.pid").write_text(f"{proc.pid}\n")
+    time.sleep(0.5)
+    if proc.poll() is not None:
+        tail = (node_dir / "nspawn.log").read_text(errors="replace")[-800:]
+        raise LabError(f"{host}: systemd-nspawn exited with {proc.returncode}: {tail}")
+    return True, host_key_line(root, address)
+
+
+def _cleanup_node_runtime(lab: str, node_dir: Path, host: str) -> bool:
+    """Stop the node's processes and unmount its root; keep its files."""
+    changed = False
+    pid = nspawn_pid(node_dir)
+    if pid is not None:
+        _kill([pid], signal.SIGTERM)  # nspawn asks the container's systemd to power off
+        if _wait_gone([pid], 20):
+            _kill([pid], signal.SIGKILL)
+            _wait_gone([pid], 5)
+        changed = True
+    root = node_dir / "root"
+    strays = processes_under(root) + [
+        p for p in nspawn_processes(node_dir.parent.parent) if str(root) in _cmdline(p)
+    ]
+    if strays:
+        _kill(strays, signal.SIGKILL)
+        _wait_gone(strays, 5)
+        changed = True
+    if mounts_under(root):
+        unmount_all(root)
+        changed = True
+    for base in NSPAWN_RUNTIME_DIRS:
+        leftover = base / machine_name(lab, host)
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+            changed = True
+    (node_dir / "nspawn.pid").unlink(missing_ok=True)
+    return changed
+
+
+def stop_node(lab: str, state_dir: Path, host: str) -> bool:
+    """Power the node off and remove everything of it."""
+    node_dir = state_dir / "nodes" / host
+    changed = _cleanup_node_runtime(lab, node_dir, host)
+    if node_dir.exists():
+        shutil.rmtree(node_dir)
+        changed = True
+    return changed
+
+
+# --------------------------------------------------------------------------- residue
+
+
+def residue(lab: str, state_dir: Path) -> list[str]:
+    """Everything of the lab that exists on this machine right now, one line each."""
+    found: list[str] = []
+    if netns_exists(lab):
+        found.append(f"netns {NETNS_DIR / lab}")
+    found += [f"process {p} {' '.join(_cmdline(p))}" for p in nspawn_processes(state_dir)]
+    nodes = state_dir / "nodes"
+    found += [f"process {p} rooted in the lab" for p in processes_under(nodes)]
+    found += [f"mount {m}" for m in mounts_under(state_dir)]
+    for base in NSPAWN_RUNTIME_DIRS:
+        if base.is_dir():
+            found += [f"nspawn runtime {d}" for d in base.iterdir()
+                      if d.name.startswith(f"{lab}-")]
+    links = _run(["ip", "-o", "link", "show"]).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith(("vb-", f"{lab}-")):
+            found.append(f"link {name} in the machine's own namespace")
+    if state_dir.exists():
+        found.append(f"state {state_dir}")
+    return found
+
+
+def host_routes_into(cidr: str) -> list[str]:
+    """Routes and addresses of the machine's own namespace that reach into ``cidr``."""
+    net = ipaddress.ip_network(cidr)
+    found = []
+    for line in _run(["ip", "-4", "-o", "route", "show", "table", "all"]).stdout.splitlines():
+        dest = line.split()[0]
+        if dest in ("default", "broadcast", "local", "unreachable", "blackhole"):
+            dest = line.split()[1] if dest != "default" else "0.0.0.0/0"
+        try:
+            target = ipaddress.ip_network(dest, strict=False)
+        except ValueError:
+            continue
+        if target.prefixlen > 0 and target.overlaps(net):
+            found.append(f"route {line.strip()}")
+    for line in _run(["ip", "-4", "-o", "addr", "show"]).stdout.splitlines():
+        addr = ipaddress.ip_interface(line.split()[3])
+        if addr.network.overlaps(net):
+            found.append(f"address {line.split()[1]} {addr}")
+    return found
+
+
+# --------------------------------------------------------------------------- image contents
+
+
+def role_packages(roles_dir: str | Path) -> list[str]:
+    """Every package named by a role's ``<role>_packages`` default, sorted and unique.
+
+    The lab image carries these so that roles never need a package mirror inside the lab.
+    """
+    import yaml  # local: only the controller needs it
+
+    found: set[str] = set()
+    for defaults in sorted(Path(roles_dir).glob("*/defaults/main.yml")):
+        data = yaml.safe_load(defaults.read_text()) or {}
+        role = defaults.parent.parent.name
+        for key, value in data.items():
+            if key.endswith("_packages") and key.startswith(role):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise LabError(f"{defaults}: {key} must be a list of package names")
+                found.update(value)
+    return sorted(found)
+
+
+def teardown(lab: str, state_dir: Path) -> bool:
+    """Remove the whole lab: every node, stray process, mount, runtime dir, netns, file."""
+    changed = False
+    nodes = state_dir / "nodes"
+    if nodes.is_dir():
+        for node_dir in sorted(p for p in nodes.iterdir() if p.is_dir()):
+            changed |= stop_node(lab, state_dir, node_dir.name)
+    strays = nspawn_processes(state_dir) + processes_under(state_dir)
+    if strays:
+        _kill(strays, signal.SIGKILL)
+        _wait_gone(strays, 5)
+        changed = True
+    if mounts_under(state_dir):
+        unmount_all(state_dir)
+        changed = True
+    for base in NSPAWN_RUNTIME_DIRS:
+        if base.is_dir():
+            for leftover in base.iterdir():
+                if leftover.name.startswith(f"{lab}-"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    changed = True
+    changed |= remove_netns(lab)
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+        changed = True
+    return changed
