@@ -1,0 +1,66 @@
+"""The hosts podnet builds on: up, on one underlay, prepared, and fenced off from the machine."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import hosts, inventory, run, setting
+
+from podnet import lab
+
+pytestmark = pytest.mark.principle("hosts")
+
+
+def test_host_runs_systemd_as_pid1_and_is_running(lab_host: str) -> None:
+    state = run(lab_host, "systemctl", "is-system-running")
+    assert state.stdout.strip() == "running", state
+    pid1 = run(lab_host, "cat", "/proc/1/comm")
+    assert pid1.stdout.strip() == "systemd", pid1
+
+
+def test_host_has_its_inventory_name_and_address(lab_host: str) -> None:
+    want = inventory().host(lab_host).address
+    name = run(lab_host, "hostname")
+    assert name.stdout.strip() == lab_host, name
+    addrs = run(lab_host, "ip", "-4", "-o", "addr", "show")
+    assert f" {want}/" in addrs.stdout, addrs
+
+
+def test_hosts_reach_each_other_on_the_underlay(host_pair: tuple[str, str]) -> None:
+    src, dst = host_pair
+    address = inventory().host(dst).address
+    ping = run(src, "ping", "-c", "1", "-W", "2", address)
+    assert ping.rc == 0 and f"from {address}" in ping.stdout, ping
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("net.ipv4.ip_forward", "1"), ("net.bridge.bridge-nf-call-iptables", "1")],
+)
+def test_sysctl_holds_live_and_persistently(lab_host: str, key: str, value: str) -> None:
+    live = run(lab_host, "sysctl", "-n", key)
+    assert live.stdout.strip() == value, live
+    persisted = run(lab_host, "grep", "-rhE", rf"^{key}\s*=", "/etc/sysctl.d")
+    assert persisted.stdout.split("=")[-1].strip() == value, persisted
+
+
+def test_machine_namespace_has_no_route_or_address_into_the_lab() -> None:
+    underlay = str(setting("lab_underlay_cidr"))
+    found = lab.host_routes_into(underlay)
+    assert not found, f"the machine's own namespace reaches into {underlay}: {found}"
+
+
+def test_machine_namespace_has_no_lab_interface() -> None:
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                           check=True).stdout
+    bridge = "underlay"
+    names = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]
+    assert not [n for n in names if n.startswith("vb-") or n == bridge], names
+
+
+def test_lab_hosts_are_only_reached_through_the_lab_namespace() -> None:
+    lab_name = str(setting("lab_name"))
+    for host in hosts("lab"):
+        args = str(host.vars.get("ansible_ssh_common_args", ""))
+        assert f"nsenter --net=/run/netns/{lab_name}" in args, (host.name, args)
