@@ -45,7 +45,7 @@ def connect(name: str) -> testinfra.host.Host:
     )
 
 
-@dataclass
+@dataclass(repr=False)
 class Evidence:
     """What a command on a host printed; its str() is what a failing assert shows."""
 
@@ -58,6 +58,8 @@ class Evidence:
     def __str__(self) -> str:
         return (f"\n  on {self.host}: $ {self.command}\n  rc={self.rc}\n"
                 f"  stdout: {self.stdout.strip()}\n  stderr: {self.stderr.strip()}")
+
+    __repr__ = __str__
 
 
 def run(name: str, *argv: str) -> Evidence:
