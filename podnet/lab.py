@@ -17,6 +17,7 @@ Layout on disk (all removed by :func:`stop_node` / ``lab down`` except the image
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -90,9 +91,7 @@ def validate(
                 f"lab_underlay_cidr {net}; pick one inside it (e.g. {net.network_address + 1})"
             )
     except ValueError:
-        errors.append(
-            f"lab_controller_address: {controller_address!r} is not an IPv4 address"
-        )
+        errors.append(f"lab_controller_address: {controller_address!r} is not an IPv4 address")
 
     host_list = list(hosts)
     if len(host_list) > max_hosts:
@@ -207,7 +206,8 @@ def ensure_rootfs(image_tar: Path) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     with tarfile.open(image_tar) as tar:
-        tar.extractall(tmp, filter="fully_trusted")  # our own image, built by mmdebstrap
+        # Our own image, just built by mmdebstrap: device nodes and ownership must survive.
+        tar.extractall(tmp, filter="fully_trusted")  # noqa: S202
     (tmp / ".podnet-unpacked").touch()
     if rootfs.exists():
         shutil.rmtree(rootfs)
@@ -254,7 +254,7 @@ def processes_under(path: Path) -> list[int]:
             continue
         pid = int(entry.name)
         try:
-            root = os.readlink(entry / "root")
+            root = str((entry / "root").readlink())
         except OSError:
             continue
         if (root.rstrip("/") + "/").startswith(prefix):
@@ -295,10 +295,8 @@ def _is_zombie(pid: int) -> bool:
 
 def _kill(pids: Iterable[int], sig: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 # --------------------------------------------------------------------------- mounts
@@ -323,8 +321,9 @@ def unmount_all(path: Path) -> None:
 # --------------------------------------------------------------------------- nodes
 
 
-def _prepare_root(root: Path, host: str, address_cidr: str, gateway: str | None,
-                  authorized_key: str) -> None:
+def _prepare_root(
+    root: Path, host: str, address_cidr: str, gateway: str | None, authorized_key: str
+) -> None:
     """Write the node's identity into its overlay (only what is missing or different)."""
     (root / "etc/hostname").write_text(host + "\n")
     hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n::1\tlocalhost ip6-localhost\n"
@@ -371,21 +370,44 @@ def start_node(
     lower = ensure_rootfs(image_tar)
     for sub in ("upper", "work", "root"):
         (node_dir / sub).mkdir(parents=True, exist_ok=True)
-    _run([
-        "mount", "-t", "overlay", "overlay", "-o",
-        f"lowerdir={lower},upperdir={node_dir / 'upper'},workdir={node_dir / 'work'}",
-        str(root),
-    ])
+    _run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lower},upperdir={node_dir / 'upper'},workdir={node_dir / 'work'}",
+            str(root),
+        ]
+    )
     _prepare_root(root, host, address_cidr, gateway, authorized_key)
     cmd = [
-        "nsenter", f"--net={NETNS_DIR / lab}", "systemd-nspawn", "--boot", "--quiet",
-        "--register=no", "--keep-unit", "--console=read-only", "--resolv-conf=off",
-        "--timezone=off", "--link-journal=no", "-D", str(root),
-        "-M", machine_name(lab, host), f"--hostname={host}", f"--network-bridge={bridge}",
+        "nsenter",
+        f"--net={NETNS_DIR / lab}",
+        "systemd-nspawn",
+        "--boot",
+        "--quiet",
+        "--register=no",
+        "--keep-unit",
+        "--console=read-only",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--link-journal=no",
+        "-D",
+        str(root),
+        "-M",
+        machine_name(lab, host),
+        f"--hostname={host}",
+        f"--network-bridge={bridge}",
     ]
     with open(node_dir / "nspawn.log", "ab") as log, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        proc = subprocess.Popen(
+            cmd,
+            stdin=devnull,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             close_fds=True,
         )
     (node_dir / "nspawn.pid").write_text(f"{proc.pid}\n")
@@ -450,8 +472,7 @@ def residue(lab: str, state_dir: Path) -> list[str]:
     found += [f"mount {m}" for m in mounts_under(state_dir)]
     for base in NSPAWN_RUNTIME_DIRS:
         if base.is_dir():
-            found += [f"nspawn runtime {d}" for d in base.iterdir()
-                      if d.name.startswith(f"{lab}-")]
+            found += [f"nspawn runtime {d}" for d in base.iterdir() if d.name.startswith(f"{lab}-")]
     links = _run(["ip", "-o", "link", "show"]).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]

@@ -20,7 +20,9 @@ def main(path: str) -> int:
     venv_bin = Path(sys.executable).parent
     out = subprocess.run(
         [str(venv_bin / "ansible-galaxy"), "collection", "list", "--format", "json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     installed: dict[str, str] = {}
     for collections in json.loads(out).values():

@@ -56,8 +56,10 @@ class Evidence:
     stderr: str
 
     def __str__(self) -> str:
-        return (f"\n  on {self.host}: $ {self.command}\n  rc={self.rc}\n"
-                f"  stdout: {self.stdout.strip()}\n  stderr: {self.stderr.strip()}")
+        return (
+            f"\n  on {self.host}: $ {self.command}\n  rc={self.rc}\n"
+            f"  stdout: {self.stdout.strip()}\n  stderr: {self.stderr.strip()}"
+        )
 
     __repr__ = __str__
 

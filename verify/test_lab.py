@@ -52,8 +52,9 @@ def test_machine_namespace_has_no_route_or_address_into_the_lab() -> None:
 
 
 def test_machine_namespace_has_no_lab_interface() -> None:
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
-                           check=True).stdout
+    links = subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
     bridge = "underlay"
     names = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]
     assert not [n for n in names if n.startswith("vb-") or n == bridge], names

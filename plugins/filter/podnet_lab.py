@@ -9,11 +9,11 @@ from ansible.errors import AnsibleFilterError
 from podnet import lab
 
 
-def podnet_lab_errors(hostvars: dict[str, Any], hosts: list[str], lab_vars: dict[str, Any]) -> list[str]:
+def podnet_lab_errors(
+    hostvars: dict[str, Any], hosts: list[str], lab_vars: dict[str, Any]
+) -> list[str]:
     """Validation errors of a lab inventory (empty when it is good)."""
-    records = [
-        {"name": h, "address": hostvars[h].get("ansible_host", "")} for h in hosts
-    ]
+    records = [{"name": h, "address": hostvars[h].get("ansible_host", "")} for h in hosts]
     try:
         max_hosts = int(lab_vars.get("lab_max_hosts", lab.DEFAULT_MAX_HOSTS))
     except (TypeError, ValueError) as exc:

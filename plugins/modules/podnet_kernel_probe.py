@@ -32,7 +32,7 @@ missing:
   type: list
 """
 
-import os
+from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -85,7 +85,7 @@ def main() -> None:
             "hint": hint,
         }
     for name, (path, hint) in FILES.items():
-        ok = os.path.exists(path)
+        ok = Path(path).exists()
         features[name] = {
             "ok": ok,
             "detail": f"{path} {'exists' if ok else 'is missing'}",

@@ -73,8 +73,10 @@ def main() -> None:
     try:
         from podnet import lab
     except ImportError as exc:
-        module.fail_json(msg=f"the podnet package is not importable here ({exc}); run "
-                         "'make setup' and use the venv's python for localhost")
+        module.fail_json(
+            msg=f"the podnet package is not importable here ({exc}); run "
+            "'make setup' and use the venv's python for localhost"
+        )
     name = module.params["name"]
     netns = str(lab.NETNS_DIR / name)
     try:
@@ -87,8 +89,9 @@ def main() -> None:
         elif module.check_mode:
             changed = not lab.netns_exists(name)
         else:
-            changed = lab.ensure_netns(name, module.params["bridge"],
-                                       module.params["controller_cidr"])
+            changed = lab.ensure_netns(
+                name, module.params["bridge"], module.params["controller_cidr"]
+            )
     except lab.LabError as exc:
         module.fail_json(msg=str(exc), netns=netns)
     module.exit_json(changed=changed, netns=netns)

@@ -93,8 +93,10 @@ def main() -> None:
     try:
         from podnet import lab
     except ImportError as exc:
-        module.fail_json(msg=f"the podnet package is not importable here ({exc}); run "
-                         "'make setup' and use the venv's python for localhost")
+        module.fail_json(
+            msg=f"the podnet package is not importable here ({exc}); run "
+            "'make setup' and use the venv's python for localhost"
+        )
     p = module.params
     state_dir = Path(p["state_dir"])
     node_dir = state_dir / "nodes" / p["name"]
@@ -107,11 +109,19 @@ def main() -> None:
             module.exit_json(changed=lab.nspawn_pid(node_dir) is None)
         image = Path(p["image"])
         if not image.is_file():
-            module.fail_json(msg=f"image {image} does not exist; run the lab role's image "
-                             "step (make lab-up) first")
+            module.fail_json(
+                msg=f"image {image} does not exist; run the lab role's image "
+                "step (make lab-up) first"
+            )
         changed, line = lab.start_node(
-            p["lab"], state_dir, p["name"], p["address"], p["bridge"], image,
-            p["authorized_key"], p["gateway"],
+            p["lab"],
+            state_dir,
+            p["name"],
+            p["address"],
+            p["bridge"],
+            image,
+            p["authorized_key"],
+            p["gateway"],
         )
     except lab.LabError as exc:
         module.fail_json(msg=str(exc))
