@@ -19,9 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     res.add_argument("--lab", required=True, help="lab name")
     res.add_argument("--state-dir", required=True, type=Path, help="lab state directory")
+    res.add_argument("--hosts", default="", help="comma-separated inventory hosts of the lab")
     args = parser.parse_args(argv)
 
-    found = lab.residue(args.lab, args.state_dir)
+    hosts = [h for h in args.hosts.split(",") if h]
+    found = lab.residue(args.lab, args.state_dir, hosts)
     for line in found:
         print(line)
     if not found:

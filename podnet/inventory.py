@@ -19,6 +19,16 @@ CONNECTION_VARS = (
 )
 
 
+_PLUGINS_READY: list[bool] = []
+
+
+def _init_plugins_once(init: Any) -> None:
+    """Ansible's collection loader may be set up once per process (as its CLIs do)."""
+    if not _PLUGINS_READY:
+        init()
+        _PLUGINS_READY.append(True)
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -39,7 +49,7 @@ class Inventory:
         from ansible.plugins.loader import init_plugin_loader
         from ansible.vars.manager import VariableManager
 
-        init_plugin_loader()
+        _init_plugins_once(init_plugin_loader)
 
         self._loader = DataLoader()
         self._inventory = InventoryManager(loader=self._loader, sources=[str(source)])

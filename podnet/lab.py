@@ -18,6 +18,7 @@ Layout on disk (all removed by :func:`stop_node` / ``lab down`` except the image
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import os
 import re
@@ -52,8 +53,18 @@ class LabHost:
 
 
 def machine_name(lab: str, host: str) -> str:
-    """The systemd-nspawn machine name: unique on this machine across labs."""
-    return f"{lab}-{host}"
+    """The systemd-nspawn machine name: unique on this machine across labs, and short.
+
+    systemd-nspawn names the host side of the veth ``vb-<machine>`` and shortens names
+    past 15 characters in its own way; twelve characters keep the name exact, so teardown
+    knows which link to wait for.
+    """
+    digest = hashlib.sha256(f"{lab}/{host}".encode()).hexdigest()
+    return f"pn{digest[:10]}"
+
+
+def veth_name(lab: str, host: str) -> str:
+    return f"vb-{machine_name(lab, host)}"
 
 
 def validate(
@@ -439,6 +450,7 @@ def _cleanup_node_runtime(lab: str, node_dir: Path, host: str) -> bool:
     if mounts_under(root):
         unmount_all(root)
         changed = True
+    changed |= _remove_stale_veth(lab, host)
     for base in NSPAWN_RUNTIME_DIRS:
         leftover = base / machine_name(lab, host)
         if leftover.exists():
@@ -446,6 +458,20 @@ def _cleanup_node_runtime(lab: str, node_dir: Path, host: str) -> bool:
             changed = True
     (node_dir / "nspawn.pid").unlink(missing_ok=True)
     return changed
+
+
+def _remove_stale_veth(lab: str, host: str) -> bool:
+    """Wait for the kernel to drop the dead node's veth, or delete it (a killed launcher)."""
+    if not netns_exists(lab):
+        return False
+    veth = veth_name(lab, host)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if _run(["ip", "-n", lab, "link", "show", "dev", veth], check=False).returncode != 0:
+            return False
+        time.sleep(0.1)
+    _run(["ip", "-n", lab, "link", "del", "dev", veth], check=False)
+    return True
 
 
 def stop_node(lab: str, state_dir: Path, host: str) -> bool:
@@ -461,9 +487,16 @@ def stop_node(lab: str, state_dir: Path, host: str) -> bool:
 # --------------------------------------------------------------------------- residue
 
 
-def residue(lab: str, state_dir: Path) -> list[str]:
-    """Everything of the lab that exists on this machine right now, one line each."""
+def residue(lab: str, state_dir: Path, hosts: Iterable[str] = ()) -> list[str]:
+    """Everything of the lab that exists on this machine right now, one line each.
+
+    ``hosts`` adds the inventory's hosts to those found in the state directory when looking
+    for systemd-nspawn's per-machine runtime directories.
+    """
     found: list[str] = []
+    names = set(hosts)
+    if (state_dir / "nodes").is_dir():
+        names |= {p.name for p in (state_dir / "nodes").iterdir()}
     if netns_exists(lab):
         found.append(f"netns {NETNS_DIR / lab}")
     found += [f"process {p} {' '.join(_cmdline(p))}" for p in nspawn_processes(state_dir)]
@@ -471,12 +504,13 @@ def residue(lab: str, state_dir: Path) -> list[str]:
     found += [f"process {p} rooted in the lab" for p in processes_under(nodes)]
     found += [f"mount {m}" for m in mounts_under(state_dir)]
     for base in NSPAWN_RUNTIME_DIRS:
-        if base.is_dir():
-            found += [f"nspawn runtime {d}" for d in base.iterdir() if d.name.startswith(f"{lab}-")]
+        for host in sorted(names):
+            if (base / machine_name(lab, host)).exists():
+                found.append(f"nspawn runtime {base / machine_name(lab, host)} of {host}")
     links = _run(["ip", "-o", "link", "show"]).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith(("vb-", f"{lab}-")):
+        if name.startswith("vb-") or name == lab:
             found.append(f"link {name} in the machine's own namespace")
     if state_dir.exists():
         found.append(f"state {state_dir}")
@@ -541,12 +575,6 @@ def teardown(lab: str, state_dir: Path) -> bool:
     if mounts_under(state_dir):
         unmount_all(state_dir)
         changed = True
-    for base in NSPAWN_RUNTIME_DIRS:
-        if base.is_dir():
-            for leftover in base.iterdir():
-                if leftover.name.startswith(f"{lab}-"):
-                    shutil.rmtree(leftover, ignore_errors=True)
-                    changed = True
     changed |= remove_netns(lab)
     if state_dir.exists():
         shutil.rmtree(state_dir)

@@ -1,0 +1,173 @@
+"""The lab role end to end on a small lab of its own: up, again, dirty recovery, down.
+
+Needs root and about a minute (the image is cached by lab-up). Each check that nothing is
+left looks for itself (ip, /proc/mounts, /proc/*/cmdline, /run) rather than trusting
+podnet.lab.residue alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from podnet import lab
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+LAB = "podnet-t"
+STATE = Path(f"/var/lib/podnet/labs/{LAB}")
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root"),
+]
+
+HOSTS = """\
+all:
+  children:
+    lab:
+      children:
+        nodes:
+          hosts:
+{hosts}
+"""
+
+
+def make_inventory(tmp: Path, hosts: dict[str, str]) -> Path:
+    inv = tmp / "inventory"
+    shutil.copytree(ROOT / "inventory" / "lab" / "group_vars", inv / "group_vars")
+    lines = "".join(
+        f"            {n}:\n              ansible_host: {a}\n" for n, a in hosts.items()
+    )
+    (inv / "hosts.yml").write_text(HOSTS.format(hosts=lines))
+    return inv
+
+
+def ansible(tool: str, inv: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PODNET_LAB": LAB,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    return subprocess.run(
+        [str(VENV_BIN / tool), "-i", str(inv), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+
+
+def recap(out: str, host: str) -> dict[str, int]:
+    m = re.search(rf"^{host}\s+: (.*)$", out, re.M)
+    assert m, out[-2000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
+
+
+def independent_residue() -> list[str]:
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [f"netns {line}" for line in netns.splitlines() if line.split()[0] == LAB]
+    found += [
+        f"mount {line}"
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if str(STATE) in line
+    ]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(STATE) in cmd or f"/run/netns/{LAB} " in cmd:
+                found.append(f"process {proc.name} {cmd}")
+    for base in ("/run/systemd/nspawn/propagate", "/run/systemd/nspawn/unix-export"):
+        if Path(base).is_dir():
+            mine = {lab.machine_name(LAB, h) for h in ("t1", "t2")}
+            found += [f"runtime {p}" for p in Path(base).iterdir() if p.name in mine]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [f"link {line}" for line in links.splitlines() if ": vb-" in line]
+    if STATE.exists():
+        found.append(f"state {STATE} (keys, roots)")
+    return found
+
+
+@pytest.fixture
+def lab_inventory(tmp_path: Path):
+    inv = make_inventory(tmp_path, {"t1": "192.168.56.21", "t2": "192.168.56.22"})
+    yield inv
+    ansible("ansible-playbook", inv, "playbooks/lab-down.yml")
+
+
+def test_lab_up_twice_recover_from_sigkill_and_down_leaves_nothing(lab_inventory: Path) -> None:
+    up = ansible("ansible-playbook", lab_inventory, "playbooks/lab-up.yml")
+    assert up.returncode == 0, up.stdout[-3000:]
+    again = ansible("ansible-playbook", lab_inventory, "playbooks/lab-up.yml")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap(again.stdout, "localhost")["changed"] == 0, again.stdout[-3000:]
+
+    ping = ansible("ansible", lab_inventory, "lab", "-m", "ansible.builtin.ping")
+    assert ping.returncode == 0 and ping.stdout.count("SUCCESS") == 2, ping.stdout
+
+    # A dirty run: kill t1's launcher with SIGKILL; its container and mounts stay behind.
+    pid = int((STATE / "nodes/t1/nspawn.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    assert lab.mounts_under(STATE / "nodes/t1"), "the overlay should still be mounted"
+    recovered = ansible("ansible-playbook", lab_inventory, "playbooks/lab-up.yml")
+    assert recovered.returncode == 0, recovered.stdout[-3000:]
+    assert recap(recovered.stdout, "localhost")["changed"] >= 1
+    ping = ansible("ansible", lab_inventory, "t1", "-m", "ansible.builtin.ping")
+    assert ping.returncode == 0, ping.stdout
+
+    down = ansible("ansible-playbook", lab_inventory, "playbooks/lab-down.yml")
+    assert down.returncode == 0, down.stdout[-3000:]
+    assert independent_residue() == []
+    assert lab.residue(LAB, STATE, ["t1", "t2"]) == []
+
+
+def test_lab_down_when_nothing_is_up_is_a_no_op(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, {"t1": "192.168.56.21"})
+    down = ansible("ansible-playbook", inv, "playbooks/lab-down.yml")
+    assert down.returncode == 0, down.stdout[-3000:]
+    assert recap(down.stdout, "localhost")["changed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        ({"t1": "192.168.56.21", "T1": "192.168.56.22"}, "T1: duplicate host name"),
+        (
+            {"t1": "192.168.56.21", "t2": "192.168.56.21"},
+            "t2: ansible_host 192.168.56.21 is already used by t1",
+        ),
+        ({"t1": "10.9.9.9"}, "t1: ansible_host 10.9.9.9 is outside lab_underlay_cidr"),
+    ],
+)
+def test_bad_inventory_stops_lab_up_before_anything_is_created(
+    tmp_path: Path, hosts: dict[str, str], message: str
+) -> None:
+    inv = make_inventory(tmp_path, hosts)
+    up = ansible("ansible-playbook", inv, "playbooks/lab-up.yml")
+    assert up.returncode != 0
+    assert message in up.stdout.replace("\n", " ").replace("  ", " "), up.stdout[-3000:]
+    assert independent_residue() == []
+
+
+def test_too_many_hosts_stops_lab_up(tmp_path: Path) -> None:
+    inv = make_inventory(tmp_path, {f"t{i}": f"192.168.56.{30 + i}" for i in range(17)})
+    up = ansible("ansible-playbook", inv, "playbooks/lab-up.yml")
+    assert up.returncode != 0
+    assert "more than lab_max_hosts=16" in up.stdout, up.stdout[-3000:]
+    assert independent_residue() == []
