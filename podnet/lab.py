@@ -245,13 +245,12 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def nspawn_pid(node_dir: Path) -> int | None:
-    """The PID of the node's systemd-nspawn if it is running, else None."""
+    """The PID of the node's launcher (which runs systemd-nspawn) if it runs, else None."""
     pid = _read_pid(node_dir / "nspawn.pid")
     if pid is None:
         return None
     cmd = _cmdline(pid)
-    root = str(node_dir / "root")
-    if "systemd-nspawn" in " ".join(cmd[:3]) and root in cmd:
+    if "systemd-nspawn" in cmd and str(node_dir / "root") in cmd:
         return pid
     return None
 
@@ -274,14 +273,14 @@ def processes_under(path: Path) -> list[int]:
 
 
 def nspawn_processes(state_dir: Path) -> list[int]:
-    """systemd-nspawn launchers of this lab (found by their -D argument)."""
+    """Launchers and systemd-nspawn processes of this lab (found by their -D argument)."""
     prefix = str(state_dir / "nodes") + "/"
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         cmd = _cmdline(int(entry.name))
-        if cmd and "systemd-nspawn" in cmd[0] and any(a.startswith(prefix) for a in cmd):
+        if "systemd-nspawn" in cmd and any(a.startswith(prefix) for a in cmd):
             found.append(int(entry.name))
     return found
 
@@ -393,7 +392,13 @@ def start_node(
         ]
     )
     _prepare_root(root, host, address_cidr, gateway, authorized_key)
+    # The launcher boots the node again when it reboots (systemd-nspawn exits with 133 on
+    # `systemctl reboot` inside), as a VM's firmware would; any other exit ends it.
     cmd = [
+        "/bin/sh",
+        "-c",
+        'while :; do "$@"; rc=$?; [ "$rc" -eq 133 ] || exit "$rc"; done',
+        "podnet-lab-launcher",
         "nsenter",
         f"--net={NETNS_DIR / lab}",
         "systemd-nspawn",
@@ -432,14 +437,16 @@ def start_node(
 def _cleanup_node_runtime(lab: str, node_dir: Path, host: str) -> bool:
     """Stop the node's processes and unmount its root; keep its files."""
     changed = False
-    pid = nspawn_pid(node_dir)
-    if pid is not None:
-        _kill([pid], signal.SIGTERM)  # nspawn asks the container's systemd to power off
-        if _wait_gone([pid], 20):
-            _kill([pid], signal.SIGKILL)
-            _wait_gone([pid], 5)
-        changed = True
     root = node_dir / "root"
+    launchers = [p for p in nspawn_processes(node_dir.parent.parent) if str(root) in _cmdline(p)]
+    if launchers:
+        # The launcher shell dies at once (so it boots nothing again); systemd-nspawn asks
+        # the node's systemd to power off and exits when it has.
+        _kill(launchers, signal.SIGTERM)
+        if _wait_gone(launchers, 20):
+            _kill(launchers, signal.SIGKILL)
+            _wait_gone(launchers, 5)
+        changed = True
     strays = processes_under(root) + [
         p for p in nspawn_processes(node_dir.parent.parent) if str(root) in _cmdline(p)
     ]

@@ -69,6 +69,10 @@ def ansible(tool: str, inv: Path, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+def adhoc(inv: Path, host: str, module: str, args: str) -> subprocess.CompletedProcess[str]:
+    return ansible("ansible", inv, host, "-m", module, "-a", args)
+
+
 def recap(out: str, host: str) -> dict[str, int]:
     m = re.search(rf"^{host}\s+: (.*)$", out, re.M)
     assert m, out[-2000:]
@@ -119,6 +123,23 @@ def test_lab_up_twice_recover_from_sigkill_and_down_leaves_nothing(lab_inventory
 
     ping = ansible("ansible", lab_inventory, "lab", "-m", "ansible.builtin.ping")
     assert ping.returncode == 0 and ping.stdout.count("SUCCESS") == 2, ping.stdout
+
+    # A reboot inside a host: systemd-nspawn exits with 133 and the launcher boots it again.
+    launcher = int((STATE / "nodes/t2/nspawn.pid").read_text())
+    marker = adhoc(
+        lab_inventory,
+        "t2",
+        "ansible.builtin.shell",
+        "touch /run/before-reboot && systemd-run --on-active=1 "
+        "--timer-property=AccuracySec=100ms systemctl reboot",
+    )
+    assert marker.returncode == 0, marker.stdout
+    time.sleep(4)
+    back = adhoc(lab_inventory, "t2", "ansible.builtin.wait_for_connection", "timeout=60")
+    assert back.returncode == 0, back.stdout
+    gone = adhoc(lab_inventory, "t2", "ansible.builtin.command", "test ! -e /run/before-reboot")
+    assert gone.returncode == 0, f"t2 did not reboot, /run/before-reboot is still there: {gone}"
+    assert int((STATE / "nodes/t2/nspawn.pid").read_text()) == launcher
 
     # A dirty run: kill t1's launcher with SIGKILL; its container and mounts stay behind.
     pid = int((STATE / "nodes/t1/nspawn.pid").read_text())
