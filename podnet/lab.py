@@ -196,6 +196,27 @@ def ensure_netns(lab: str, bridge: str, controller_cidr: str) -> bool:
     return changed
 
 
+def processes_in_netns(lab: str) -> list[int]:
+    """PIDs living in the lab's network namespace (e.g. SSH ProxyCommand ``nc``s).
+
+    Deleting /run/netns/<lab> does not end them, and while they live the namespace does.
+    """
+    try:
+        ino = (NETNS_DIR / lab).stat().st_ino
+    except OSError:
+        return []
+    want = f"net:[{ino}]"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str((entry / "ns" / "net").readlink()) == want:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def remove_netns(lab: str) -> bool:
     if not netns_exists(lab):
         return False
@@ -506,6 +527,10 @@ def residue(lab: str, state_dir: Path, hosts: Iterable[str] = ()) -> list[str]:
         names |= {p.name for p in (state_dir / "nodes").iterdir()}
     if netns_exists(lab):
         found.append(f"netns {NETNS_DIR / lab}")
+        found += [
+            f"process {p} {' '.join(_cmdline(p))} in the lab's netns"
+            for p in processes_in_netns(lab)
+        ]
     found += [f"process {p} {' '.join(_cmdline(p))}" for p in nspawn_processes(state_dir)]
     nodes = state_dir / "nodes"
     found += [f"process {p} rooted in the lab" for p in processes_under(nodes)]
@@ -581,6 +606,13 @@ def teardown(lab: str, state_dir: Path) -> bool:
         changed = True
     if mounts_under(state_dir):
         unmount_all(state_dir)
+        changed = True
+    inside = processes_in_netns(lab)
+    if inside:
+        _kill(inside, signal.SIGTERM)
+        if _wait_gone(inside, 5):
+            _kill(inside, signal.SIGKILL)
+            _wait_gone(inside, 5)
         changed = True
     changed |= remove_netns(lab)
     if state_dir.exists():
