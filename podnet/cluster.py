@@ -1,0 +1,72 @@
+"""Load the model's input from an inventory (the manifests folder and allocation record it
+names) and build the plan. Used by ``python -m podnet plan`` and by verify/."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from podnet.allocate import RECORD_FILE, Record
+from podnet.model import Plan, build
+from podnet.problems import Problems
+from podnet.yamlsource import load_dir
+
+HOST_KEYS = ("ansible_host", "podnet_node_labels", "podnet_pod_cidr")
+DEFAULT_STATE_ROOT = "/var/lib/podnet/clusters"
+
+
+def manifests_dir(variables: Mapping[str, Any], inventory_dir: Path) -> Path | None:
+    """``podnet_manifests_dir``, relative to the inventory's directory; None when unset."""
+    value = variables.get("podnet_manifests_dir")
+    if not value:
+        return None
+    path = Path(str(value))
+    return path if path.is_absolute() else inventory_dir / path
+
+
+def record_path(variables: Mapping[str, Any]) -> Path:
+    state = variables.get("podnet_state_dir") or (
+        f"{DEFAULT_STATE_ROOT}/{variables.get('podnet_cluster_name') or 'podnet'}")
+    return Path(str(state)) / RECORD_FILE
+
+
+def read_record(path: Path, problems: Problems) -> Record:
+    if not path.exists():
+        return Record()
+    return Record.loads(path.read_text(encoding="utf-8"), str(path), problems)
+
+
+def plan_from(variables: Mapping[str, Any], hosts: list[dict[str, Any]], inventory_dir: Path,
+              where: str, problems: Problems | None = None) -> Plan:
+    """The plan for already-rendered inventory variables and hosts (Ansible's lookup uses this)."""
+    problems = problems if problems is not None else Problems()
+    folder = manifests_dir(variables, inventory_dir)
+    documents = load_dir(folder, problems) if folder else []
+    path = record_path(variables)
+    record = read_record(path, problems)
+    return build(variables, hosts, documents, record, where, str(path), problems)
+
+
+def load(source: str | Path, problems: Problems | None = None) -> Plan:
+    """The plan of an inventory directory or file, as ansible-playbook would see it."""
+    from podnet.inventory import Inventory
+
+    inventory = Inventory(source)
+    names = inventory.group("all")
+    if not names:
+        raise FileNotFoundError(f"inventory {source} has no hosts")
+    variables = {k: v for k, v in inventory.render(names[0]).items() if k.startswith("podnet_")}
+    hosts = []
+    for name in names:
+        host = inventory.host(name, HOST_KEYS)
+        hosts.append({
+            "name": name,
+            "address": host.vars.get("ansible_host", name),
+            "groups": list(host.groups),
+            "labels": host.vars.get("podnet_node_labels") or {},
+            "pod_cidr": host.vars.get("podnet_pod_cidr"),
+        })
+    path = Path(source)
+    inventory_dir = path if path.is_dir() else path.parent
+    return plan_from(variables, hosts, inventory_dir, str(source), problems)

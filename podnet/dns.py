@@ -1,0 +1,110 @@
+"""The DNS records of the cluster: Kubernetes DNS-Based Service Discovery 1.1.0, as CoreDNS
+serves them (plugin/kubernetes), plus pod A records ``a-b-c-d.<ns>.pod.<zone>`` for pods that
+exist (CoreDNS ``pods verified``).
+
+- ``dns-version.<zone>`` TXT "1.1.0" (TTL 28800); every other record has CoreDNS' TTL of 5 s.
+- ClusterIP Services: A, PTR for the ClusterIP, SRV ``_<port>._<proto>`` per named port
+  (priority 0, weight 100, the Service port, target the Service name).
+- Headless Services: one A per ready endpoint; per endpoint an A and PTR for
+  ``<hostname>.<svc>.<ns>.svc.<zone>`` where hostname is the pod's ``spec.hostname`` when its
+  ``spec.subdomain`` names the Service, else the endpoint IP with dashes (as CoreDNS does); SRV
+  per named port and endpoint (weight ``floor(100 / endpoints)``, the endpoint's port).
+- ExternalName Services: CNAME.
+
+Records that need a pod's IP are only known once the pod runs: without observed IPs they come
+back with ``data`` None and the pod they wait for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from podnet.addresses import dashed, reverse_name
+
+if TYPE_CHECKING:
+    from podnet.model import Plan, ServicePlan
+
+SCHEMA_VERSION = "1.1.0"
+TTL = 5
+VERSION_TTL = 28800
+
+
+@dataclass(frozen=True)
+class DNSRecord:
+    name: str  # absolute, lower case, trailing dot
+    type: str
+    ttl: int
+    data: str | None  # None: waits for the pod's IP
+    pod: str | None = None  # ns/name of the pod whose IP the record needs
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        data = self.data if self.data is not None else f"<IP of pod {self.pod}>"
+        return f"{self.name} {self.ttl} IN {self.type} {data}"
+
+
+def records(plan: Plan, observed: Mapping[str, str] | None = None) -> list[DNSRecord]:
+    """Every record of the zone; ``observed`` maps pod keys (ns/name) to their running IPs."""
+    zone = plan.settings.domain.lower()
+    out = [DNSRecord(f"dns-version.{zone}.", "TXT", VERSION_TTL, f'"{SCHEMA_VERSION}"')]
+    for svc in plan.services:
+        fqdn = f"{svc.fqdn.lower()}."
+        if svc.type == "ExternalName":
+            out.append(DNSRecord(fqdn, "CNAME", TTL, f"{svc.external_name}."))
+        elif svc.headless:
+            out.extend(_headless(plan, svc, fqdn, observed))
+        elif svc.cluster_ip:
+            out.append(DNSRecord(fqdn, "A", TTL, svc.cluster_ip))
+            out.append(DNSRecord(f"{reverse_name(svc.cluster_ip)}.", "PTR", TTL, fqdn))
+            for port in svc.ports:
+                if port.name:
+                    out.append(DNSRecord(f"_{port.name}._{port.protocol.lower()}.{fqdn}", "SRV",
+                                         TTL, f"0 100 {port.port} {fqdn}"))
+    for pod in plan.pods:
+        ip = None if observed is None else observed.get(pod.key)
+        if observed is None:
+            out.append(DNSRecord(f"<ip>.{pod.namespace}.pod.{zone}.", "A", TTL, None, pod.key))
+        elif ip:
+            out.append(DNSRecord(f"{dashed(ip)}.{pod.namespace}.pod.{zone}.", "A", TTL, ip))
+    return out
+
+
+def _headless(plan: Plan, svc: ServicePlan, fqdn: str,
+              observed: Mapping[str, str] | None) -> list[DNSRecord]:
+    out: list[DNSRecord] = []
+    pods = {p.key: p for p in plan.pods}
+    endpoint_pods = sorted({e.pod for port in svc.ports for e in port.endpoints})
+    if not svc.ports and svc.selector:  # a headless Service may have no ports
+        endpoint_pods = sorted(p.key for p in plan.pods if p.namespace == svc.namespace
+                               and all(p.labels.get(k) == v for k, v in svc.selector.items()))
+    names: dict[str, str] = {}
+    for key in endpoint_pods:
+        pod = pods[key]
+        ip = None if observed is None else observed.get(key)
+        if observed is not None and not ip:
+            continue  # not ready: not an endpoint
+        if pod.hostname and pod.subdomain == svc.name:
+            label = pod.hostname
+        else:
+            label = dashed(ip) if ip else "<ip>"
+        host = f"{label}.{fqdn}"
+        names[key] = host
+        out.append(DNSRecord(fqdn, "A", TTL, ip, None if ip else key))
+        out.append(DNSRecord(host, "A", TTL, ip, None if ip else key))
+        if ip:
+            out.append(DNSRecord(f"{reverse_name(ip)}.", "PTR", TTL, host))
+    for port in svc.ports:
+        if not port.name:
+            continue
+        ready = [e for e in port.endpoints if e.pod in names]
+        if not ready:
+            continue
+        weight = max(1, 100 // len(ready))
+        for e in ready:
+            out.append(DNSRecord(f"_{port.name}._{port.protocol.lower()}.{fqdn}", "SRV", TTL,
+                                 f"0 {weight} {e.port} {names[e.pod]}"))
+    return out

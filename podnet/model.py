@@ -1,0 +1,675 @@
+"""The cluster model: inventory + manifests (+ the allocation record) -> one validated plan.
+
+``build()`` is pure: it reads its arguments and returns a :class:`Plan` or raises
+:class:`~podnet.problems.InvalidInput` listing every error. Roles print the plan with Jinja;
+verify/ reads it to know what must hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, ip_address
+from pathlib import Path
+from typing import Any
+
+from podnet import kubeproxy, manifests, schedule
+from podnet.addresses import gateway, host_range, nth_subnet, subnet_count, subnet_index
+from podnet.allocate import Pool, Record, band_offset, keep_or_allocate
+from podnet.objects import Manifests, PodSpec, Ref, Service
+from podnet.problems import InvalidInput, Problem, Problems
+from podnet.settings import HostSpec, Settings, read_hosts, read_settings
+from podnet.yamlsource import Document, fmt_path, load_text
+
+ADDON = Path(__file__).parent / "addons" / "cluster-dns.yaml"
+ADDON_LABEL = "podnet:addons/cluster-dns.yaml"
+BUILTIN_NAMESPACES = ("default", "kube-system")
+DNS_SERVICE = "kube-system/kube-dns"
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString alphabet
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    address: str
+    labels: dict[str, str]
+    pod_cidr: str
+    gateway: str
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    address: str
+    groups: list[str]
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    name: str | None
+    port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    name: str
+    image: str
+    workload: dict[str, Any]
+    ports: list[PortPlan]
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    namespace: str
+    name: str
+    node: str
+    owner: str
+    labels: dict[str, str]
+    hostname: str | None  # spec.hostname as given
+    subdomain: str | None
+    restart_policy: str
+    containers: list[ContainerPlan]
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def host_name(self) -> str:
+        """The pod's hostname: spec.hostname, else its name cut to a 63-character label."""
+        return self.hostname or self.name[:63].rstrip("-.")
+
+    def named_port(self, name: str, protocol: str) -> int | None:
+        for container in self.containers:
+            for port in container.ports:
+                if port.name == name and port.protocol == protocol:
+                    return port.port
+        return None
+
+
+@dataclass(frozen=True)
+class EndpointPlan:
+    pod: str  # ns/name
+    node: str
+    port: int  # the target port on this pod
+
+
+@dataclass(frozen=True)
+class ServicePortPlan:
+    name: str
+    protocol: str
+    port: int
+    target_port: int | str
+    node_port: int | None
+    chains: dict[str, str]
+    endpoints: list[EndpointPlan]
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    namespace: str
+    name: str
+    type: str
+    cluster_ip: str | None  # None for headless and ExternalName
+    headless: bool
+    external_name: str | None
+    lb_ip: str | None
+    selector: dict[str, str] | None
+    ports: list[ServicePortPlan]
+    session_affinity_timeout: int | None
+    external_traffic_policy: str
+    internal_traffic_policy: str
+    load_balancer_source_ranges: list[str]
+    health_check_node_port: int | None
+    fqdn: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    ingress: str  # ns/name
+    host: str | None  # None: any host
+    path: str
+    path_type: str
+    service: str
+    service_port: int
+    tls: bool
+    secret_name: str | None
+
+
+@dataclass
+class Plan:
+    settings: Settings
+    nodes: list[NodePlan]
+    hosts: list[HostPlan]
+    namespaces: list[str]
+    pods: list[PodPlan]
+    services: list[ServicePlan]
+    routes: list[RoutePlan]
+    record: Record
+    warnings: list[Problem] = field(default_factory=list)
+
+    def node(self, name: str) -> NodePlan:
+        return next(n for n in self.nodes if n.name == name)
+
+    def service(self, key: str) -> ServicePlan:
+        return next(s for s in self.services if s.key == key)
+
+    def pod(self, key: str) -> PodPlan:
+        return next(p for p in self.pods if p.key == key)
+
+    def pods_on(self, node: str) -> list[PodPlan]:
+        return [p for p in self.pods if p.node == node]
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from podnet import dns
+
+        return {
+            "settings": self.settings.as_dict(),
+            "nodes": [asdict(n) for n in self.nodes],
+            "hosts": [asdict(h) for h in self.hosts],
+            "namespaces": list(self.namespaces),
+            "pods": [asdict(p) for p in self.pods],
+            "services": [asdict(s) for s in self.services],
+            "ingress_routes": [asdict(r) for r in self.routes],
+            "dns_records": [r.as_dict() for r in dns.records(self)],
+            "allocations": self.record.as_dict(),
+            "warnings": [w.as_dict() for w in self.warnings],
+        }
+
+
+def addon_documents(settings: Settings, problems: Problems) -> list[Document]:
+    text = string.Template(ADDON.read_text(encoding="utf-8")).substitute(
+        dns_ip=str(settings.dns_ip), replicas=settings.dns_replicas)
+    return load_text(text, ADDON_LABEL, problems)
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    """Like pod-template-hash: a short safe-encoded hash of the Deployment's pod template."""
+    data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    value = 0x811C9DC5  # FNV-1a 32, as Kubernetes' ComputeHash uses
+    for byte in data:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return "".join(_SAFE[ord(c) % len(_SAFE)] for c in str(value))
+
+
+def replica_name(deployment: str, template: str, index: int) -> str:
+    digest = hashlib.sha256(f"{deployment}-{template}/{index}".encode()).digest()
+    return f"{deployment}-{template}-" + "".join(_SAFE[b % len(_SAFE)] for b in digest[:5])
+
+
+def build(
+    variables: Mapping[str, Any],
+    hosts: Sequence[Mapping[str, Any]],
+    documents: Sequence[Document],
+    record: Record | None = None,
+    where: str = "inventory",
+    record_where: str = "allocation record",
+    problems: Problems | None = None,
+) -> Plan:
+    """The plan, or InvalidInput with every error (warnings ride along in the plan)."""
+    problems = problems if problems is not None else Problems()
+    record = record or Record()
+    settings = read_settings(variables, where, problems)
+    if settings is None:
+        manifests.read(list(documents), problems)  # report their own problems too
+        raise InvalidInput(problems.errors)
+    host_specs = read_hosts(hosts, settings, where, problems)
+    docs = addon_documents(settings, problems) + list(documents)
+    objects = manifests.read(docs, problems)
+    if problems.errors:
+        raise InvalidInput(problems.errors)
+    builder = _Builder(settings, host_specs, objects, record, problems, record_where)
+    plan = builder.run()
+    if problems.errors:
+        raise InvalidInput(problems.errors)
+    plan.warnings = problems.warnings
+    return plan
+
+
+class _Builder:
+    def __init__(self, settings: Settings, hosts: list[HostSpec], objects: Manifests,
+                 previous: Record, problems: Problems, record_where: str) -> None:
+        self.s = settings
+        self.hosts = hosts
+        self.nodes = [h for h in hosts if h.is_node(settings)]
+        self.o = objects
+        self.prev = previous
+        self.problems = problems
+        self.record_where = record_where
+        self.record = Record()
+
+    def error(self, ref: Ref, path: tuple[str | int, ...], message: str, fix: str) -> None:
+        self.problems.error(ref.where(path), str(ref), fmt_path(path), message, fix)
+
+    def warn(self, ref: Ref, path: tuple[str | int, ...], message: str, fix: str) -> None:
+        self.problems.warn(ref.where(path), str(ref), fmt_path(path), message, fix)
+
+    def run(self) -> Plan:
+        nodes = self.node_cidrs()
+        namespaces = self.namespaces()
+        drafts = self.pod_drafts()
+        pods = self.place(drafts)
+        services = self.services(pods)
+        routes = self.routes(services)
+        hosts = [HostPlan(h.name, str(h.address), list(h.groups)) for h in self.hosts]
+        return Plan(self.s, nodes, hosts, namespaces, pods, services, routes, self.record)
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def node_cidrs(self) -> list[NodePlan]:
+        cluster, prefix = self.s.cluster_cidr, self.s.node_prefix
+        pool = Pool(subnet_count(cluster, prefix))
+        for node in self.nodes:
+            if node.pod_cidr is not None:
+                pool.claim(subnet_index(cluster, node.pod_cidr), node.name)
+
+        def to_slot(text: str) -> int | None:
+            try:
+                net = IPv4Network(text)
+                if net.prefixlen == prefix and net.subnet_of(cluster):
+                    return subnet_index(cluster, net)
+            except ValueError:
+                pass
+            return None
+
+        free = [n.name for n in self.nodes if n.pod_cidr is None]
+        slots, _ = keep_or_allocate(free, self.prev.node_cidrs, to_slot, pool,
+                                    lambda _key: pool.first_free())
+        out = []
+        for node in self.nodes:
+            cidr = node.pod_cidr or nth_subnet(cluster, prefix, slots[node.name])
+            old = self.prev.node_cidrs.get(node.name)
+            if old and old != str(cidr):
+                self.problems.warn(self.record_where, f"host {node.name}", "podnet_pod_cidr",
+                                   f"pod CIDR changes from {old} to {cidr}",
+                                   "expected only when podnet_pod_cidr or the cluster CIDR "
+                                   "changed; the node's pods get new addresses")
+            self.record.node_cidrs[node.name] = str(cidr)
+            out.append(NodePlan(node.name, str(node.address), dict(sorted(node.labels.items())),
+                                str(cidr), str(gateway(cidr))))
+        return out
+
+    # -- namespaces and pods ---------------------------------------------------------------------
+    def namespaces(self) -> list[str]:
+        known = set(BUILTIN_NAMESPACES) | {n.ref.name for n in self.o.namespaces}
+        for group in (self.o.pods, self.o.deployments, self.o.services, self.o.ingresses):
+            for obj in group:
+                if obj.ref.namespace not in known:
+                    self.error(obj.ref, ("metadata", "namespace"),
+                               f"namespace '{obj.ref.namespace}' is not defined",
+                               f"add a Namespace manifest named {obj.ref.namespace}")
+        return sorted(known)
+
+    def pod_drafts(self) -> list[tuple[Ref, str, str, dict[str, str], PodSpec, str]]:
+        """(ref, pod name, owner, labels, spec, source) for every pod, in a stable order."""
+        drafts: list[tuple[Ref, str, str, dict[str, str], PodSpec, str]] = []
+        for pod in self.o.pods:
+            drafts.append((pod.ref, pod.ref.name, f"Pod {pod.ref.key}", pod.labels, pod.spec,
+                           pod.ref.where()))
+        for dep in self.o.deployments:
+            tmpl = template_hash(dep.template)
+            for i in range(dep.replicas):
+                name = replica_name(dep.ref.name, tmpl, i)
+                drafts.append((dep.ref, name, f"Deployment {dep.ref.key}",
+                               {**dep.labels, "pod-template-hash": tmpl}, dep.spec,
+                               dep.ref.where()))
+        seen: dict[str, Ref] = {}
+        unique = []
+        for draft in drafts:
+            key = f"{draft[0].namespace}/{draft[1]}"
+            if key in seen:
+                self.error(draft[0], ("metadata", "name"),
+                           f"its pod {key} has the same name as a pod of {seen[key]}",
+                           "rename one of them")
+                continue
+            seen[key] = draft[0]
+            unique.append(draft)
+        return unique
+
+    def place(self, drafts: list[tuple[Ref, str, str, dict[str, str], PodSpec, str]]
+              ) -> list[PodPlan]:
+        candidates = [schedule.Candidate(f"{ref.namespace}/{name}", owner, spec.node_name,
+                                         spec.node_selector)
+                      for ref, name, owner, _labels, spec, _src in drafts]
+        node_labels = {n.name: n.labels for n in self.nodes}
+        placed, failed = schedule.place(candidates, node_labels, self.prev.pods)
+        by_key = {f"{d[0].namespace}/{d[1]}": d for d in drafts}
+        for miss in failed:
+            ref = by_key[miss.key][0]
+            spec_path = ("spec", "template", "spec") if ref.kind == "Deployment" else ("spec",)
+            self.error(ref, (*spec_path, miss.field), f"pod {miss.key}: {miss.reason}", miss.fix)
+        pods = []
+        for key, (ref, name, owner, labels, spec, src) in by_key.items():
+            if key not in placed:
+                continue
+            self.record.pods[key] = placed[key]
+            containers = [
+                ContainerPlan(c.name, c.image, c.workload.as_dict(),
+                              [PortPlan(p.name, p.port, p.protocol) for p in c.ports],
+                              dict(c.env))
+                for c in spec.containers
+            ]
+            pods.append(PodPlan(ref.namespace, name, placed[key], owner, dict(labels),
+                                spec.hostname, spec.subdomain,
+                                spec.restart_policy, containers, src))
+        return pods
+
+    # -- services --------------------------------------------------------------------------------
+    def services(self, pods: list[PodPlan]) -> list[ServicePlan]:
+        ips = self.cluster_ips()
+        node_ports, health_ports = self.node_ports()
+        lb_ips = self.lb_ips()
+        out = []
+        for svc in self.o.services:
+            selected = self.selected(svc, pods)
+            ports = []
+            for sp in svc.ports:
+                endpoints = self.endpoints(svc, sp.index, sp.target_port, sp.protocol, selected)
+                ports.append(ServicePortPlan(
+                    sp.name, sp.protocol, sp.port, sp.target_port,
+                    node_ports.get(self.port_key(svc, sp.name, sp.port, sp.protocol)),
+                    kubeproxy.chains(svc.ref.namespace, svc.ref.name, sp.name, sp.protocol),
+                    endpoints,
+                ))
+            self.check_hostnames(svc, selected)
+            out.append(ServicePlan(
+                namespace=svc.ref.namespace, name=svc.ref.name, type=svc.type,
+                cluster_ip=ips.get(svc.ref.key), headless=svc.headless,
+                external_name=svc.external_name, lb_ip=lb_ips.get(svc.ref.key),
+                selector=svc.selector, ports=ports,
+                session_affinity_timeout=svc.affinity_timeout,
+                external_traffic_policy=svc.external_policy,
+                internal_traffic_policy=svc.internal_policy,
+                load_balancer_source_ranges=list(svc.source_ranges),
+                health_check_node_port=health_ports.get(svc.ref.key),
+                fqdn=f"{svc.ref.name}.{svc.ref.namespace}.svc.{self.s.domain}",
+                source=svc.ref.where(),
+            ))
+        for pod in self.o.pods:
+            self.check_subdomain(pod.ref, pod.spec, ("spec", "subdomain"))
+        for dep in self.o.deployments:
+            self.check_subdomain(dep.ref, dep.spec, ("spec", "template", "spec", "subdomain"))
+        return out
+
+    def check_subdomain(self, ref: Ref, spec: PodSpec, path: tuple[str, ...]) -> None:
+        if not spec.subdomain:
+            return
+        if not any(s.ref.namespace == ref.namespace and s.ref.name == spec.subdomain
+                   and s.headless for s in self.o.services):
+            self.warn(ref, path, f"no headless Service '{spec.subdomain}' in namespace "
+                      f"{ref.namespace}, so the pod gets no hostname record",
+                      "add a Service with clusterIP: None of that name selecting the pod")
+
+    def check_hostnames(self, svc: Service, selected: list[PodPlan]) -> None:
+        if not svc.headless:
+            return
+        seen: dict[str, str] = {}
+        for pod in selected:
+            if pod.hostname and pod.subdomain == svc.ref.name:
+                if pod.hostname in seen:
+                    self.warn(svc.ref, ("spec", "selector"),
+                              f"pods {seen[pod.hostname]} and {pod.key} share hostname "
+                              f"'{pod.hostname}': the name has both addresses",
+                              "give each pod its own hostname")
+                seen[pod.hostname] = pod.key
+
+    @staticmethod
+    def port_key(svc: Service, name: str, port: int, protocol: str) -> str:
+        return f"{svc.ref.key}:{name or port}/{protocol}"
+
+    def selected(self, svc: Service, pods: list[PodPlan]) -> list[PodPlan]:
+        if not svc.selector or svc.type == "ExternalName":
+            return []
+        return [p for p in pods if p.namespace == svc.ref.namespace
+                and all(p.labels.get(k) == v for k, v in svc.selector.items())]
+
+    def endpoints(self, svc: Service, index: int, target: int | str, protocol: str,
+                  selected: list[PodPlan]) -> list[EndpointPlan]:
+        out = []
+        for pod in selected:
+            number = target if isinstance(target, int) else pod.named_port(target, protocol)
+            if number is not None:
+                out.append(EndpointPlan(pod.key, pod.node, number))
+        if isinstance(target, str) and selected and not out:
+            self.error(svc.ref, ("spec", "ports", index, "targetPort"),
+                       f"no selected pod has a {protocol} container port named '{target}' "
+                       f"(selected: {', '.join(p.key for p in selected)})",
+                       "name the container port in the pods, or give targetPort as a number")
+        elif isinstance(target, str) and len(out) < len(selected):
+            missing = [p.key for p in selected if p.named_port(target, protocol) is None]
+            self.warn(svc.ref, ("spec", "ports", index, "targetPort"),
+                      f"pods {', '.join(missing)} have no port named '{target}' and are not "
+                      "endpoints of this port", "name the port in every selected pod")
+        return out
+
+    def cluster_ips(self) -> dict[str, str]:
+        net = self.s.service_cidr
+        first, last = host_range(net)
+        size = last - first + 1
+        pool = Pool(size, band_offset(size, 16, 256, 16))
+        dns_slot = int(self.s.dns_ip) - first
+        pool.claim(dns_slot, DNS_SERVICE)
+        ips: dict[str, str] = {}
+        wanting: list[str] = []
+        by_key = {s.ref.key: s for s in self.o.services}
+        held = {ip: key for key, ip in self.prev.cluster_ips.items() if key in by_key}
+        for svc in self.o.services:
+            key = svc.ref.key
+            if svc.headless or svc.type == "ExternalName":
+                continue
+            if svc.cluster_ip is None:
+                wanting.append(key)
+                continue
+            addr = ip_address(svc.cluster_ip)
+            slot = int(addr) - first
+            path = ("spec", "clusterIP")
+            if addr not in net or not 0 <= slot < size:
+                self.error(svc.ref, path, f"{addr} is outside podnet_service_cidr {net} "
+                           "(or is its network or broadcast address)",
+                           f"choose an address inside {net} or leave clusterIP out")
+            elif key != DNS_SERVICE and slot == dns_slot:
+                self.error(svc.ref, path, f"{addr} is podnet_dns_service_ip, reserved for "
+                           "the kube-dns Service", "choose another address or leave it out")
+            elif pool.holder(slot) not in (None, key):
+                self.error(svc.ref, path, f"{addr} is already taken by Service "
+                           f"{pool.holder(slot)}", "give each Service its own clusterIP")
+            elif held.get(str(addr), key) != key and by_key[held[str(addr)]].cluster_ip is None:
+                self.error(svc.ref, path, f"{addr} is already allocated to Service "
+                           f"{held[str(addr)]} ({self.record_where})",
+                           "choose a free address or leave clusterIP out")
+            else:
+                pool.claim(slot, key)
+                ips[key] = str(addr)
+
+        def to_slot(text: str) -> int | None:
+            try:
+                return int(IPv4Address(text)) - first
+            except ValueError:
+                return None
+
+        slots, full = keep_or_allocate(wanting, self.prev.cluster_ips, to_slot, pool,
+                                       pool.hashed)
+        for key, slot in slots.items():
+            ips[key] = str(IPv4Address(first + slot))
+        for key in full:
+            self.error(by_key[key].ref, ("spec", "clusterIP"),
+                       f"podnet_service_cidr {net} has no free address left",
+                       "widen podnet_service_cidr")
+        self.record.cluster_ips = dict(ips)
+        return ips
+
+    def node_ports(self) -> tuple[dict[str, int], dict[str, int]]:
+        lo, hi = self.s.nodeport_range
+        size = hi - lo + 1
+        pool = Pool(size, band_offset(size, 16, 128, 32))
+        given: dict[str, int] = {}
+        wanting: list[tuple[Service, str]] = []
+        owner: dict[int, str] = {}
+        for svc in self.o.services:
+            if not svc.needs_node_ports:
+                continue
+            for sp in svc.ports:
+                key = self.port_key(svc, sp.name, sp.port, sp.protocol)
+                if sp.node_port is None:
+                    wanting.append((svc, key))
+                    continue
+                path = ("spec", "ports", sp.index, "nodePort")
+                if not lo <= sp.node_port <= hi:
+                    self.error(svc.ref, path, f"{sp.node_port} is outside podnet_nodeport_range "
+                               f"{lo}-{hi}", f"choose a port from {lo} to {hi} or leave it out")
+                elif owner.get(sp.node_port, svc.ref.key) != svc.ref.key:
+                    self.error(svc.ref, path, f"{sp.node_port} is already the nodePort of "
+                               f"Service {owner[sp.node_port]}",
+                               "give each Service its own nodePort or leave it out")
+                else:
+                    owner[sp.node_port] = svc.ref.key
+                    pool.claim(sp.node_port - lo, key)
+                    given[key] = sp.node_port
+        health: dict[str, int] = {}
+        hc_wanting: list[tuple[Service, str]] = []
+        for svc in self.o.services:
+            if not (svc.type == "LoadBalancer" and svc.external_policy == "Local"):
+                continue
+            if svc.health_check_node_port is None:
+                hc_wanting.append((svc, svc.ref.key))
+                continue
+            port = svc.health_check_node_port
+            hc_path = ("spec", "healthCheckNodePort")
+            if not lo <= port <= hi:
+                self.error(svc.ref, hc_path, f"{port} is outside podnet_nodeport_range {lo}-{hi}",
+                           f"choose a port from {lo} to {hi} or leave it out")
+            elif port in owner:
+                self.error(svc.ref, hc_path, f"{port} is already the nodePort of Service "
+                           f"{owner[port]}", "choose a free port or leave it out")
+            else:
+                owner[port] = svc.ref.key
+                pool.claim(port - lo, f"{svc.ref.key} health check")
+                health[svc.ref.key] = port
+
+        def to_slot(port: int) -> int | None:
+            return port - lo
+
+        slots, full = keep_or_allocate([k for _, k in wanting], self.prev.node_ports, to_slot,
+                                       pool, pool.hashed)
+        hc_slots, hc_full = keep_or_allocate([k for _, k in hc_wanting],
+                                             self.prev.health_check_node_ports, to_slot, pool,
+                                             lambda k: pool.hashed(f"{k} health check"))
+        ports = {**given, **{k: lo + s for k, s in slots.items()}}
+        health.update({k: lo + s for k, s in hc_slots.items()})
+        for svc, key in wanting + hc_wanting:
+            if key in full or key in hc_full:
+                self.error(svc.ref, ("spec", "type"), f"podnet_nodeport_range {lo}-{hi} has no "
+                           "free port left", "widen podnet_nodeport_range")
+        self.record.node_ports = dict(ports)
+        self.record.health_check_node_ports = dict(health)
+        return ports, health
+
+    def lb_ips(self) -> dict[str, str]:
+        wanting = [s for s in self.o.services if s.type == "LoadBalancer"]
+        pool_net = self.s.lb_pool
+        if not wanting:
+            return {}
+        if pool_net is None:
+            for svc in wanting:
+                self.error(svc.ref, ("spec", "type"), "podnet_lb_pool is not set, so there is "
+                           "no LoadBalancer address to give", "set podnet_lb_pool in the inventory")
+            return {}
+        base = int(pool_net.network_address)
+        size = pool_net.num_addresses
+        pool = Pool(size)
+        reserved = {self.s.underlay.network_address, self.s.underlay.broadcast_address}
+        reserved |= {h.address for h in self.hosts}
+        for addr in reserved:
+            if addr in pool_net:
+                pool.claim(int(addr) - base, "reserved")
+        ips: dict[str, str] = {}
+        automatic: list[Service] = []
+        for svc in wanting:
+            if svc.lb_ip is None:
+                automatic.append(svc)
+                continue
+            lb_addr = ip_address(svc.lb_ip)
+            slot = int(lb_addr) - base
+            path = ("spec", "loadBalancerIP")
+            if lb_addr not in pool_net:
+                self.error(svc.ref, path, f"{lb_addr} is outside podnet_lb_pool {pool_net}",
+                           f"choose an address inside {pool_net} or leave it out")
+            elif pool.holder(slot) is not None:
+                self.error(svc.ref, path, f"{lb_addr} is already taken by "
+                           f"{pool.holder(slot)}", "choose a free pool address or leave it out")
+            else:
+                pool.claim(slot, svc.ref.key)
+                ips[svc.ref.key] = str(lb_addr)
+
+        def to_slot(text: str) -> int | None:
+            try:
+                return int(IPv4Address(text)) - base
+            except ValueError:
+                return None
+
+        slots, full = keep_or_allocate([s.ref.key for s in automatic], self.prev.lb_ips,
+                                       to_slot, pool, lambda _k: pool.first_free())
+        ips.update({k: str(IPv4Address(base + s)) for k, s in slots.items()})
+        for svc in automatic:
+            if svc.ref.key in full:
+                usable = size - sum(1 for h in pool.holders.values() if h == "reserved")
+                self.error(svc.ref, ("spec", "type"),
+                           f"podnet_lb_pool {pool_net} is exhausted: its {usable} usable "
+                           f"addresses are all taken", "widen podnet_lb_pool")
+        self.record.lb_ips = dict(ips)
+        return ips
+
+    # -- ingress ---------------------------------------------------------------------------------
+    def routes(self, services: list[ServicePlan]) -> list[RoutePlan]:
+        by_key = {s.key: s for s in services}
+        routes: list[RoutePlan] = []
+        seen: dict[tuple[str | None, str, str], str] = {}
+        for ing in self.o.ingresses:
+            tls_hosts = {h: t.secret_name for t in ing.tls for h in t.hosts}
+            pairs = [(rule.host, p) for rule in ing.rules for p in rule.paths]
+            entries = [(host, p.path, p.path_type, p.backend) for host, p in pairs]
+            if ing.default_backend:
+                entries.append((None, "/", "Prefix", ing.default_backend))
+            for host, path, path_type, backend in entries:
+                svc = by_key.get(f"{ing.ref.namespace}/{backend.service}")
+                if svc is None:
+                    self.error(ing.ref, (*backend.path, "name"),
+                               f"Service '{backend.service}' does not exist in namespace "
+                               f"{ing.ref.namespace}", "point the backend at an existing Service")
+                    continue
+                if svc.type == "ExternalName" or svc.headless:
+                    self.error(ing.ref, (*backend.path, "name"),
+                               f"Service '{backend.service}' has no ClusterIP to proxy to",
+                               "use a ClusterIP, NodePort or LoadBalancer Service")
+                    continue
+                port = next((p for p in svc.ports if p.protocol == "TCP" and (
+                    p.port == backend.port if isinstance(backend.port, int)
+                    else p.name == backend.port)), None)
+                if port is None:
+                    self.error(ing.ref, (*backend.path, "port"),
+                               f"Service '{backend.service}' has no TCP port {backend.port!r}",
+                               f"use one of {[p.name or p.port for p in svc.ports]}")
+                    continue
+                ident = (host, path, path_type)
+                if ident in seen and seen[ident] != ing.ref.key:
+                    self.error(ing.ref, backend.path, f"host {host or '*'} path {path} "
+                               f"({path_type}) is already routed by Ingress {seen[ident]}",
+                               "route each host and path in one Ingress")
+                    continue
+                seen[ident] = ing.ref.key
+                secret = tls_hosts.get(host) if host else None
+                routes.append(RoutePlan(ing.ref.key, host, path, path_type, svc.key, port.port,
+                                        host in tls_hosts, secret))
+        return routes

@@ -1,0 +1,157 @@
+"""The Kubernetes objects podnet reads, as typed values with Kubernetes' defaults applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from podnet.workloads import Workload
+from podnet.yamlsource import Document, FieldPath
+
+
+@dataclass(frozen=True)
+class Ref:
+    kind: str
+    namespace: str  # "" for Namespace
+    name: str
+    doc: Document = field(compare=False, hash=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}"
+
+    def where(self, path: FieldPath = ()) -> str:
+        return self.doc.where(path)
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    name: str | None
+    port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str
+    workload: Workload
+    ports: tuple[ContainerPort, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    containers: tuple[Container, ...]
+    hostname: str | None = None
+    subdomain: str | None = None
+    node_name: str | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
+    restart_policy: str = "Always"
+
+
+@dataclass(frozen=True)
+class Namespace:
+    ref: Ref
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Pod:
+    ref: Ref
+    labels: dict[str, str]
+    spec: PodSpec
+    spec_path: FieldPath  # where the pod spec is in its document (for messages)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    ref: Ref
+    replicas: int
+    selector: dict[str, str]
+    labels: dict[str, str]  # the template's labels
+    spec: PodSpec
+    template: dict[str, Any]  # the raw template, hashed into pod names like pod-template-hash
+    spec_path: FieldPath
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str
+    protocol: str
+    port: int
+    target_port: int | str
+    node_port: int | None
+    index: int  # position in spec.ports, for messages
+
+
+@dataclass(frozen=True)
+class Service:
+    ref: Ref
+    type: str
+    selector: dict[str, str] | None
+    ports: tuple[ServicePort, ...]
+    cluster_ip: str | None  # None: allocate; "None": headless
+    external_name: str | None
+    affinity_timeout: int | None  # seconds when sessionAffinity is ClientIP
+    external_policy: str
+    internal_policy: str
+    source_ranges: tuple[str, ...]
+    lb_ip: str | None
+    health_check_node_port: int | None
+    labels: dict[str, str]
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == "None"
+
+    @property
+    def needs_node_ports(self) -> bool:
+        return self.type in ("NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True)
+class IngressBackend:
+    service: str
+    port: int | str
+    path: FieldPath
+
+
+@dataclass(frozen=True)
+class IngressPath:
+    path: str
+    path_type: str
+    backend: IngressBackend
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    host: str | None
+    paths: tuple[IngressPath, ...]
+
+
+@dataclass(frozen=True)
+class IngressTLS:
+    hosts: tuple[str, ...]
+    secret_name: str | None
+
+
+@dataclass(frozen=True)
+class Ingress:
+    ref: Ref
+    class_name: str | None
+    default_backend: IngressBackend | None
+    rules: tuple[IngressRule, ...]
+    tls: tuple[IngressTLS, ...]
+
+
+@dataclass
+class Manifests:
+    namespaces: list[Namespace] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    deployments: list[Deployment] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    ingresses: list[Ingress] = field(default_factory=list)

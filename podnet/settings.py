@@ -1,0 +1,335 @@
+"""The inventory half of the model's input: network settings and the hosts they apply to."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from podnet import names
+from podnet.addresses import parse_address, parse_network, subnet_count
+from podnet.problems import Problems
+
+BACKENDS = ("host-gw",)
+PLANNED_BACKENDS = ("vxlan", "bgp")  # in DESIGN.md, not built yet
+PROXY_MODES = ("iptables",)
+PLANNED_PROXY_MODES = ("nftables",)
+
+DEFAULTS: dict[str, Any] = {
+    "podnet_cluster_name": "podnet",
+    "podnet_cluster_cidr": "10.244.0.0/16",
+    "podnet_node_cidr_prefix": 24,
+    "podnet_service_cidr": "10.96.0.0/12",
+    "podnet_dns_service_ip": "10.96.0.10",
+    "podnet_cluster_domain": "cluster.local",
+    "podnet_nodeport_range": "30000-32767",
+    "podnet_lb_pool": "",
+    "podnet_backend": "host-gw",
+    "podnet_proxy_mode": "iptables",
+    "podnet_nodes_group": "nodes",
+    "podnet_dns_replicas": 2,
+}
+REQUIRED = ("podnet_underlay_cidr",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster_name: str
+    underlay: IPv4Network
+    cluster_cidr: IPv4Network
+    node_prefix: int
+    service_cidr: IPv4Network
+    dns_ip: IPv4Address
+    domain: str
+    nodeport_range: tuple[int, int]
+    lb_pool: IPv4Network | None
+    backend: str
+    proxy_mode: str
+    nodes_group: str
+    dns_replicas: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cluster_name": self.cluster_name,
+            "underlay_cidr": str(self.underlay),
+            "cluster_cidr": str(self.cluster_cidr),
+            "node_cidr_prefix": self.node_prefix,
+            "service_cidr": str(self.service_cidr),
+            "dns_service_ip": str(self.dns_ip),
+            "cluster_domain": self.domain,
+            "nodeport_range": list(self.nodeport_range),
+            "lb_pool": str(self.lb_pool) if self.lb_pool else None,
+            "backend": self.backend,
+            "proxy_mode": self.proxy_mode,
+            "nodes_group": self.nodes_group,
+            "dns_replicas": self.dns_replicas,
+        }
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """An inventory host: a node (runs pods) or another lab host (client, load balancer)."""
+
+    name: str
+    address: IPv4Address
+    groups: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    pod_cidr: IPv4Network | None = None  # podnet_pod_cidr: a fixed pod CIDR for this node
+
+    def is_node(self, settings: Settings) -> bool:
+        return settings.nodes_group in self.groups
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"'{value}' is not a number")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"'{value}' is not a number") from None
+
+
+def parse_port_range(value: Any) -> tuple[int, int]:
+    text = str(value).strip()
+    lo_text, sep, hi_text = text.partition("-")
+    if not sep:
+        raise ValueError(f"'{value}' is not a range FIRST-LAST (like 30000-32767)")
+    lo, hi = _int(lo_text), _int(hi_text)
+    if not (1 <= lo <= hi <= 65535):
+        raise ValueError(f"'{value}' must satisfy 1 <= FIRST <= LAST <= 65535")
+    return lo, hi
+
+
+def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) -> Settings | None:
+    """Settings from the ``podnet_*`` variables; problems are added, None when any is an error."""
+    before = len(problems.errors)
+    v = {**DEFAULTS, **{k: val for k, val in variables.items() if val is not None}}
+    for key in REQUIRED:
+        if key not in v:
+            problems.error(where, "inventory", key, "is not set",
+                           f"set {key} in group_vars/all (like 192.168.56.0/24)")
+            return None
+
+    def net(key: str, optional: bool = False) -> IPv4Network | None:
+        if optional and not v.get(key):
+            return None
+        try:
+            return parse_network(v[key])
+        except ValueError as exc:
+            problems.error(where, "inventory", key, str(exc),
+                           f"set {key} to an IPv4 network with its host bits zero")
+            return None
+
+    underlay = net("podnet_underlay_cidr")
+    cluster = net("podnet_cluster_cidr")
+    service = net("podnet_service_cidr")
+    pool = net("podnet_lb_pool", optional=True)
+
+    name = str(v["podnet_cluster_name"])
+    if reason := names.dns1123_label(name):
+        problems.error(where, "inventory", "podnet_cluster_name", reason,
+                       "use a short lower-case name like 'podnet'")
+    domain = str(v["podnet_cluster_domain"]).rstrip(".")
+    if reason := names.dns1123_subdomain(domain):
+        problems.error(where, "inventory", "podnet_cluster_domain", reason,
+                       "use a DNS domain like 'cluster.local'")
+
+    prefix = 0
+    try:
+        prefix = _int(v["podnet_node_cidr_prefix"])
+    except ValueError as exc:
+        problems.error(where, "inventory", "podnet_node_cidr_prefix", str(exc),
+                       "set a prefix length like 24")
+    if cluster and prefix and not cluster.prefixlen <= prefix <= 29:
+        problems.error(
+            where, "inventory", "podnet_node_cidr_prefix",
+            f"/{prefix} does not fit podnet_cluster_cidr {cluster}: it must be between "
+            f"/{cluster.prefixlen} and /29",
+            f"choose a prefix from {cluster.prefixlen} to 29 (24 gives 254 pods per node)",
+        )
+    if service and not 12 <= service.prefixlen <= 28:
+        problems.error(where, "inventory", "podnet_service_cidr",
+                       f"{service} must be between a /12 and a /28 (Kubernetes' limits)",
+                       "use a range like 10.96.0.0/12")
+
+    pairs = [("podnet_cluster_cidr", cluster), ("podnet_service_cidr", service),
+             ("podnet_underlay_cidr", underlay), ("podnet_lb_pool", pool)]
+    for i, (key_a, a) in enumerate(pairs):
+        for key_b, b in pairs[i + 1:]:
+            if a is None or b is None:
+                continue
+            if {key_a, key_b} == {"podnet_underlay_cidr", "podnet_lb_pool"}:
+                continue  # LoadBalancer addresses may live on the underlay
+            if a.overlaps(b):
+                problems.error(where, "inventory", key_b,
+                               f"{b} overlaps {key_a} {a}",
+                               f"choose {key_b} and {key_a} so that they do not overlap")
+
+    dns_ip = None
+    try:
+        dns_ip = parse_address(v["podnet_dns_service_ip"])
+    except ValueError as exc:
+        problems.error(where, "inventory", "podnet_dns_service_ip", str(exc),
+                       "set an address inside podnet_service_cidr, like 10.96.0.10")
+    if dns_ip and service:
+        if dns_ip not in service:
+            problems.error(where, "inventory", "podnet_dns_service_ip",
+                           f"{dns_ip} is outside podnet_service_cidr {service}",
+                           f"choose an address inside {service}, like {service[10]}")
+        elif service.prefixlen < 31 and dns_ip in (service.network_address,
+                                                    service.broadcast_address):
+            problems.error(where, "inventory", "podnet_dns_service_ip",
+                           f"{dns_ip} is the network or broadcast address of {service}",
+                           f"choose a host address inside {service}, like {service[10]}")
+
+    nodeports = (0, 0)
+    try:
+        nodeports = parse_port_range(v["podnet_nodeport_range"])
+    except ValueError as exc:
+        problems.error(where, "inventory", "podnet_nodeport_range", str(exc),
+                       "set a range like 30000-32767")
+
+    backend = str(v["podnet_backend"])
+    if backend not in BACKENDS:
+        later = " (planned, not built yet)" if backend in PLANNED_BACKENDS else ""
+        problems.error(where, "inventory", "podnet_backend",
+                       f"'{backend}' is not a routing backend podnet has{later}",
+                       f"use one of: {', '.join(BACKENDS)}")
+    mode = str(v["podnet_proxy_mode"])
+    if mode not in PROXY_MODES:
+        later = " (planned, not built yet)" if mode in PLANNED_PROXY_MODES else ""
+        problems.error(where, "inventory", "podnet_proxy_mode",
+                       f"'{mode}' is not a proxy mode podnet has{later}",
+                       f"use one of: {', '.join(PROXY_MODES)}")
+
+    replicas = 0
+    try:
+        replicas = _int(v["podnet_dns_replicas"])
+        if replicas < 1:
+            raise ValueError(f"'{replicas}' must be 1 or more")
+    except ValueError as exc:
+        problems.error(where, "inventory", "podnet_dns_replicas", str(exc),
+                       "set how many DNS pods to run, like 2")
+
+    if len(problems.errors) > before:
+        return None
+    assert underlay and cluster and service and dns_ip
+    return Settings(
+        cluster_name=name, underlay=underlay, cluster_cidr=cluster, node_prefix=prefix,
+        service_cidr=service, dns_ip=dns_ip, domain=domain, nodeport_range=nodeports,
+        lb_pool=pool, backend=backend, proxy_mode=mode,
+        nodes_group=str(v["podnet_nodes_group"]), dns_replicas=replicas,
+    )
+
+
+def read_hosts(
+    entries: Sequence[Mapping[str, Any]], settings: Settings, where: str, problems: Problems
+) -> list[HostSpec]:
+    """Hosts from ``{name, address, groups, labels, pod_cidr}`` entries, checked together."""
+    hosts: list[HostSpec] = []
+    seen_addr: dict[IPv4Address, str] = {}
+    seen_cidr: dict[IPv4Network, str] = {}
+    for entry in entries:
+        name = str(entry["name"])
+        subject = f"host {name}"
+        groups = tuple(sorted(entry.get("groups") or ()))
+        node = settings.nodes_group in groups
+        try:
+            address = parse_address(entry.get("address") or name)
+        except ValueError as exc:
+            problems.error(where, subject, "ansible_host", str(exc),
+                           "give the host an IPv4 address in ansible_host")
+            continue
+        if address in seen_addr:
+            problems.error(where, subject, "ansible_host",
+                           f"{address} is also host {seen_addr[address]}'s address",
+                           "give every host its own address")
+        seen_addr[address] = name
+        if node and address not in settings.underlay:
+            problems.error(
+                where, subject, "ansible_host",
+                f"{address} is outside podnet_underlay_cidr {settings.underlay}; "
+                f"the {settings.backend} backend needs every node on that one network",
+                "put the node's address on the underlay or correct podnet_underlay_cidr",
+            )
+        for key, net in (("podnet_cluster_cidr", settings.cluster_cidr),
+                         ("podnet_service_cidr", settings.service_cidr),
+                         ("podnet_lb_pool", settings.lb_pool)):
+            if net is not None and address in net:
+                problems.error(where, subject, "ansible_host", f"{address} lies inside {key} {net}",
+                               f"choose a host address outside {key}")
+        if (node and name != name.lower()) or (node and names.dns1123_label(name)):
+            problems.error(where, subject, "inventory_hostname",
+                           f"node name '{name}' is not a DNS-1123 label",
+                           "name nodes with lower-case letters, digits and '-'")
+        labels: dict[str, str] = {}
+        raw_labels = entry.get("labels") or {}
+        if not isinstance(raw_labels, Mapping):
+            problems.error(where, subject, "podnet_node_labels",
+                           f"must be a mapping of label keys to values, not {raw_labels!r}",
+                           "write podnet_node_labels: {key: value}")
+            raw_labels = {}
+        for key, value in raw_labels.items():
+            text = "" if value is None else str(value)
+            reason = names.label_key(str(key)) or names.label_value(text)
+            if reason:
+                problems.error(where, subject, f"podnet_node_labels.{key}", reason,
+                               "use Kubernetes label syntax")
+            labels[str(key)] = text
+        if node:
+            labels.setdefault("kubernetes.io/hostname", name)
+            labels.setdefault("kubernetes.io/os", "linux")
+        pod_cidr = None
+        if entry.get("pod_cidr"):
+            pod_cidr = _read_pod_cidr(entry["pod_cidr"], name, node, settings, where, problems)
+            if pod_cidr in seen_cidr:
+                problems.error(where, subject, "podnet_pod_cidr",
+                               f"{pod_cidr} is also node {seen_cidr[pod_cidr]}'s pod CIDR",
+                               "give each node its own pod CIDR, or leave it to podnet")
+            if pod_cidr:
+                seen_cidr[pod_cidr] = name
+        hosts.append(HostSpec(name, address, groups, labels, pod_cidr))
+    nodes = [h for h in hosts if h.is_node(settings)]
+    capacity = subnet_count(settings.cluster_cidr, settings.node_prefix)
+    if len(nodes) > capacity:
+        problems.error(
+            where, "inventory", "podnet_cluster_cidr",
+            f"{len(nodes)} nodes need {len(nodes)} /{settings.node_prefix} pod CIDRs but "
+            f"{settings.cluster_cidr} holds only {capacity}",
+            "widen podnet_cluster_cidr or lengthen podnet_node_cidr_prefix",
+        )
+    if not nodes:
+        problems.error(where, "inventory", "podnet_nodes_group",
+                       f"group '{settings.nodes_group}' has no hosts",
+                       "put the nodes in that group or set podnet_nodes_group")
+    if settings.lb_pool is not None:
+        for host in hosts:
+            if host.address in settings.lb_pool:
+                problems.error(where, f"host {host.name}", "ansible_host",
+                               f"{host.address} lies inside podnet_lb_pool {settings.lb_pool}",
+                               "keep host addresses out of the LoadBalancer pool")
+    return hosts
+
+
+def _read_pod_cidr(value: Any, name: str, node: bool, settings: Settings, where: str,
+                   problems: Problems) -> IPv4Network | None:
+    subject = f"host {name}"
+    if not node:
+        problems.error(where, subject, "podnet_pod_cidr",
+                       f"is set but {name} is not in group '{settings.nodes_group}'",
+                       "set podnet_pod_cidr on nodes only")
+        return None
+    try:
+        cidr = parse_network(value)
+    except ValueError as exc:
+        problems.error(where, subject, "podnet_pod_cidr", str(exc),
+                       f"give a /{settings.node_prefix} inside {settings.cluster_cidr}")
+        return None
+    if cidr.prefixlen != settings.node_prefix or not cidr.subnet_of(settings.cluster_cidr):
+        problems.error(where, subject, "podnet_pod_cidr",
+                       f"{cidr} is not a /{settings.node_prefix} inside podnet_cluster_cidr "
+                       f"{settings.cluster_cidr}",
+                       f"give a /{settings.node_prefix} inside {settings.cluster_cidr}")
+        return None
+    return cidr

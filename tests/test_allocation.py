@@ -1,0 +1,184 @@
+"""Allocation and placement: given values honoured, nothing existing renumbered or moved."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from modelkit import deployment, hosts, make_plan, service
+
+from podnet.allocate import Record
+
+NAMES = st.lists(st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), min_size=1, max_size=8,
+                 unique=True)
+slow = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def services_text(names: list[str], kind: str = "NodePort") -> str:
+    return "".join(service(f"s{n}", selector="x", body=f"  type: {kind}\n") for n in names)
+
+
+@slow
+@given(NAMES, NAMES)
+def test_adding_and_removing_services_never_renumbers_others(first: list[str],
+                                                             second: list[str]) -> None:
+    before = make_plan(services_text(first, "LoadBalancer"))
+    after = make_plan(services_text(second, "LoadBalancer"), record=before.record)
+    for svc in after.services:
+        if svc.key in {s.key for s in before.services}:
+            old = before.service(svc.key)
+            assert (svc.cluster_ip, svc.lb_ip) == (old.cluster_ip, old.lb_ip)
+            assert [p.node_port for p in svc.ports] == [p.node_port for p in old.ports]
+
+
+@slow
+@given(NAMES)
+def test_allocated_addresses_are_unique_and_in_range(names: list[str]) -> None:
+    plan = make_plan(services_text(names))
+    cidr = IPv4Network("10.96.0.0/12")
+    ips = [s.cluster_ip for s in plan.services]
+    assert len(set(ips)) == len(ips)
+    assert "10.96.0.10" in ips  # kube-dns, and only kube-dns
+    for svc in plan.services:
+        assert IPv4Address(svc.cluster_ip) in cidr
+        assert (svc.cluster_ip == "10.96.0.10") == (svc.key == "kube-system/kube-dns")
+        # dynamic allocation stays out of the static band (first 256 addresses of a /12)
+        if svc.key != "kube-system/kube-dns":
+            assert int(IPv4Address(svc.cluster_ip)) - int(cidr.network_address) > 256
+    ports = [p.node_port for s in plan.services for p in s.ports if p.node_port]
+    assert len(set(ports)) == len(ports) == len(names)
+    assert all(30000 + 86 <= p <= 32767 for p in ports)
+
+
+def test_given_values_are_honoured() -> None:
+    plan = make_plan(service("web", body="  type: LoadBalancer\n  clusterIP: 10.96.0.50\n"
+                                         "  loadBalancerIP: 192.168.56.250\n",
+                             ports="  ports:\n    - port: 80\n      nodePort: 30080\n"))
+    web = plan.service("default/web")
+    assert (web.cluster_ip, web.lb_ip, web.ports[0].node_port) == (
+        "10.96.0.50", "192.168.56.250", 30080)
+
+
+def test_lb_ips_skip_host_and_broadcast_addresses() -> None:
+    text = "".join(service(f"lb{i}", selector="x", body="  type: LoadBalancer\n")
+                   for i in range(15))
+    plan = make_plan(text)
+    got = sorted(int(IPv4Address(s.lb_ip)) & 0xFF for s in plan.services if s.lb_ip)
+    assert got == list(range(240, 255))  # .255 is the underlay's broadcast address
+
+
+def test_health_check_node_port_for_local_load_balancers() -> None:
+    plan = make_plan(service("lb", body="  type: LoadBalancer\n  externalTrafficPolicy: Local\n"))
+    svc = plan.service("default/lb")
+    assert svc.health_check_node_port is not None
+    assert svc.health_check_node_port != svc.ports[0].node_port
+    again = make_plan(service("lb", body="  type: LoadBalancer\n  externalTrafficPolicy: Local\n")
+                      + service("other", body="  type: NodePort\n"), record=plan.record)
+    assert again.service("default/lb").health_check_node_port == svc.health_check_node_port
+    given_port = make_plan(service("lb", body="  type: LoadBalancer\n  externalTrafficPolicy: "
+                                              "Local\n  healthCheckNodePort: 31999\n"))
+    assert given_port.service("default/lb").health_check_node_port == 31999
+
+
+@st.composite
+def node_sets(draw: st.DrawFn) -> tuple[list[int], list[int]]:
+    first = draw(st.lists(st.integers(1, 40), min_size=1, max_size=10, unique=True))
+    second = draw(st.lists(st.integers(1, 40), min_size=1, max_size=10, unique=True))
+    return first, second
+
+
+def node_list(ids: list[int]) -> list[dict[str, object]]:
+    return [{"name": f"n{i}", "address": f"192.168.56.{i}", "groups": ["nodes"]} for i in ids]
+
+
+@slow
+@given(node_sets())
+def test_node_cidrs_survive_nodes_coming_and_going(sets: tuple[list[int], list[int]]) -> None:
+    first, second = sets
+    before = make_plan("", host_list=node_list(first))
+    after = make_plan("", host_list=node_list(second), record=before.record)
+    cidrs = [n.pod_cidr for n in after.nodes]
+    assert len(set(cidrs)) == len(cidrs)
+    for node in after.nodes:
+        assert IPv4Network(node.pod_cidr).subnet_of(IPv4Network("10.244.0.0/16"))
+        if node.name in {n.name for n in before.nodes}:
+            assert node.pod_cidr == before.node(node.name).pod_cidr
+
+
+def test_node_cidrs_in_inventory_order_and_explicit_ones_kept() -> None:
+    plan = make_plan("", host_list=[
+        {"name": "a", "address": "192.168.56.11", "groups": ["nodes"]},
+        {"name": "b", "address": "192.168.56.12", "groups": ["nodes"],
+         "pod_cidr": "10.244.0.0/24"},
+        {"name": "c", "address": "192.168.56.13", "groups": ["nodes"]}])
+    assert [(n.name, n.pod_cidr, n.gateway) for n in plan.nodes] == [
+        ("a", "10.244.1.0/24", "10.244.1.1"), ("b", "10.244.0.0/24", "10.244.0.1"),
+        ("c", "10.244.2.0/24", "10.244.2.1")]
+
+
+def test_explicit_cidr_taking_a_recorded_one_is_a_warning() -> None:
+    record = Record(node_cidrs={"a": "10.244.0.0/24"})
+    plan = make_plan("", host_list=[
+        {"name": "a", "address": "192.168.56.11", "groups": ["nodes"]},
+        {"name": "b", "address": "192.168.56.12", "groups": ["nodes"],
+         "pod_cidr": "10.244.0.0/24"}], record=record)
+    assert plan.node("a").pod_cidr == "10.244.1.0/24"
+    assert any("pod CIDR changes from 10.244.0.0/24 to 10.244.1.0/24" in str(w)
+               for w in plan.warnings)
+
+
+@slow
+@given(st.integers(1, 6), st.integers(0, 6), st.integers(1, 5), st.integers(0, 3))
+def test_scaling_up_and_adding_nodes_moves_no_pod(replicas: int, more: int, nodes: int,
+                                                  new_nodes: int) -> None:
+    before = make_plan(deployment("web", replicas), host_list=hosts(nodes))
+    after = make_plan(deployment("web", replicas + more), host_list=hosts(nodes + new_nodes),
+                      record=before.record)
+    old = {p.key: p.node for p in before.pods}
+    for pod in after.pods:
+        if pod.key in old:
+            assert pod.node == old[pod.key]
+    assert len([p for p in after.pods if p.owner == "Deployment default/web"]) == replicas + more
+
+
+@slow
+@given(st.integers(1, 8), st.integers(1, 6))
+def test_replicas_spread_evenly(replicas: int, nodes: int) -> None:
+    plan = make_plan(deployment("web", replicas), host_list=hosts(nodes))
+    counts = [sum(1 for p in plan.pods if p.node == n.name and p.owner.endswith("/web"))
+              for n in plan.nodes]
+    assert max(counts) - min(counts) <= 1
+
+
+def test_dns_pods_land_on_different_nodes() -> None:
+    plan = make_plan("")
+    dns_nodes = [p.node for p in plan.pods if p.namespace == "kube-system"]
+    assert len(dns_nodes) == 2 and len(set(dns_nodes)) == 2
+
+
+def test_node_selector_and_node_name_are_honoured() -> None:
+    text = deployment("web", 4, spec_extra="      nodeSelector:\n        zone: b\n")
+    plan = make_plan(text, host_list=hosts(3, node2={"zone": "b"}, node3={"zone": "b"}))
+    assert {p.node for p in plan.pods if p.owner.endswith("/web")} == {"node2", "node3"}
+    pinned = make_plan(deployment("web", 2, spec_extra="      nodeName: node1\n"))
+    assert {p.node for p in pinned.pods if p.owner.endswith("/web")} == {"node1"}
+
+
+def test_a_recorded_pod_moves_when_its_node_goes() -> None:
+    before = make_plan(deployment("web", 3))
+    gone = before.pods_on("node3")
+    after = make_plan(deployment("web", 3), host_list=hosts(2), record=before.record)
+    for pod in gone:
+        if pod.key in {p.key for p in after.pods}:
+            assert after.pod(pod.key).node in ("node1", "node2")
+
+
+def test_replica_names_keep_on_scale_and_change_with_the_template() -> None:
+    three = [p.name for p in make_plan(deployment("web", 3)).pods if p.owner.endswith("/web")]
+    five = [p.name for p in make_plan(deployment("web", 5)).pods if p.owner.endswith("/web")]
+    assert five[:3] == three
+    changed = [p.name for p in make_plan(deployment("web", 3, labels="\n        tier: x")).pods
+               if p.owner.endswith("/web")]
+    assert not set(changed) & set(three)
+    assert all(n.startswith("web-") and len(n.split("-")[-1]) == 5 for n in three)
