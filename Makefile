@@ -2,16 +2,18 @@
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
-PLAYBOOK := $(BIN)/ansible-playbook
+INVENTORY ?= inventory/lab
+PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup lab-up lab-down lab-status converge verify demo test lint unit molecule bench clean-cache
+.PHONY: help setup lab-up lab-down lab-status plan converge verify demo test lint unit molecule bench clean-cache
 
 help:
 	@echo "make demo   - setup + lab-up + converge + verify: the whole demo on the local lab"
 	@echo "make test   - lint + unit tests + molecule test (its own lab, torn down after)"
-	@echo "make setup | lab-up | lab-down | lab-status | converge | verify | bench | lint | unit"
+	@echo "make setup | lab-up | lab-down | lab-status | plan | converge | verify | bench | lint | unit"
+	@echo "INVENTORY=path picks another inventory (default inventory/lab)"
 
 setup:
 	@echo "==> setup: apt packages and the Python venv in $(VENV)"
@@ -29,6 +31,10 @@ lab-status: setup
 	@echo "==> lab-status: what the lab has on this machine"
 	$(PLAYBOOK) playbooks/lab-status.yml
 
+plan: setup
+	@echo "==> plan: validate $(INVENTORY) and its manifests, print the cluster plan"
+	$(BIN)/python -m podnet plan -i $(INVENTORY)
+
 converge: setup
 	@echo "==> converge: playbooks/site.yml on the lab"
 	$(PLAYBOOK) playbooks/site.yml
@@ -42,14 +48,15 @@ demo: setup lab-up converge verify
 	@echo "==> demo: done; 'make lab-down' removes the lab"
 
 lint: setup
-	@echo "==> lint: yamllint, ansible-lint (production profile), ruff"
+	@echo "==> lint: yamllint, ansible-lint (production profile), ruff, mypy"
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 unit: setup
 	@echo "==> unit: pytest tests/"
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --cov --cov-report=term --cov-fail-under=90
 
 molecule: setup
 	@echo "==> molecule test: create the lab, converge, idempotence, verify, destroy"

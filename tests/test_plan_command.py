@@ -1,0 +1,107 @@
+"""``python -m podnet plan`` and the first play of site.yml, on the lab inventory and a broken
+copy of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "inventory" / "lab"
+ENV = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+       "ANSIBLE_FORCE_COLOR": "0", "PODNET_LAB": "podnet-plan-test"}
+ENV.pop("PODNET_MANIFESTS_DIR", None)
+
+
+def podnet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "podnet", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    copy = tmp_path / "lab"
+    shutil.copytree(LAB, copy)
+    web = copy / "manifests" / "web.yaml"
+    web.write_text(web.read_text().replace("nodePort: 30080", "nodePort: 80"))
+    return copy
+
+
+def test_plan_prints_the_demo_tables() -> None:
+    run = podnet("plan", "-i", str(LAB))
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    for title in ("Nodes (3)", "Pods (", "Services (", "DNS names (", "Ingress routes ("):
+        assert title in out
+    assert "node1  192.168.56.11  10.244.0.0/24" in out
+    assert "(node 30080)" in out
+    assert "web.example.test  /healthz  Exact" in out
+    assert "db-0.db.demo.svc.cluster.local." in out
+
+
+def test_plan_json_is_the_same_plan() -> None:
+    run = podnet("plan", "-i", str(LAB), "--json")
+    assert run.returncode == 0, run.stderr
+    plan = json.loads(run.stdout)
+    assert [n["name"] for n in plan["nodes"]] == ["node1", "node2", "node3"]
+    web = next(s for s in plan["services"] if s["name"] == "web")
+    assert web["ports"][0]["node_port"] == 30080
+    assert len(web["ports"][0]["endpoints"]) == 3
+    assert next(s for s in plan["services"] if s["name"] == "kube-dns")["cluster_ip"] == \
+        "10.96.0.10"
+    assert plan["warnings"] == []
+    assert plan["allocations"]["version"] == 1
+    kinds = {(s["type"], s["headless"]) for s in plan["services"]}
+    assert {("NodePort", False), ("LoadBalancer", False), ("ExternalName", False),
+            ("ClusterIP", True)} <= kinds
+
+
+def test_plan_fails_with_the_errors(broken: Path) -> None:
+    run = podnet("plan", "-i", str(broken))
+    assert run.returncode == 1
+    assert "web.yaml:43: Service demo/web: spec.ports[0].nodePort: 80 is outside " \
+           "podnet_nodeport_range 30000-32767" in run.stderr
+    as_json = podnet("plan", "-i", str(broken), "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["errors"][0]["field"] == "spec.ports[0].nodePort"
+
+
+def playbook(inventory: Path, book: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory),
+                           str(book), *extra], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, check=False, timeout=300)
+
+
+def test_converge_stops_before_any_host_on_bad_input(broken: Path) -> None:
+    run = playbook(broken, ROOT / "playbooks" / "site.yml")
+    assert run.returncode != 0
+    assert "80 is outside podnet_nodeport_range 30000-32767" in run.stdout
+    assert "PLAY [Prepare every host]" not in run.stdout
+    assert "node1" not in run.stdout.split("PLAY RECAP")[1]
+
+
+def test_first_play_keeps_the_allocation_record(tmp_path: Path) -> None:
+    book = tmp_path / "model.yml"
+    book.write_text("- name: Model\n  hosts: localhost\n  gather_facts: false\n"
+                    "  roles: [{role: cluster_model}]\n"
+                    "  post_tasks:\n    - name: Show\n      ansible.builtin.debug:\n"
+                    "        msg: \"{{ cluster_model_plan.nodes | map(attribute='pod_cidr') }}\"\n")
+    state = tmp_path / "state"
+    extra = ("-e", f"podnet_state_dir={state}", "-e", f"roles_path={ROOT / 'roles'}")
+    check = playbook(LAB, book, "--check", *extra)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert not (state / "allocations.json").exists()
+    first = playbook(LAB, book, *extra)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "10.244.2.0/24" in first.stdout
+    record = json.loads((state / "allocations.json").read_text())
+    assert record["cluster_ips"]["kube-system/kube-dns"] == "10.96.0.10"
+    assert record["node_ports"]["demo/web:http/TCP"] == 30080
+    again = playbook(LAB, book, *extra)
+    assert "changed=0" in again.stdout, again.stdout
