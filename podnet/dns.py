@@ -77,12 +77,10 @@ def _headless(plan: Plan, svc: ServicePlan, fqdn: str,
               observed: Mapping[str, str] | None) -> list[DNSRecord]:
     out: list[DNSRecord] = []
     pods = {p.key: p for p in plan.pods}
-    endpoint_pods = sorted({e.pod for port in svc.ports for e in port.endpoints})
-    if not svc.ports and svc.selector:  # a headless Service may have no ports
-        endpoint_pods = sorted(p.key for p in plan.pods if p.namespace == svc.namespace
-                               and all(p.labels.get(k) == v for k, v in svc.selector.items()))
     names: dict[str, str] = {}
-    for key in endpoint_pods:
+    # every selected pod is in the EndpointSlice (without ports if it lacks a named one),
+    # so it has its A and PTR records; SRV records need the port
+    for key in sorted(svc.pods):
         pod = pods[key]
         ip = None if observed is None else observed.get(key)
         if observed is not None and not ip:

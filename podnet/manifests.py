@@ -91,21 +91,40 @@ def read(documents: list[Document], problems: Problems) -> Manifests:
             continue
         seen[identity] = ref
         check = _Checker(ref, problems)
-        for path, message in schema.schema_errors(doc.data):
+        data = _without_nulls(doc.data, (), check)
+        for path, message in schema.schema_errors(data):
             fields = fmt_path(tuple(p for p in path if isinstance(p, str)))
             explain = f"{ref.kind.lower()}.{fields}" if fields else ref.kind.lower()
             check.error(path, message, f"see 'kubectl explain {explain}' "
                         f"(Kubernetes {schema.KUBERNETES_VERSION} schema)")
         if not check.ok:
             continue
-        for path in schema.unhonoured_fields(ref.kind, doc.data):
+        for path in schema.unhonoured_fields(ref.kind, data):
             check.warn(path, "podnet does not act on this field; it has no effect here",
                        "remove it, or see docs/manifests.md for the fields podnet honours")
         parser = _PARSERS[ref.kind]
-        parsed = parser(check, doc.data)
+        try:
+            parsed = parser(check, data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a backstop
+            check.error((), f"could not be read ({type(exc).__name__}: {exc})",
+                        "check the object against the Kubernetes documentation of its kind")
+            continue
         if check.ok and parsed is not None:
             getattr(out, _LISTS[ref.kind]).append(parsed)
     return out
+
+
+def _without_nulls(data: Any, path: FieldPath, check: _Checker) -> Any:
+    """The object with null fields dropped, as the API server treats them (unset); a null
+    list item is an error."""
+    if isinstance(data, dict):
+        return {k: _without_nulls(v, (*path, k), check) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            if item is None:
+                check.error((*path, i), "is null", "remove the empty list item")
+        return [_without_nulls(v, (*path, i), check) for i, v in enumerate(data) if v is not None]
+    return data
 
 
 def _identify(doc: Document, problems: Problems) -> Ref | None:
@@ -239,6 +258,10 @@ def _deployment(check: _Checker, data: dict[str, Any]) -> Deployment | None:
         check.error(("spec", "template", "spec"), "is required", "give the pod template a spec")
         return None
     pod_spec = _pod_spec(check, template["spec"], ("spec", "template", "spec"))
+    if pod_spec.restart_policy != "Always":
+        check.error(("spec", "template", "spec", "restartPolicy"),
+                    f"'{pod_spec.restart_policy}' is not allowed in a Deployment",
+                    "use Always (the default), or a Pod for a run-once workload")
     if pod_spec.hostname:
         check.warn(("spec", "template", "spec", "hostname"),
                    "every replica gets this same hostname", "use a Pod per hostname instead")
@@ -253,20 +276,18 @@ def _service(check: _Checker, data: dict[str, Any]) -> Service:
         check.error(("spec", "type"), f"'{kind}' is not a Service type",
                     f"use one of {', '.join(SERVICE_TYPES)}")
     cluster_ip = spec.get("clusterIP") or None
-    if cluster_ip is not None and cluster_ip != "None":
-        try:
-            if ip_address(cluster_ip).version != 4:
-                raise ValueError
-        except ValueError:
-            check.error(("spec", "clusterIP"), f"'{cluster_ip}' is not an IPv4 address",
-                        "give an address in podnet_service_cidr, 'None' for headless, "
-                        "or leave it out")
+    if cluster_ip is not None and cluster_ip != "None" and not _is_ipv4(cluster_ip):
+        check.error(("spec", "clusterIP"), f"'{cluster_ip}' is not an IPv4 address",
+                    "give an address in podnet_service_cidr, 'None' for headless, or leave it out")
     ips = spec.get("clusterIPs")
     if ips and ips != [cluster_ip or ips[0]]:
         check.error(("spec", "clusterIPs"), f"{ips} must be [clusterIP] (podnet is IPv4-only)",
                     "leave clusterIPs out or make it equal [clusterIP]")
     if ips and cluster_ip is None:
-        cluster_ip = ips[0]
+        cluster_ip = str(ips[0])
+        if cluster_ip != "None" and not _is_ipv4(cluster_ip):
+            check.error(("spec", "clusterIPs", 0), f"'{cluster_ip}' is not an IPv4 address",
+                        "give an address in podnet_service_cidr or leave clusterIPs out")
     for fam_i, family in enumerate(spec.get("ipFamilies") or ()):
         if family != "IPv4":
             check.error(("spec", "ipFamilies", fam_i), f"'{family}' is not carried by podnet",
@@ -318,8 +339,6 @@ def _service(check: _Checker, data: dict[str, Any]) -> Service:
                         "list each port and protocol once")
         seen_numbers.add((number, proto))
         target: int | str = p.get("targetPort", number)
-        if isinstance(target, str) and target.isdigit():
-            target = int(target)
         if isinstance(target, int):
             check.port(target, (*path, "targetPort"), "targetPort")
         elif reason := names.iana_svc_name(target):
@@ -428,7 +447,7 @@ def _ingress(check: _Checker, data: dict[str, Any]) -> Ingress:
         default = _backend(check, spec["defaultBackend"], ("spec", "defaultBackend"))
     rules: list[IngressRule] = []
     for ri, rule in enumerate(spec.get("rules") or ()):
-        host = rule.get("host")
+        host = rule.get("host") or None
         if host is not None:
             if _is_ip(host):
                 check.error(("spec", "rules", ri, "host"), f"'{host}' is an IP address",
@@ -438,7 +457,9 @@ def _ingress(check: _Checker, data: dict[str, Any]) -> Ingress:
         paths: list[IngressPath] = []
         for pi, p in enumerate(((rule.get("http") or {}).get("paths")) or ()):
             ppath = ("spec", "rules", ri, "http", "paths", pi)
-            value = p.get("path") or "/"
+            value = p.get("path") or ""
+            if not value and p["pathType"] == "ImplementationSpecific":
+                value = "/"
             if not value.startswith("/"):
                 check.error((*ppath, "path"), f"'{value}' is not an absolute path",
                             "start the path with '/'")
@@ -464,6 +485,13 @@ def _ingress(check: _Checker, data: dict[str, Any]) -> Ingress:
                            "add a rule for it or remove it from tls")
         tls.append(IngressTLS(hosts, entry.get("secretName")))
     return Ingress(check.ref, class_name, default, tuple(rules), tuple(tls))
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return ip_address(text).version == 4
+    except ValueError:
+        return False
 
 
 def _is_ip(text: str) -> bool:

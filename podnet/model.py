@@ -129,6 +129,7 @@ class ServicePlan:
     health_check_node_port: int | None
     fqdn: str
     source: str
+    pods: list[str]  # ns/name of the pods the selector picks (ready or not)
 
     @property
     def key(self) -> str:
@@ -206,8 +207,11 @@ def template_hash(template: Mapping[str, Any]) -> str:
 
 
 def replica_name(deployment: str, template: str, index: int) -> str:
+    """``<deployment>-<hash>-<5 chars>``; the base cut to 58 characters as Kubernetes'
+    generateName does, so the name stays a 63-character label."""
     digest = hashlib.sha256(f"{deployment}-{template}/{index}".encode()).digest()
-    return f"{deployment}-{template}-" + "".join(_SAFE[b % len(_SAFE)] for b in digest[:5])
+    base = f"{deployment}-{template}-"[:58]
+    return base + "".join(_SAFE[b % len(_SAFE)] for b in digest[:5])
 
 
 def build(
@@ -379,7 +383,7 @@ class _Builder:
                 endpoints = self.endpoints(svc, sp.index, sp.target_port, sp.protocol, selected)
                 ports.append(ServicePortPlan(
                     sp.name, sp.protocol, sp.port, sp.target_port,
-                    node_ports.get(self.port_key(svc, sp.name, sp.port, sp.protocol)),
+                    node_ports.get(self.port_key(svc, sp.name)),
                     kubeproxy.chains(svc.ref.namespace, svc.ref.name, sp.name, sp.protocol),
                     endpoints,
                 ))
@@ -396,6 +400,7 @@ class _Builder:
                 health_check_node_port=health_ports.get(svc.ref.key),
                 fqdn=f"{svc.ref.name}.{svc.ref.namespace}.svc.{self.s.domain}",
                 source=svc.ref.where(),
+                pods=[p.key for p in selected],
             ))
         for pod in self.o.pods:
             self.check_subdomain(pod.ref, pod.spec, ("spec", "subdomain"))
@@ -426,8 +431,9 @@ class _Builder:
                 seen[pod.hostname] = pod.key
 
     @staticmethod
-    def port_key(svc: Service, name: str, port: int, protocol: str) -> str:
-        return f"{svc.ref.key}:{name or port}/{protocol}"
+    def port_key(svc: Service, name: str) -> str:
+        """Record key of a service port's nodePort: by port name, as Kubernetes keeps them."""
+        return f"{svc.ref.key}:{name}"
 
     def selected(self, svc: Service, pods: list[PodPlan]) -> list[PodPlan]:
         if not svc.selector or svc.type == "ExternalName":
@@ -454,6 +460,10 @@ class _Builder:
                       "endpoints of this port", "name the port in every selected pod")
         return out
 
+    def _auto(self, svc: Service) -> bool:
+        """Whether the Service still wants an allocated ClusterIP."""
+        return svc.cluster_ip is None and svc.type != "ExternalName"
+
     def cluster_ips(self) -> dict[str, str]:
         net = self.s.service_cidr
         first, last = host_range(net)
@@ -461,10 +471,12 @@ class _Builder:
         pool = Pool(size, band_offset(size, 16, 256, 16))
         dns_slot = int(self.s.dns_ip) - first
         pool.claim(dns_slot, DNS_SERVICE)
+        by_key = {s.ref.key: s for s in self.o.services}
+        # a recorded address is held while its Service still wants an allocated one
+        held = {ip: key for key, ip in self.prev.cluster_ips.items()
+                if key in by_key and self._auto(by_key[key])}
         ips: dict[str, str] = {}
         wanting: list[str] = []
-        by_key = {s.ref.key: s for s in self.o.services}
-        held = {ip: key for key, ip in self.prev.cluster_ips.items() if key in by_key}
         for svc in self.o.services:
             key = svc.ref.key
             if svc.headless or svc.type == "ExternalName":
@@ -485,7 +497,7 @@ class _Builder:
             elif pool.holder(slot) not in (None, key):
                 self.error(svc.ref, path, f"{addr} is already taken by Service "
                            f"{pool.holder(slot)}", "give each Service its own clusterIP")
-            elif held.get(str(addr), key) != key and by_key[held[str(addr)]].cluster_ip is None:
+            elif held.get(str(addr), key) != key:
                 self.error(svc.ref, path, f"{addr} is already allocated to Service "
                            f"{held[str(addr)]} ({self.record_where})",
                            "choose a free address or leave clusterIP out")
@@ -511,67 +523,121 @@ class _Builder:
         return ips
 
     def node_ports(self) -> tuple[dict[str, int], dict[str, int]]:
+        """NodePorts per service port (by record key) and health-check ports per Service.
+
+        Order keeps what exists: first the ports given in manifests, then every recorded port
+        still wanted, and only then new ones. Ports of one Service with the same number (TCP
+        and UDP 53) share one NodePort, as Kubernetes allocates them.
+        """
         lo, hi = self.s.nodeport_range
         size = hi - lo + 1
         pool = Pool(size, band_offset(size, 16, 128, 32))
-        given: dict[str, int] = {}
-        wanting: list[tuple[Service, str]] = []
-        owner: dict[int, str] = {}
-        for svc in self.o.services:
-            if not svc.needs_node_ports:
-                continue
+        services = [s for s in self.o.services if s.needs_node_ports]
+        local_lbs = [s for s in services
+                     if s.type == "LoadBalancer" and s.external_policy == "Local"]
+        hc_owner = {svc.ref.key: f"{svc.ref.key} (health check)" for svc in local_lbs}
+        # recorded values still wanted, and who holds them
+        wanted_keys = {self.port_key(s, sp.name): s.ref.key
+                       for s in services for sp in s.ports if sp.node_port is None}
+        held: dict[int, str] = {}
+        for key, port in self.prev.node_ports.items():
+            if key in wanted_keys:
+                held.setdefault(port, wanted_keys[key])
+        for key, port in self.prev.health_check_node_ports.items():
+            svc = next((s for s in local_lbs if s.ref.key == key), None)
+            if svc is not None and svc.health_check_node_port is None:
+                held.setdefault(port, hc_owner[key])
+
+        def claim_given(svc: Service, port: int, owner: str, path: tuple[str | int, ...],
+                        ) -> bool:
+            holder = pool.holder(port - lo) if lo <= port <= hi else None
+            if not lo <= port <= hi:
+                self.error(svc.ref, path, f"{port} is outside podnet_nodeport_range {lo}-{hi}",
+                           f"choose a port from {lo} to {hi} or leave it out")
+            elif holder not in (None, owner):
+                self.error(svc.ref, path, f"{port} is already the nodePort of {holder}",
+                           "give each Service its own nodePort or leave it out")
+            elif held.get(port, owner) != owner:
+                self.error(svc.ref, path, f"{port} is already allocated to {held[port]} "
+                           f"({self.record_where})", "choose a free port or leave it out")
+            else:
+                pool.claim(port - lo, owner)
+                return True
+            return False
+
+        ports: dict[str, int] = {}
+        health: dict[str, int] = {}
+        for svc in services:
+            seen: set[tuple[int, str]] = set()
             for sp in svc.ports:
-                key = self.port_key(svc, sp.name, sp.port, sp.protocol)
                 if sp.node_port is None:
-                    wanting.append((svc, key))
                     continue
                 path = ("spec", "ports", sp.index, "nodePort")
-                if not lo <= sp.node_port <= hi:
-                    self.error(svc.ref, path, f"{sp.node_port} is outside podnet_nodeport_range "
-                               f"{lo}-{hi}", f"choose a port from {lo} to {hi} or leave it out")
-                elif owner.get(sp.node_port, svc.ref.key) != svc.ref.key:
-                    self.error(svc.ref, path, f"{sp.node_port} is already the nodePort of "
-                               f"Service {owner[sp.node_port]}",
-                               "give each Service its own nodePort or leave it out")
-                else:
-                    owner[sp.node_port] = svc.ref.key
-                    pool.claim(sp.node_port - lo, key)
-                    given[key] = sp.node_port
-        health: dict[str, int] = {}
-        hc_wanting: list[tuple[Service, str]] = []
-        for svc in self.o.services:
-            if not (svc.type == "LoadBalancer" and svc.external_policy == "Local"):
-                continue
-            if svc.health_check_node_port is None:
-                hc_wanting.append((svc, svc.ref.key))
-                continue
-            port = svc.health_check_node_port
-            hc_path = ("spec", "healthCheckNodePort")
-            if not lo <= port <= hi:
-                self.error(svc.ref, hc_path, f"{port} is outside podnet_nodeport_range {lo}-{hi}",
-                           f"choose a port from {lo} to {hi} or leave it out")
-            elif port in owner:
-                self.error(svc.ref, hc_path, f"{port} is already the nodePort of Service "
-                           f"{owner[port]}", "choose a free port or leave it out")
-            else:
-                owner[port] = svc.ref.key
-                pool.claim(port - lo, f"{svc.ref.key} health check")
-                health[svc.ref.key] = port
+                if (sp.node_port, sp.protocol) in seen:
+                    self.error(svc.ref, path, f"{sp.node_port}/{sp.protocol} is given twice",
+                               "give each port its own nodePort")
+                    continue
+                seen.add((sp.node_port, sp.protocol))
+                if claim_given(svc, sp.node_port, f"Service {svc.ref.key}", path):
+                    ports[self.port_key(svc, sp.name)] = sp.node_port
+        for svc in local_lbs:
+            if svc.health_check_node_port is not None and claim_given(
+                    svc, svc.health_check_node_port, hc_owner[svc.ref.key],
+                    ("spec", "healthCheckNodePort")):
+                health[svc.ref.key] = svc.health_check_node_port
 
-        def to_slot(port: int) -> int | None:
-            return port - lo
+        def reclaim(key: str, owner: str, previous: dict[str, int]) -> int | None:
+            port = previous.get(key)
+            if port is None or not lo <= port <= hi or pool.holder(port - lo) not in (None,
+                                                                                     owner):
+                return None
+            pool.claim(port - lo, owner)
+            return port
 
-        slots, full = keep_or_allocate([k for _, k in wanting], self.prev.node_ports, to_slot,
-                                       pool, pool.hashed)
-        hc_slots, hc_full = keep_or_allocate([k for _, k in hc_wanting],
-                                             self.prev.health_check_node_ports, to_slot, pool,
-                                             lambda k: pool.hashed(f"{k} health check"))
-        ports = {**given, **{k: lo + s for k, s in slots.items()}}
-        health.update({k: lo + s for k, s in hc_slots.items()})
-        for svc, key in wanting + hc_wanting:
-            if key in full or key in hc_full:
+        for svc in services:
+            for sp in svc.ports:
+                key = self.port_key(svc, sp.name)
+                if sp.node_port is None:
+                    got = reclaim(key, f"Service {svc.ref.key}", self.prev.node_ports)
+                    if got is not None:
+                        ports[key] = got
+        for svc in local_lbs:
+            if svc.ref.key not in health and svc.health_check_node_port is None:
+                got = reclaim(svc.ref.key, hc_owner[svc.ref.key],
+                              self.prev.health_check_node_ports)
+                if got is not None:
+                    health[svc.ref.key] = got
+
+        def allocate(svc: Service, key: str, owner: str) -> int | None:
+            slot = pool.hashed(key)
+            if slot is None:
                 self.error(svc.ref, ("spec", "type"), f"podnet_nodeport_range {lo}-{hi} has no "
                            "free port left", "widen podnet_nodeport_range")
+                return None
+            pool.claim(slot, owner)
+            return lo + slot
+
+        for svc in services:
+            by_number: dict[int, int] = {}
+            for sp in svc.ports:  # ports given or kept first: a sibling may share them
+                key = self.port_key(svc, sp.name)
+                if key in ports:
+                    by_number.setdefault(sp.port, ports[key])
+            for sp in svc.ports:
+                key = self.port_key(svc, sp.name)
+                if key in ports or sp.node_port is not None:
+                    continue
+                shared = by_number.get(sp.port)
+                got = shared if shared is not None else allocate(svc, key,
+                                                                 f"Service {svc.ref.key}")
+                if got is not None:
+                    ports[key] = got
+                    by_number.setdefault(sp.port, got)
+        for svc in local_lbs:
+            if svc.ref.key not in health and svc.health_check_node_port is None:
+                got = allocate(svc, f"{svc.ref.key} health check", hc_owner[svc.ref.key])
+                if got is not None:
+                    health[svc.ref.key] = got
         self.record.node_ports = dict(ports)
         self.record.health_check_node_ports = dict(health)
         return ports, health
@@ -589,11 +655,15 @@ class _Builder:
         base = int(pool_net.network_address)
         size = pool_net.num_addresses
         pool = Pool(size)
-        reserved = {self.s.underlay.network_address, self.s.underlay.broadcast_address}
-        reserved |= {h.address for h in self.hosts}
-        for addr in reserved:
+        reserved = {self.s.underlay.network_address: "the underlay's network address",
+                    self.s.underlay.broadcast_address: "the underlay's broadcast address"}
+        reserved.update({h.address: f"host {h.name}" for h in self.hosts})
+        for addr, what in reserved.items():
             if addr in pool_net:
-                pool.claim(int(addr) - base, "reserved")
+                pool.claim(int(addr) - base, what)
+        usable = size - len(pool.holders)
+        held = {ip: key for key, ip in self.prev.lb_ips.items()
+                if any(s.ref.key == key and s.lb_ip is None for s in wanting)}
         ips: dict[str, str] = {}
         automatic: list[Service] = []
         for svc in wanting:
@@ -609,8 +679,12 @@ class _Builder:
             elif pool.holder(slot) is not None:
                 self.error(svc.ref, path, f"{lb_addr} is already taken by "
                            f"{pool.holder(slot)}", "choose a free pool address or leave it out")
+            elif held.get(str(lb_addr), svc.ref.key) != svc.ref.key:
+                self.error(svc.ref, path, f"{lb_addr} is already allocated to Service "
+                           f"{held[str(lb_addr)]} ({self.record_where})",
+                           "choose a free pool address or leave it out")
             else:
-                pool.claim(slot, svc.ref.key)
+                pool.claim(slot, f"Service {svc.ref.key}")
                 ips[svc.ref.key] = str(lb_addr)
 
         def to_slot(text: str) -> int | None:
@@ -624,7 +698,6 @@ class _Builder:
         ips.update({k: str(IPv4Address(base + s)) for k, s in slots.items()})
         for svc in automatic:
             if svc.ref.key in full:
-                usable = size - sum(1 for h in pool.holders.values() if h == "reserved")
                 self.error(svc.ref, ("spec", "type"),
                            f"podnet_lb_pool {pool_net} is exhausted: its {usable} usable "
                            f"addresses are all taken", "widen podnet_lb_pool")

@@ -122,10 +122,11 @@ def _patterns(kind: str) -> tuple[tuple[str, ...], ...]:
 
 
 def _leaves(data: Any, path: FieldPath) -> Iterator[FieldPath]:
-    if isinstance(data, dict) and data:
+    """Paths of the values in ``data``; an empty mapping or list sets nothing."""
+    if isinstance(data, dict):
         for key, value in data.items():
             yield from _leaves(value, (*path, str(key)))
-    elif isinstance(data, list) and data:
+    elif isinstance(data, list):
         for i, value in enumerate(data):
             yield from _leaves(value, (*path, i))
     else:

@@ -135,13 +135,13 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         problems.error(where, "inventory", "podnet_cluster_domain", reason,
                        "use a DNS domain like 'cluster.local'")
 
-    prefix = 0
+    prefix: int | None = None
     try:
         prefix = _int(v["podnet_node_cidr_prefix"])
     except ValueError as exc:
         problems.error(where, "inventory", "podnet_node_cidr_prefix", str(exc),
                        "set a prefix length like 24")
-    if cluster and prefix and not cluster.prefixlen <= prefix <= 29:
+    if cluster and prefix is not None and not cluster.prefixlen <= prefix <= 29:
         problems.error(
             where, "inventory", "podnet_node_cidr_prefix",
             f"/{prefix} does not fit podnet_cluster_cidr {cluster}: it must be between "
@@ -214,7 +214,7 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
 
     if len(problems.errors) > before:
         return None
-    assert underlay and cluster and service and dns_ip
+    assert underlay and cluster and service and dns_ip and prefix is not None
     return Settings(
         cluster_name=name, underlay=underlay, cluster_cidr=cluster, node_prefix=prefix,
         service_cidr=service, dns_ip=dns_ip, domain=domain, nodeport_range=nodeports,
@@ -303,12 +303,6 @@ def read_hosts(
         problems.error(where, "inventory", "podnet_nodes_group",
                        f"group '{settings.nodes_group}' has no hosts",
                        "put the nodes in that group or set podnet_nodes_group")
-    if settings.lb_pool is not None:
-        for host in hosts:
-            if host.address in settings.lb_pool:
-                problems.error(where, f"host {host.name}", "ansible_host",
-                               f"{host.address} lies inside podnet_lb_pool {settings.lb_pool}",
-                               "keep host addresses out of the LoadBalancer pool")
     return hosts
 
 

@@ -100,7 +100,8 @@ CASES = [
     ("lb-ip-taken", svc("  type: LoadBalancer\n  loadBalancerIP: 192.168.56.241\n")
      + service("web2", selector="web", body="  type: LoadBalancer\n  loadBalancerIP: "
                "192.168.56.241\n"),
-     "Service default/web2: spec.loadBalancerIP: 192.168.56.241 is already taken by default/web"),
+     "Service default/web2: spec.loadBalancerIP: 192.168.56.241 is already taken by Service "
+     "default/web"),
     ("health-port-on-cluster-policy", svc("  type: LoadBalancer\n  healthCheckNodePort: 31000\n"),
      "spec.healthCheckNodePort: only applies to LoadBalancer Services with externalTrafficPolicy"),
     ("health-port-out-of-range", svc("  type: LoadBalancer\n  externalTrafficPolicy: Local\n"

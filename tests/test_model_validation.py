@@ -374,8 +374,9 @@ def test_unhonoured_fields_are_warnings_with_their_line() -> None:
 
 
 def test_status_is_reported_not_ignored() -> None:
-    plan = make_plan(service("web") + "status:\n  loadBalancer: {}\n")
-    assert [w.field for w in plan.warnings] == ["status.loadBalancer"]
+    plan = make_plan(service("web") + "status:\n  loadBalancer: {ingress: [{ip: 1.2.3.4}]}\n")
+    assert [w.field for w in plan.warnings] == ["status.loadBalancer.ingress[0].ip"]
+    assert make_plan(service("web") + "status: {}\n").warnings == []
 
 
 def test_valid_input_has_no_warnings() -> None:

@@ -102,6 +102,6 @@ def test_first_play_keeps_the_allocation_record(tmp_path: Path) -> None:
     assert "10.244.2.0/24" in first.stdout
     record = json.loads((state / "allocations.json").read_text())
     assert record["cluster_ips"]["kube-system/kube-dns"] == "10.96.0.10"
-    assert record["node_ports"]["demo/web:http/TCP"] == 30080
+    assert record["node_ports"]["demo/web:http"] == 30080
     again = playbook(LAB, book, *extra)
     assert "changed=0" in again.stdout, again.stdout
