@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# containernetworking-plugins and iptables: the CNI runtime's unit tests run the real plugins
+# in a throwaway network namespace.
 APT_PACKAGES=(systemd-container mmdebstrap util-linux iproute2 netcat-openbsd openssh-client
-              python3-venv make git)
+              python3-venv make git containernetworking-plugins iptables)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: run as root (the lab creates network namespaces and mounts)" >&2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from dataclasses import dataclass
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 import testinfra
 
+from podnet import cluster
 from podnet.inventory import Host, Inventory
+from podnet.model import Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY = Path(os.environ.get("PODNET_INVENTORY", ROOT / "inventory" / "lab"))
@@ -71,10 +74,74 @@ def run(name: str, *argv: str) -> Evidence:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise ``lab_host`` over every lab host, ``host_pair`` over ordered pairs."""
-    names = [h.name for h in hosts("lab")]
-    if "lab_host" in metafunc.fixturenames:
-        metafunc.parametrize("lab_host", names)
-    if "host_pair" in metafunc.fixturenames:
-        pairs = [(a, b) for a in names for b in names if a != b]
-        metafunc.parametrize("host_pair", pairs, ids=[f"{a}->{b}" for a, b in pairs])
+    """Parametrise over the lab's hosts and the plan's nodes and pods.
+
+    ``lab_host``: every lab host; ``host_pair``: ordered pairs of them; ``node``: every node;
+    ``pod``: every planned pod; ``server``: pods with the built-in test server;
+    ``server_pair``: ordered pairs of those (a pod with itself included).
+    """
+    fixtures = metafunc.fixturenames
+    if "lab_host" in fixtures or "host_pair" in fixtures:
+        names = [h.name for h in hosts("lab")]
+        if "lab_host" in fixtures:
+            metafunc.parametrize("lab_host", names)
+        if "host_pair" in fixtures:
+            pairs = [(a, b) for a in names for b in names if a != b]
+            metafunc.parametrize("host_pair", pairs, ids=[f"{a}->{b}" for a, b in pairs])
+    if "node" in fixtures:
+        metafunc.parametrize("node", [n.name for n in plan().nodes])
+    if "pod" in fixtures:
+        metafunc.parametrize("pod", [p.key for p in plan().pods])
+    if "server" in fixtures:
+        metafunc.parametrize("server", servers())
+    if "server_pair" in fixtures:
+        pairs = [(a, b) for a in servers() for b in servers()]
+        metafunc.parametrize("server_pair", pairs, ids=[f"{a}->{b}" for a, b in pairs])
+
+
+# -- the cluster plan and the pods as they run ---------------------------------------------------
+@cache
+def plan() -> Plan:
+    """The cluster model's plan for the inventory (what must hold)."""
+    return cluster.load(INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY)
+
+
+def observed() -> dict[str, dict[str, str]]:
+    """``{ns/name: pod state}`` as each node reports it (the ansible_local.podnet fact)."""
+    pods: dict[str, dict[str, str]] = {}
+    for node in plan().nodes:
+        facts = run(node.name, "/usr/local/sbin/podnet-cni", "facts")
+        assert facts.rc == 0, facts
+        for pod in json.loads(facts.stdout)["pods"]:
+            pods[f"{pod['namespace']}/{pod['name']}"] = pod
+    return pods
+
+
+@cache
+def running() -> dict[str, dict[str, str]]:
+    """observed(), once per session (for suites that do not change the pods)."""
+    return observed()
+
+
+def pod_id(key: str) -> str:
+    namespace, name = key.split("/", 1)
+    return f"{namespace}_{name}"
+
+
+def in_pod(key: str, *argv: str) -> Evidence:
+    """Run a command in a pod's network namespace, on its node."""
+    pod = plan().pod(key)
+    return run(pod.node, "ip", "netns", "exec", pod_id(key), *argv)
+
+
+def http_port(key: str) -> int | None:
+    """The built-in test server's HTTP port of a pod, if it runs one."""
+    for container in plan().pod(key).containers:
+        if container.workload["kind"] == "netexec" and container.workload["http_port"]:
+            return int(container.workload["http_port"])
+    return None
+
+
+def servers() -> list[str]:
+    """Pods running the built-in test server: the clients and targets of the matrices."""
+    return [p.key for p in plan().pods if http_port(p.key)]

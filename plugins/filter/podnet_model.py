@@ -6,7 +6,7 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from podnet import addresses, endpoints, kubeproxy
+from podnet import addresses, endpoints, kubelet, kubeproxy
 
 
 def podnet_service_chains(service: str, port_name: str, protocol: str) -> dict[str, str]:
@@ -41,6 +41,14 @@ def podnet_pods_on(plan: dict[str, Any], node: str) -> list[dict[str, Any]]:
         raise AnsibleFilterError(f"podnet_pods_on: not a podnet plan ({exc})") from exc
 
 
+def podnet_node_pods(plan: dict[str, Any], node: str) -> list[dict[str, Any]]:
+    """What the kubelet role renders for the pods the plan puts on ``node``."""
+    try:
+        return kubelet.node_pods(plan, node)
+    except (KeyError, TypeError) as exc:
+        raise AnsibleFilterError(f"podnet_node_pods: not a podnet plan ({exc})") from exc
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -48,6 +56,7 @@ class FilterModule:
             "podnet_endpoint_chain": podnet_endpoint_chain,
             "podnet_observed_ips": podnet_observed_ips,
             "podnet_pods_on": podnet_pods_on,
+            "podnet_node_pods": podnet_node_pods,
             "podnet_dashed_ip": addresses.dashed,
             "podnet_reverse_name": addresses.reverse_name,
         }

@@ -1,0 +1,128 @@
+"""What the kubelet role puts on a node for each pod planned there: names, units, commands.
+
+Pure functions over the plan as data (``Plan.as_dict()``, which is what Ansible holds as
+``cluster_model_plan``), so the role's templates only print.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+PODS_DIR = "/etc/podnet/pods"
+NETEXEC = "/usr/local/bin/podnet-netexec"
+CONF_DIR = "/etc/cni/net.d"
+NETWORK_CONF = f"{CONF_DIR}/10-podnet.conflist"
+LOOPBACK_CONF = f"{CONF_DIR}/99-loopback.conf"
+RESTART = {"Always": "always", "OnFailure": "on-failure", "Never": "no"}
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+
+
+def pod_id(namespace: str, name: str) -> str:
+    """``<namespace>_<name>``: unique on a node ('_' is in neither), a valid netns and unit
+    instance name."""
+    return f"{namespace}_{name}"
+
+
+def container_id(namespace: str, name: str) -> str:
+    return hashlib.sha256(f"podnet/{namespace}/{name}".encode()).hexdigest()
+
+
+def systemd_quote(argv: Sequence[str]) -> str:
+    """A command line for ExecStart=: words quoted as systemd parses them, with '$' and '%'
+    escaped so systemd neither expands variables nor specifiers."""
+    words = []
+    for word in argv:
+        text = word.replace("%", "%%").replace("$", "$$")
+        if _SAFE_WORD.match(text):
+            words.append(text)
+        else:
+            escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            words.append(f'"{escaped}"')
+    return " ".join(words)
+
+
+def resolv_conf(namespace: str, settings: Mapping[str, Any]) -> str:
+    """The pod's /etc/resolv.conf, as the kubelet writes it for dnsPolicy ClusterFirst."""
+    zone = settings["cluster_domain"]
+    return (f"nameserver {settings['dns_service_ip']}\n"
+            f"search {namespace}.svc.{zone} svc.{zone} {zone}\n"
+            "options ndots:5\n")
+
+
+def default_config(kind: str, pod: Mapping[str, Any], ports: Sequence[Mapping[str, Any]]
+                   ) -> str | None:
+    """A minimal config for a packaged server until its component role writes the real one."""
+    first = {p["protocol"]: p["port"] for p in reversed(ports)}
+    if kind == "unbound":
+        port = first.get("UDP") or first.get("TCP") or 53
+        return ("# podnet default: answers nothing until the cluster_dns role configures it\n"
+                "server:\n"
+                f"  interface: 0.0.0.0@{port}\n"
+                "  do-daemonize: no\n  use-syslog: no\n  chroot: \"\"\n  username: \"\"\n"
+                "  pidfile: \"\"\n  access-control: 0.0.0.0/0 refuse\n")
+    if kind == "nginx":
+        port = first.get("TCP") or 80
+        return ("# podnet default: a placeholder until a component role configures it\n"
+                "pid /dev/null;\nerror_log stderr;\nevents {}\nhttp {\n  access_log off;\n"
+                f"  server {{\n    listen {port};\n"
+                f"    location / {{ return 200 \"podnet nginx {pod['name']}\\n\"; }}\n"
+                "  }\n}\n")
+    return None
+
+
+def _command(kind: str, workload: Mapping[str, Any], config: str | None) -> list[str]:
+    if kind == "netexec":
+        return [NETEXEC, f"--http-port={workload.get('http_port') or 0}",
+                f"--udp-port={workload.get('udp_port') or 0}"]
+    if kind == "unbound":
+        return ["/usr/sbin/unbound", "-d", "-p", "-c", str(config), *workload["command"]]
+    if kind == "nginx":
+        return ["/usr/sbin/nginx", "-c", str(config), "-g", "daemon off;", *workload["command"]]
+    return list(workload["command"])
+
+
+def node_pods(plan: Mapping[str, Any], node: str) -> list[dict[str, Any]]:
+    """Everything the kubelet role renders for the pods planned on ``node``."""
+    out = []
+    for pod in plan["pods"]:
+        if pod["node"] != node:
+            continue
+        ident = pod_id(pod["namespace"], pod["name"])
+        folder = f"{PODS_DIR}/{ident}"
+        containers = []
+        for c in pod["containers"]:
+            kind = c["workload"]["kind"]
+            config_text = default_config(kind, pod, c["ports"])
+            config = f"{folder}/{c['name']}.conf" if config_text is not None else None
+            hostname = pod["hostname"] or pod["name"][:63].rstrip("-.")
+            containers.append({
+                "name": c["name"],
+                "kind": kind,
+                "unit": f"podnet-{ident}-{c['name']}.service",
+                "exec_start": systemd_quote(_command(kind, c["workload"], config)),
+                "environment": [systemd_quote([f"{k}={v}"]) for k, v in
+                                {"PODNET_HOSTNAME": hostname, "HOSTNAME": hostname,
+                                 **c["env"]}.items()],
+                "restart": RESTART[pod["restart_policy"]],
+                "config_path": config,
+                "config_default": config_text,
+            })
+        out.append({
+            "id": ident,
+            "namespace": pod["namespace"],
+            "name": pod["name"],
+            "dir": folder,
+            "sandbox_unit": f"podnet-sandbox@{ident}.service",
+            "resolv_conf": resolv_conf(pod["namespace"], plan["settings"]),
+            "containers": containers,
+            "spec": {
+                "namespace": pod["namespace"], "name": pod["name"], "node": node,
+                "netns": ident, "container_id": container_id(pod["namespace"], pod["name"]),
+                "ifname": "eth0", "network": NETWORK_CONF, "loopback": LOOPBACK_CONF,
+                "units": [c["unit"] for c in containers],
+            },
+        })
+    return out

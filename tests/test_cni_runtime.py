@@ -1,0 +1,232 @@
+"""podnet-cni against the real CNI plugins, inside a throwaway network and mount namespace.
+
+Every test runs its steps in one ``unshare --net --mount`` sandbox: the bridge, veths, pod
+namespaces and iptables chains the plugins make live and die there; the machine's own network
+is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / "roles" / "cni" / "files" / "podnet-cni"
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/lib/cni/bridge").exists() or not shutil.which("unshare"),
+    reason="needs root, unshare and the CNI plugins (make setup installs them)")
+
+CONFLIST = {
+    "cniVersion": "1.0.0",
+    "name": "podnet",
+    "plugins": [
+        {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False,
+         "hairpinMode": True,
+         "ipam": {"type": "host-local", "dataDir": "DATA",
+                  "ranges": [[{"subnet": "10.244.7.0/24", "gateway": "10.244.7.1"}]],
+                  "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+    ],
+}
+LOOPBACK = {"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}
+
+LOGGER = """#!/usr/bin/python3
+import json, os, sys
+conf = json.load(sys.stdin)
+cmd = os.environ["CNI_COMMAND"]
+if cmd == "VERSION":
+    print(json.dumps({"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]}))
+    sys.exit(0)
+with open(os.environ["LOGFILE"], "a") as log:
+    log.write(json.dumps({"cmd": cmd, "name": conf["name"], "me": conf.get("me"),
+                          "prev": conf.get("prevResult")}) + "\\n")
+if cmd == "ADD":
+    print(json.dumps(conf.get("prevResult") or {"cniVersion": "1.0.0"}))
+"""
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Path:
+    """Configuration and state folders for one sandbox."""
+    (tmp_path / "net.d").mkdir()
+    (tmp_path / "pods").mkdir()
+    conflist = json.loads(json.dumps(CONFLIST).replace("DATA", str(tmp_path / "ipam")))
+    (tmp_path / "net.d" / "10-podnet.conflist").write_text(json.dumps(conflist))
+    (tmp_path / "net.d" / "99-loopback.conf").write_text(json.dumps(LOOPBACK))
+    for name in ("a", "b"):
+        pod = tmp_path / "pods" / f"t_{name}"
+        pod.mkdir()
+        (pod / "pod.json").write_text(json.dumps({
+            "namespace": "t", "name": name, "netns": f"podnet-test-{name}",
+            "container_id": f"c0ffee{name}", "ifname": "eth0", "node": "n1",
+            "network": str(tmp_path / "net.d" / "10-podnet.conflist"),
+            "loopback": str(tmp_path / "net.d" / "99-loopback.conf"), "units": []}))
+    return tmp_path
+
+
+def sandbox(world: Path, script: str, extra_path: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PODNET_PODS_DIR": str(world / "pods"),
+           "PODNET_STATE_DIR": str(world / "state"), "PODNET_CNI_CACHE_DIR": str(world / "cache"),
+           "CNI_PATH": f"{extra_path}:/usr/lib/cni" if extra_path else "/usr/lib/cni",
+           "CNI": str(RUNTIME), "LOGFILE": str(world / "log")}
+    # a private /run: pod namespaces made here vanish with the sandbox, none is left behind
+    body = "set -u\nmount -t tmpfs podnet-test /run\nip link set lo up\n" + script
+    return subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
+                           "bash", "-c", body], env=env, capture_output=True, text=True,
+                          check=False, timeout=120)
+
+
+def test_validate_accepts_the_list_and_names_what_is_wrong(world: Path) -> None:
+    bad = world / "net.d"
+    (bad / "old.conflist").write_text(json.dumps({**CONFLIST, "cniVersion": "0.2.0"}))
+    (bad / "none.conflist").write_text(json.dumps({**CONFLIST, "plugins": [{"type": "nope"}]}))
+    (bad / "broken.conflist").write_text("{")
+    run = sandbox(world, f"""
+$CNI validate {bad}/10-podnet.conflist && echo GOOD
+$CNI validate {bad}/99-loopback.conf && echo GOOD-LO
+$CNI validate {bad}/old.conflist; echo rc=$?
+$CNI validate {bad}/none.conflist; echo rc=$?
+$CNI validate {bad}/broken.conflist; echo rc=$?
+""")
+    assert run.stdout == "GOOD\nGOOD-LO\nrc=1\nrc=1\nrc=1\n", run.stderr
+    assert "cniVersion '0.2.0' is not one of" in run.stderr
+    assert "plugin 'nope' was not found in CNI_PATH" in run.stderr
+    assert "broken.conflist: cannot read the network configuration" in run.stderr
+
+
+def test_up_check_down_with_the_real_plugins(world: Path) -> None:
+    run = sandbox(world, f"""
+$CNI up t_a
+echo "ADDR $(ip -n podnet-test-a -4 -o addr show dev eth0 | awk '{{print $4}}')"
+echo "GW $(ip -4 -o addr show dev cni0 | awk '{{print $4}}')"
+echo "HAIRPIN $(bridge -d link show | grep -c "hairpin on")"
+echo "LO $(ip -n podnet-test-a -o link show lo | grep -c UP)"
+$CNI check t_a
+$CNI up t_a
+echo "RESERVED $(ls {world}/ipam/podnet | grep -c '^10\\.')"
+cat {world}/cache/podnet-c0ffeea-eth0; echo
+cat {world}/state/t_a/state.json
+$CNI facts
+$CNI down t_a && echo DOWN
+echo "NETNS $(ip netns list | grep -c podnet-test-a)"
+echo "CACHE $(ls {world}/cache | wc -l)"
+echo "RESERVED $(ls {world}/ipam/podnet | grep -c '^10\\.')"
+echo "VETHS $(ip -o link show type veth | wc -l)"
+$CNI down t_a && echo DOWN-AGAIN
+""")
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "pod t_a: 10.244.7.2 in /run/netns/podnet-test-a" in out
+    assert "ADDR 10.244.7.2/24" in out and "GW 10.244.7.1/24" in out
+    assert "HAIRPIN 1" in out and "LO 1" in out
+    assert "pod t_a: CHECK passed" in out
+    assert out.count("RESERVED 1") == 1 and "RESERVED 0" in out
+    cache = json.loads(out.split("RESERVED 1\n")[1].splitlines()[0])
+    assert cache["kind"] == "cniCacheV1" and cache["ifName"] == "eth0"
+    assert cache["result"]["ips"][0]["address"] == "10.244.7.2/24"
+    assert ["K8S_POD_NAME", "a"] in cache["cniArgs"]
+    facts = json.loads(next(line for line in out.splitlines() if line.startswith('{"pods"')))
+    assert facts["pods"][0] | {"ip": "10.244.7.2", "name": "a", "node": "n1"} == facts["pods"][0]
+    assert "DOWN\nNETNS 0\nCACHE 0\nRESERVED 0\nVETHS 0\nDOWN-AGAIN" in out
+
+
+SERVE = ('import socket; s = socket.create_server(("", 7000)); c, a = s.accept(); '
+         "c.sendall(a[0].encode())")
+ASK = ("import socket, sys; "
+       "print(socket.create_connection((sys.argv[1], 7000), 3).recv(99).decode())")
+
+
+def test_two_pods_get_two_addresses_and_reach_each_other(world: Path) -> None:
+    run = sandbox(world, f"""
+$CNI up t_a && $CNI up t_b
+serve() {{  # answer one TCP connection with the peer's address
+  ip netns exec "$1" python3 -c '{SERVE}' &
+  sleep 0.3
+}}
+ask() {{ ip netns exec "$1" python3 -c '{ASK}' "$2"; }}
+serve podnet-test-b; echo "B-SAW $(ask podnet-test-a 10.244.7.3)"
+serve podnet-test-a; echo "A-SAW $(ask podnet-test-b 10.244.7.2)"
+$CNI down t_a; $CNI down t_b
+""")
+    assert "10.244.7.2" in run.stdout and "10.244.7.3" in run.stdout, run.stderr
+    # each side sees the other's own pod address: no NAT on the bridge
+    assert "B-SAW 10.244.7.2\nA-SAW 10.244.7.3" in run.stdout
+
+
+def test_a_pod_gets_its_address_back_after_its_namespace_is_lost(world: Path) -> None:
+    # a node reboot empties /run/netns but keeps /var/lib/cni: the pod must come back as it was
+    run = sandbox(world, f"""
+$CNI up t_b >/dev/null; $CNI up t_a
+$CNI down t_b
+ip netns delete podnet-test-a
+ip link delete cni0
+$CNI up t_a
+$CNI check t_a
+echo "RESERVED $(ls {world}/ipam/podnet | grep -c '^10\\.')"
+""")
+    assert run.stdout.count("pod t_a: 10.244.7.3 in") == 2, run.stdout + run.stderr
+    assert "CHECK passed" in run.stdout and "RESERVED 1" in run.stdout
+
+
+def test_plugins_are_chained_and_deleted_in_reverse(world: Path) -> None:
+    bin_dir = world / "bin"
+    bin_dir.mkdir()
+    logger = bin_dir / "logger"
+    logger.write_text(LOGGER)
+    logger.chmod(0o755)
+    conflist = json.loads((world / "net.d" / "10-podnet.conflist").read_text())
+    conflist["plugins"] = [conflist["plugins"][0], {"type": "logger", "me": 2},
+                           {"type": "logger", "me": 3}]
+    (world / "net.d" / "10-podnet.conflist").write_text(json.dumps(conflist))
+    run = sandbox(world, "$CNI up t_a >/dev/null && $CNI check t_a >/dev/null && $CNI down t_a",
+                  extra_path=str(bin_dir))
+    assert run.returncode == 0, run.stderr
+    log = [json.loads(line) for line in (world / "log").read_text().splitlines()]
+    assert [(e["cmd"], e["me"]) for e in log] == [
+        ("ADD", 2), ("ADD", 3), ("CHECK", 2), ("CHECK", 3), ("DEL", 3), ("DEL", 2)]
+    bridge_result = log[0]["prev"]
+    assert bridge_result["ips"][0]["address"] == "10.244.7.2/24"
+    assert log[1]["prev"] == bridge_result  # the chain passes results on
+    assert log[4]["prev"] == bridge_result  # DEL gets the cached final result
+    assert all(e["name"] == "podnet" for e in log)
+
+
+def test_plugin_errors_come_with_the_plugins_message(world: Path) -> None:
+    conflist = json.loads((world / "net.d" / "10-podnet.conflist").read_text())
+    conflist["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.244.7.0/33"}]]
+    (world / "net.d" / "10-podnet.conflist").write_text(json.dumps(conflist))
+    run = sandbox(world, """
+$CNI up t_a; echo rc=$?
+echo "NETNS $(ip netns list | grep -c podnet-test-a)"
+""")
+    assert "rc=1" in run.stdout and "NETNS 0" in run.stdout
+    assert "plugin bridge ADD failed (code" in run.stderr
+    assert "10.244.7.0/33" in run.stderr
+
+
+def test_check_fails_when_the_pod_lost_its_address(world: Path) -> None:
+    run = sandbox(world, """
+$CNI up t_a >/dev/null
+ip -n podnet-test-a addr flush dev eth0
+$CNI check t_a; echo rc=$?
+""")
+    assert "rc=1" in run.stdout, run.stdout + run.stderr
+    assert "plugin bridge CHECK failed" in run.stderr
+
+
+def test_stop_keeps_the_address_for_the_next_up(world: Path) -> None:
+    run = sandbox(world, f"""
+$CNI up t_b >/dev/null; $CNI up t_a
+$CNI stop t_a
+echo "NETNS $(ip netns list | grep -c podnet-test-a) STATE $(ls {world}/state | grep -c t_a)"
+$CNI down t_b
+$CNI up t_b; $CNI up t_a
+""")
+    assert "pod t_a: 10.244.7.3 in" in run.stdout and "NETNS 0 STATE 0" in run.stdout, run.stderr
+    assert run.stdout.count("pod t_a: 10.244.7.3 in") == 2, run.stdout

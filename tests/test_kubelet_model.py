@@ -1,0 +1,92 @@
+"""What the kubelet role renders per pod, from the plan as Ansible holds it."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from modelkit import deployment, make_plan
+
+from podnet import kubelet
+
+TEXT = deployment("web", 2) + """\
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: tool, namespace: default}
+spec:
+  nodeName: node1
+  restartPolicy: Never
+  containers:
+    - name: sh
+      image: busybox
+      command: [/bin/sh, -c, 'echo "$HOME" 100% done']
+      env: [{name: GREETING, value: hello world}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: proxy, namespace: default}
+spec:
+  nodeName: node1
+  containers:
+    - {name: web, image: nginx, ports: [{containerPort: 8080}]}
+"""
+
+
+@pytest.fixture(scope="module")
+def pods() -> list[dict]:
+    plan = make_plan(TEXT).as_dict()
+    return kubelet.node_pods(plan, "node1")
+
+
+def by_name(pods: list[dict], name: str) -> dict:
+    return next(p for p in pods if p["name"] == name)
+
+
+def test_only_the_nodes_pods(pods: list[dict]) -> None:
+    plan = make_plan(TEXT)
+    assert sorted(p["name"] for p in pods) == sorted(p.name for p in plan.pods_on("node1"))
+
+
+def test_pod_identity_and_files(pods: list[dict]) -> None:
+    tool = by_name(pods, "tool")
+    assert tool["id"] == "default_tool"
+    assert tool["sandbox_unit"] == "podnet-sandbox@default_tool.service"
+    assert tool["spec"]["netns"] == "default_tool" and len(tool["spec"]["container_id"]) == 64
+    assert tool["spec"]["units"] == ["podnet-default_tool-sh.service"]
+    assert tool["resolv_conf"] == ("nameserver 10.96.0.10\nsearch default.svc.cluster.local "
+                                   "svc.cluster.local cluster.local\noptions ndots:5\n")
+
+
+def test_commands_are_quoted_for_systemd(pods: list[dict]) -> None:
+    sh = by_name(pods, "tool")["containers"][0]
+    assert sh["exec_start"] == '/bin/sh -c "echo \\"$$HOME\\" 100%% done"'
+    assert sh["restart"] == "no"
+    assert '"GREETING=hello world"' in sh["environment"]
+    assert "PODNET_HOSTNAME=tool" in sh["environment"]
+
+
+def test_netexec_and_packaged_servers(pods: list[dict]) -> None:
+    plan = make_plan(TEXT).as_dict()
+    everywhere = [p for n in ("node1", "node2", "node3") for p in kubelet.node_pods(plan, n)]
+    web = next(p for p in everywhere if p["name"].startswith("web-"))["containers"][0]
+    assert shlex.split(web["exec_start"]) == [kubelet.NETEXEC, "--http-port=8080",
+                                              "--udp-port=8081"]
+    assert web["config_path"] is None and web["restart"] == "always"
+    nginx = by_name(pods, "proxy")["containers"][0]
+    assert nginx["config_path"] == "/etc/podnet/pods/default_proxy/web.conf"
+    assert "listen 8080;" in nginx["config_default"]
+    assert nginx["exec_start"].startswith("/usr/sbin/nginx -c /etc/podnet/pods/default_proxy/")
+
+
+def test_dns_pods_run_unbound_with_a_placeholder_config() -> None:
+    plan = make_plan("").as_dict()
+    dns = [c for node in ("node1", "node2", "node3") for p in kubelet.node_pods(plan, node)
+           for c in p["containers"]]
+    assert len(dns) == 2
+    assert all(c["kind"] == "unbound" and "interface: 0.0.0.0@53" in c["config_default"]
+               for c in dns)
+
+
+def test_default_config_for_other_kinds_is_none() -> None:
+    assert kubelet.default_config("netexec", {"name": "x"}, []) is None

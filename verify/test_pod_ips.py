@@ -1,0 +1,57 @@
+"""Every pod has its own unique IP, from its node's pod CIDR, and every record of it agrees
+(the article's second principle)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections import Counter
+
+import pytest
+from conftest import plan, pod_id, run, running
+
+pytestmark = pytest.mark.principle("unique pod IP")
+
+
+def test_every_planned_pod_runs_on_its_node(pod: str) -> None:
+    assert pod in running(), f"{pod} is not running; the nodes report {sorted(running())}"
+    assert running()[pod]["node"] == plan().pod(pod).node, running()[pod]
+    assert running()[pod]["ip"], running()[pod]
+
+
+def test_no_two_pods_share_an_ip() -> None:
+    counts = Counter(p["ip"] for p in running().values())
+    assert [ip for ip, n in counts.items() if n > 1] == [], running()
+
+
+def test_pod_ip_is_in_its_nodes_pod_cidr(pod: str) -> None:
+    cidr = ipaddress.ip_network(plan().node(plan().pod(pod).node).pod_cidr)
+    assert ipaddress.ip_address(running()[pod]["ip"]) in cidr, (running()[pod], cidr)
+
+
+def test_fact_cache_and_interface_agree(pod: str) -> None:
+    node = plan().pod(pod).node
+    fact = run(node, "/etc/ansible/facts.d/podnet.fact")
+    mine = [p for p in json.loads(fact.stdout)["pods"] if f"{p['namespace']}/{p['name']}" == pod]
+    assert len(mine) == 1, fact
+    ip = mine[0]["ip"]
+    cache = run(node, "cat", f"/var/lib/cni/results/podnet-{mine[0]['container_id']}-eth0")
+    cached = json.loads(cache.stdout)["result"]["ips"][0]["address"].split("/")[0]
+    eth0 = run(node, "ip", "-n", pod_id(pod), "-4", "-o", "addr", "show", "dev", "eth0")
+    assert cached == ip, cache
+    assert f" {ip}/" in eth0.stdout, eth0
+
+
+def test_cni_check_passes(pod: str) -> None:
+    check = run(plan().pod(pod).node, "/usr/local/sbin/podnet-cni", "check", pod_id(pod))
+    assert check.rc == 0 and "CHECK passed" in check.stdout, check
+
+
+def test_node_holds_exactly_its_planned_pods(node: str) -> None:
+    want = sorted(pod_id(p.key) for p in plan().pods_on(node))
+    folders = run(node, "ls", "/etc/podnet/pods")
+    namespaces = run(node, "ip", "netns", "list")
+    reserved = run(node, "sh", "-c", "ls /var/lib/cni/networks/podnet | grep -c '^10\\.' || true")
+    assert sorted(folders.stdout.split()) == want, folders
+    assert sorted(line.split()[0] for line in namespaces.stdout.splitlines()) == want, namespaces
+    assert int(reserved.stdout.strip()) == len(want), reserved

@@ -1,0 +1,155 @@
+"""Pods through their life: a killed process, a rebooted node, a pod removed from the
+manifests. These change the lab, so they run last and put it back as it was."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import (
+    INVENTORY,
+    ROOT,
+    connect,
+    http_port,
+    observed,
+    plan,
+    pod_id,
+    run,
+    running,
+    servers,
+)
+
+pytestmark = pytest.mark.principle("unique pod IP")
+
+
+def wait_for(what: str, check, timeout: float = 120.0, every: float = 1.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as exc:
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}")
+
+
+def matrix_failures(clients: list[str], targets: list[str]) -> list[str]:
+    """Every client pod dials every target pod (its /dial), as the flat-network suite does."""
+    now = observed()
+    failures = []
+    for client in clients:
+        for target in targets:
+            url = (f"http://{now[client]['ip']}:{http_port(client)}/dial?host={now[target]['ip']}"
+                   f"&port={http_port(target)}&request=clientip&protocol=http")
+            got = run(plan().pod(client).node, "curl", "-s", "--max-time", "15", url)
+            if f'["{now[client]["ip"]}:' not in got.stdout:
+                failures.append(f"{client} -> {target}: {got}")
+    return failures
+
+
+def test_killed_container_restarts_with_the_same_ip() -> None:
+    pod = servers()[0]
+    node = plan().pod(pod).node
+    unit = f"podnet-{pod_id(pod)}-{plan().pod(pod).containers[0].name}.service"
+    before = run(node, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
+    kill = run(node, "kill", "-9", before)
+    assert kill.rc == 0, kill
+
+    def restarted() -> bool:
+        pid = run(node, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
+        return pid not in ("0", before) and run(node, "systemctl", "is-active", unit).rc == 0
+
+    wait_for(f"{unit} to restart", restarted, timeout=30)
+    ip = running()[pod]["ip"]
+    hello = wait_for(f"{pod} to answer", lambda: run(node, "curl", "-s", "--max-time", "3",
+                     f"http://{ip}:{http_port(pod)}/hostname").stdout, timeout=30)
+    assert hello == plan().pod(pod).host_name
+    assert observed()[pod]["ip"] == ip
+
+
+def test_rebooted_node_brings_its_pods_back_with_their_ips() -> None:
+    node = max(plan().nodes, key=lambda n: len(plan().pods_on(n.name))).name
+    mine = [p.key for p in plan().pods_on(node)]
+    before = {key: running()[key]["ip"] for key in mine}
+    boot_id = run(node, "cat", "/proc/sys/kernel/random/boot_id").stdout
+    marker = run(node, "touch", "/run/podnet-verify-before-reboot")
+    assert marker.rc == 0, marker
+    reboot = run(node, "systemd-run", "--on-active=1", "--timer-property=AccuracySec=100ms",
+                 "systemctl", "reboot")
+    assert reboot.rc == 0, reboot
+    time.sleep(3)
+    connect.cache_clear()
+
+    def back() -> bool:
+        connect.cache_clear()
+        gone = run(node, "test", "-e", "/run/podnet-verify-before-reboot").rc != 0
+        return gone and run(node, "systemctl", "is-system-running").stdout.strip() == "running"
+
+    wait_for(f"{node} to boot again", back, timeout=180, every=2)
+    del boot_id
+    after = wait_for(f"the pods of {node} to be back",
+                     lambda: (lambda now: now if all(k in now for k in mine) else None)(
+                         observed()), timeout=60)
+    assert {key: after[key]["ip"] for key in mine} == before
+    here = [k for k in mine if http_port(k)]
+    assert matrix_failures(here, servers()) == []
+    assert matrix_failures(servers(), here) == []
+
+
+def converge(manifests: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    inventory = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory),
+                           str(ROOT / "playbooks" / "site.yml")], env=env, capture_output=True,
+                          text=True, check=False, timeout=900)
+
+
+def manifests_dir() -> Path:
+    inventory = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
+    return Path(os.environ.get("PODNET_MANIFESTS_DIR") or inventory / "manifests")
+
+
+def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) -> None:
+    original = manifests_dir()
+    copy = tmp_path / "manifests"
+    shutil.copytree(original, copy)
+    victim = next(p for p in plan().pods if p.owner == f"Pod {p.key}" and http_port(p.key))
+    found = False
+    for path in copy.glob("*.y*ml"):
+        docs = list(yaml.safe_load_all(path.read_text()))
+        keep = [d for d in docs if not (d and d.get("kind") == "Pod"
+                and d["metadata"]["name"] == victim.name
+                and d["metadata"].get("namespace", "default") == victim.namespace)]
+        if len(keep) != len(docs):
+            found = True
+            path.write_text(yaml.safe_dump_all(keep))
+    assert found, f"{victim.key} not found in {original}"
+    node, ident = victim.node, pod_id(victim.key)
+    container_id = running()[victim.key]["container_id"]
+    ip = running()[victim.key]["ip"]
+    try:
+        done = converge(copy)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        leftovers = run(node, "sh", "-c",
+                        f"ls -d /etc/podnet/pods/{ident} /var/lib/podnet/pods/{ident} "
+                        f"/run/netns/{ident} /var/lib/cni/results/*{container_id}* "
+                        f"/var/lib/cni/networks/podnet/{ip} /etc/systemd/system/podnet-{ident}-* "
+                        "2>/dev/null; systemctl list-units --all --no-legend "
+                        f"'podnet-{ident}-*' 'podnet-sandbox@{ident}.service'")
+        assert leftovers.stdout.strip() == "", leftovers
+        ports = run(node, "sh", "-c", "ip -o link show master cni0 | wc -l")
+        assert int(ports.stdout) == len(plan().pods_on(node)) - 1, ports
+        assert victim.key not in observed()
+    finally:
+        restored = converge(original)
+        assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-2000:]
+    assert victim.key in observed()
