@@ -1,0 +1,417 @@
+"""kube-proxy's iptables mode, rule for rule: the filter and nat rules kube-proxy's
+syncProxyRules (pkg/proxy/iptables/proxier.go) writes for a node, from the Services and their
+endpoints. Pure: the kube_proxy role prints the result and podnet-iptables applies it with one
+``iptables-restore --noflush``.
+
+Differences from kube-proxy, on purpose: no nfacct counters unless ``nfacct`` is set (they need
+the nfacct tool and module); localhost NodePorts (and the KUBE-FIREWALL rule that guards them)
+only when ``localhost_nodeports`` is set (podnet leaves ``route_localnet`` alone); Services are
+written in name order (kube-proxy walks a Go map) so that the output is the same on every run;
+the canary chain KUBE-PROXY-CANARY is declared in the same files (kube-proxy creates it
+separately).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from podnet import kubeproxy
+
+MASQ_MARK = "0x4000"
+NODEPORTS_LAST = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
+OWNED_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    port: int
+    node: str | None = None
+    ready: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str
+    cluster_ip: str
+    port: int
+    endpoints: tuple[Endpoint, ...] = ()
+    node_port: int = 0
+    external_ips: tuple[str, ...] = ()
+    lb_ips: tuple[str, ...] = ()
+    source_ranges: tuple[str, ...] = ()
+    health_check_node_port: int = 0
+    affinity_timeout: int | None = None
+    external_local: bool = False
+    internal_local: bool = False
+
+    @property
+    def name_string(self) -> str:
+        return kubeproxy.service_port_name(self.namespace, self.name, self.port_name)
+
+    @property
+    def externally_accessible(self) -> bool:
+        return bool(self.node_port or self.external_ips or self.lb_ips)
+
+    @property
+    def uses_cluster_endpoints(self) -> bool:
+        return not self.internal_local or (self.externally_accessible and not self.external_local)
+
+    @property
+    def uses_local_endpoints(self) -> bool:
+        return self.internal_local or (self.externally_accessible and self.external_local)
+
+
+@dataclass
+class Options:
+    node_name: str
+    node_ip: str
+    cluster_cidr: str  # the local-traffic detector: traffic from pods
+    masquerade_mark: str = MASQ_MARK
+    random_fully: bool = True
+    localhost_nodeports: bool = False
+    nfacct: bool = False
+    masquerade_all: bool = False
+
+
+@dataclass
+class _Buffers:
+    filter_chains: list[str] = field(default_factory=list)
+    filter_rules: list[str] = field(default_factory=list)
+    nat_chains: list[str] = field(default_factory=list)
+    nat_rules: list[str] = field(default_factory=list)
+
+
+def probability(n: int) -> str:
+    return f"{1.0 / n:0.10f}"
+
+
+def _line(*words: str | Iterable[str]) -> str:
+    out: list[str] = []
+    for word in words:
+        if isinstance(word, str):
+            out.append(word)
+        else:
+            out.extend(word)
+    return " ".join(out)
+
+
+def _chain(name: str) -> str:
+    return f":{name} - [0:0]"
+
+
+def categorize(svc: ServicePort, node: str
+               ) -> tuple[list[Endpoint], list[Endpoint], list[Endpoint], bool]:
+    """Cluster, local and all locally reachable endpoints, and whether there are any
+    (kube-proxy's CategorizeEndpoints for ready endpoints)."""
+    ready = [e for e in svc.endpoints if e.ready]
+    cluster = ready if svc.uses_cluster_endpoints else []
+    if not svc.uses_local_endpoints:
+        return cluster, [], cluster, bool(cluster)
+    local = [e for e in ready if e.node == node]
+    reachable = list(cluster) + [e for e in local if e not in cluster]
+    return cluster, local, reachable, bool(ready)
+
+
+def render(services: Sequence[ServicePort], opts: Options) -> str:
+    """The iptables-restore input kube-proxy would write for ``services`` on this node."""
+    b = _Buffers()
+    mark = f"{opts.masquerade_mark}/{opts.masquerade_mark}"
+    for name in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
+                 "KUBE-PROXY-FIREWALL"):
+        b.filter_chains.append(_chain(name))
+    for name in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"):
+        b.nat_chains.append(_chain(name))
+    b.nat_rules.append(f"-A KUBE-POSTROUTING -m mark ! --mark {mark} -j RETURN")
+    b.nat_rules.append(f"-A KUBE-POSTROUTING -j MARK --xor-mark {opts.masquerade_mark}")
+    masq = ('-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT"'
+            " -j MASQUERADE")
+    b.nat_rules.append(masq + (" --random-fully" if opts.random_fully else ""))
+    b.nat_rules.append(f"-A KUBE-MARK-MASQ -j MARK --or-mark {opts.masquerade_mark}")
+    if opts.localhost_nodeports:
+        b.filter_chains.append(_chain("KUBE-FIREWALL"))
+        b.filter_rules.append('-A KUBE-FIREWALL -m comment --comment "block incoming localnet '
+                              'connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! '
+                              "--ctstate RELATED,ESTABLISHED,DNAT -j DROP")
+    for svc in sorted(services, key=lambda s: (s.name_string, s.protocol)):
+        _service(b, svc, opts)
+    destinations = "-m addrtype --dst-type LOCAL"
+    if not opts.localhost_nodeports:
+        destinations += " ! -d 127.0.0.0/8"
+    b.nat_rules.append(f"-A KUBE-SERVICES -m comment --comment {NODEPORTS_LAST} {destinations} "
+                       "-j KUBE-NODEPORTS")
+    invalid = "-A KUBE-FORWARD -m conntrack --ctstate INVALID"
+    if opts.nfacct:
+        invalid += " -m nfacct --nfacct-name ct_state_invalid_dropped_pkts"
+    b.filter_rules.append(invalid + " -j DROP")
+    b.filter_rules.append('-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" '
+                          f"-m mark --mark {mark} -j ACCEPT")
+    b.filter_rules.append('-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack '
+                          'rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT')
+    lines = ["*filter", *b.filter_chains, *b.filter_rules, "COMMIT",
+             "*nat", *b.nat_chains, *b.nat_rules, "COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
+def _service(b: _Buffers, svc: ServicePort, opts: Options) -> None:
+    proto = svc.protocol.lower()
+    name = svc.name_string
+    chains = kubeproxy.chains(svc.namespace, svc.name, svc.port_name, svc.protocol)
+    cluster_chain, local_chain = chains["svc"], chains["svl"]
+    ext_chain, fw_chain = chains["ext"], chains["fw"]
+    cluster_eps, local_eps, reachable, has_endpoints = categorize(svc, opts.node_name)
+    uses_cluster_chain = bool(cluster_eps) and svc.uses_cluster_endpoints
+    uses_local_chain = bool(local_eps) and svc.uses_local_endpoints
+    internal_chain, has_internal = cluster_chain, has_endpoints
+    if svc.internal_local:
+        internal_chain = local_chain
+        has_internal = bool(local_eps)
+    external_policy_chain, has_external = cluster_chain, has_endpoints
+    if svc.external_local:
+        external_policy_chain = local_chain
+        has_external = bool(local_eps)
+    uses_ext_chain = has_endpoints and svc.externally_accessible
+    lb_chain = ext_chain
+    uses_fw = has_endpoints and bool(svc.lb_ips) and bool(svc.source_ranges)
+    if uses_fw:
+        lb_chain = fw_chain
+    int_target = int_comment = ext_target = ext_comment = ""
+    if not has_endpoints:
+        int_target = ext_target = "REJECT"
+        int_comment = ext_comment = f'"{name} has no endpoints"'
+    else:
+        if not has_internal:
+            int_target, int_comment = "DROP", f'"{name} has no local endpoints"'
+        if not has_external:
+            ext_target, ext_comment = "DROP", f'"{name} has no local endpoints"'
+    match = f"-m {proto} -p {proto}"
+
+    if has_internal:
+        b.nat_rules.append(f'-A KUBE-SERVICES -m comment --comment "{name} cluster IP" {match} '
+                           f"-d {svc.cluster_ip} --dport {svc.port} -j {internal_chain}")
+    else:
+        b.filter_rules.append(f"-A KUBE-SERVICES -m comment --comment {int_comment} {match} "
+                              f"-d {svc.cluster_ip} --dport {svc.port} -j {int_target}")
+    for ip in svc.external_ips:
+        if has_endpoints:
+            b.nat_rules.append(f'-A KUBE-SERVICES -m comment --comment "{name} external IP" '
+                               f"{match} -d {ip} --dport {svc.port} -j {ext_chain}")
+        if not has_external:
+            b.filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} "
+                                  f"{match} -d {ip} --dport {svc.port} -j {ext_target}")
+    for ip in svc.lb_ips:
+        if has_endpoints:
+            b.nat_rules.append(f'-A KUBE-SERVICES -m comment --comment "{name} loadbalancer IP" '
+                               f"{match} -d {ip} --dport {svc.port} -j {lb_chain}")
+        if uses_fw:
+            b.filter_rules.append(f'-A KUBE-PROXY-FIREWALL -m comment --comment "{name} traffic '
+                                  f'not accepted by {fw_chain}" {match} -d {ip} --dport '
+                                  f"{svc.port} -j DROP")
+    if not has_external:
+        for ip in svc.lb_ips:
+            b.filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} "
+                                  f"{match} -d {ip} --dport {svc.port} -j {ext_target}")
+    if svc.node_port:
+        if has_endpoints:
+            if opts.localhost_nodeports and opts.nfacct:
+                b.nat_rules.append(f"-A KUBE-NODEPORTS -m comment --comment {name} {match} "
+                                   f"-d 127.0.0.0/8 --dport {svc.node_port} -m nfacct "
+                                   f"--nfacct-name localhost_nps_accepted_pkts -j {ext_chain}")
+            b.nat_rules.append(f"-A KUBE-NODEPORTS -m comment --comment {name} {match} "
+                               f"--dport {svc.node_port} -j {ext_chain}")
+        if not has_external:
+            b.filter_rules.append(f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} "
+                                  f"-m addrtype --dst-type LOCAL {match} --dport {svc.node_port} "
+                                  f"-j {ext_target}")
+    if svc.health_check_node_port:
+        b.filter_rules.append(f'-A KUBE-NODEPORTS -m comment --comment "{name} health check node '
+                              f'port" -m tcp -p tcp --dport {svc.health_check_node_port} -j ACCEPT')
+
+    if has_internal:
+        args = (f'-m comment --comment "{name} cluster IP" {match} -d {svc.cluster_ip} '
+                f"--dport {svc.port}")
+        if opts.masquerade_all:
+            b.nat_rules.append(f"-A {internal_chain} {args} -j KUBE-MARK-MASQ")
+        else:
+            b.nat_rules.append(f"-A {internal_chain} {args} ! -s {opts.cluster_cidr} "
+                               "-j KUBE-MARK-MASQ")
+    if uses_ext_chain:
+        b.nat_chains.append(_chain(ext_chain))
+        if not svc.external_local:
+            b.nat_rules.append(f'-A {ext_chain} -m comment --comment "masquerade traffic for '
+                               f'{name} external destinations" -j KUBE-MARK-MASQ')
+        else:
+            b.nat_rules.append(f'-A {ext_chain} -m comment --comment "pod traffic for {name} '
+                               f'external destinations" -s {opts.cluster_cidr} -j {cluster_chain}')
+            b.nat_rules.append(f'-A {ext_chain} -m comment --comment "masquerade LOCAL traffic '
+                               f'for {name} external destinations" -m addrtype --src-type LOCAL '
+                               "-j KUBE-MARK-MASQ")
+            b.nat_rules.append(f'-A {ext_chain} -m comment --comment "route LOCAL traffic for '
+                               f'{name} external destinations" -m addrtype --src-type LOCAL '
+                               f"-j {cluster_chain}")
+        if has_external:
+            b.nat_rules.append(f"-A {ext_chain} -j {external_policy_chain}")
+    if uses_fw:
+        b.nat_chains.append(_chain(fw_chain))
+        head = f'-A {fw_chain} -m comment --comment "{name} loadbalancer IP"'
+        allow_from_node = False
+        import ipaddress  # local: only LoadBalancers with source ranges need it
+
+        for cidr in svc.source_ranges:
+            b.nat_rules.append(f"{head} -s {cidr} -j {ext_chain}")
+            if ipaddress.ip_address(opts.node_ip) in ipaddress.ip_network(cidr, strict=False):
+                allow_from_node = True
+        if allow_from_node:
+            for ip in svc.lb_ips:
+                b.nat_rules.append(f"{head} -s {ip} -j {ext_chain}")
+        b.nat_rules.append(f'-A {fw_chain} -m comment --comment "other traffic to {name} will '
+                           'be dropped by KUBE-PROXY-FIREWALL"')
+    if uses_cluster_chain:
+        b.nat_chains.append(_chain(cluster_chain))
+        _to_endpoints(b, svc, cluster_chain, cluster_eps)
+    if uses_local_chain:
+        b.nat_chains.append(_chain(local_chain))
+        _to_endpoints(b, svc, local_chain, local_eps)
+    for ep in reachable:
+        sep = _sep(svc, ep)
+        b.nat_chains.append(_chain(sep))
+        b.nat_rules.append(f"-A {sep} -m comment --comment {name} -s {ep.ip} -j KUBE-MARK-MASQ")
+        affinity = (f" -m recent --name {sep} --set" if svc.affinity_timeout is not None else "")
+        b.nat_rules.append(f"-A {sep} -m comment --comment {name}{affinity} {match} -j DNAT "
+                           f"--to-destination {ep}")
+
+
+def _sep(svc: ServicePort, ep: Endpoint) -> str:
+    return kubeproxy.endpoint_chain(svc.namespace, svc.name, svc.port_name, svc.protocol, ep.ip,
+                                    ep.port)
+
+
+def _to_endpoints(b: _Buffers, svc: ServicePort, chain: str, endpoints: list[Endpoint]) -> None:
+    name = svc.name_string
+    if svc.affinity_timeout is not None:
+        for ep in endpoints:
+            sep = _sep(svc, ep)
+            b.nat_rules.append(f'-A {chain} -m comment --comment "{name} -> {ep}" -m recent '
+                               f"--name {sep} --rcheck --seconds {svc.affinity_timeout} --reap "
+                               f"-j {sep}")
+    n = len(endpoints)
+    for i, ep in enumerate(endpoints):
+        rule = f'-A {chain} -m comment --comment "{name} -> {ep}"'
+        if i < n - 1:
+            rule += f" -m statistic --mode random --probability {probability(n - i)}"
+        b.nat_rules.append(f"{rule} -j {_sep(svc, ep)}")
+
+
+JUMPS: tuple[tuple[str, str, str, str], ...] = (
+    # table, from chain, to chain, match + comment (kube-proxy's iptablesJumpChains)
+    ("filter", "INPUT", "KUBE-EXTERNAL-SERVICES", '-m conntrack --ctstate NEW -m comment '
+     '--comment "kubernetes externally-visible service portals"'),
+    ("filter", "FORWARD", "KUBE-EXTERNAL-SERVICES", '-m conntrack --ctstate NEW -m comment '
+     '--comment "kubernetes externally-visible service portals"'),
+    ("filter", "INPUT", "KUBE-NODEPORTS", '-m comment --comment "kubernetes health check '
+     'service ports"'),
+    ("filter", "FORWARD", "KUBE-SERVICES", '-m conntrack --ctstate NEW -m comment --comment '
+     '"kubernetes service portals"'),
+    ("filter", "OUTPUT", "KUBE-SERVICES", '-m conntrack --ctstate NEW -m comment --comment '
+     '"kubernetes service portals"'),
+    ("filter", "FORWARD", "KUBE-FORWARD", '-m comment --comment "kubernetes forwarding rules"'),
+    ("filter", "INPUT", "KUBE-PROXY-FIREWALL", '-m conntrack --ctstate NEW -m comment --comment '
+     '"kubernetes load balancer firewall"'),
+    ("filter", "OUTPUT", "KUBE-PROXY-FIREWALL", '-m conntrack --ctstate NEW -m comment --comment '
+     '"kubernetes load balancer firewall"'),
+    ("filter", "FORWARD", "KUBE-PROXY-FIREWALL", '-m conntrack --ctstate NEW -m comment '
+     '--comment "kubernetes load balancer firewall"'),
+    ("nat", "OUTPUT", "KUBE-SERVICES", '-m comment --comment "kubernetes service portals"'),
+    ("nat", "PREROUTING", "KUBE-SERVICES", '-m comment --comment "kubernetes service portals"'),
+    ("nat", "POSTROUTING", "KUBE-POSTROUTING", '-m comment --comment "kubernetes postrouting '
+     'rules"'),
+)
+
+
+def jumps(opts: Options) -> list[str]:
+    """Lines for a podnet-iptables .jumps file: '<table> <chain> <rule>' (inserted first)."""
+    out = [f"{table} {src} {args} -j {dst}" for table, src, dst, args in JUMPS]
+    if opts.localhost_nodeports:
+        out += ["filter INPUT -j KUBE-FIREWALL", "filter OUTPUT -j KUBE-FIREWALL"]
+    return out
+
+
+def from_plan(plan: Mapping[str, Any], observed: Mapping[str, str],
+              external_ips: Mapping[str, Sequence[str]] | None = None) -> list[ServicePort]:
+    """Service ports of the plan (as data) with endpoints at the pods' observed IPs."""
+    out = []
+    for svc in plan["services"]:
+        if svc["type"] == "ExternalName" or svc["headless"] or not svc["cluster_ip"]:
+            continue
+        pods = {p["namespace"] + "/" + p["name"]: p for p in plan["pods"]}
+        for port in svc["ports"]:
+            eps = tuple(Endpoint(observed[e["pod"]], int(e["port"]), pods[e["pod"]]["node"])
+                        for e in port["endpoints"] if observed.get(e["pod"]))
+            eps = tuple(sorted(eps, key=lambda e: (tuple(int(x) for x in e.ip.split(".")),
+                                                   e.port)))
+            out.append(ServicePort(
+                namespace=svc["namespace"], name=svc["name"], port_name=port["name"],
+                protocol=port["protocol"], cluster_ip=svc["cluster_ip"], port=int(port["port"]),
+                endpoints=eps, node_port=int(port["node_port"] or 0),
+                external_ips=tuple((external_ips or {}).get(svc["namespace"] + "/" + svc["name"],
+                                                            ())),
+                lb_ips=(svc["lb_ip"],) if svc["lb_ip"] else (),
+                source_ranges=tuple(svc["load_balancer_source_ranges"]),
+                health_check_node_port=int(svc["health_check_node_port"] or 0),
+                affinity_timeout=svc["session_affinity_timeout"],
+                external_local=svc["external_traffic_policy"] == "Local"
+                and svc["type"] in ("NodePort", "LoadBalancer"),
+                internal_local=svc["internal_traffic_policy"] == "Local",
+            ))
+    return out
+
+
+def sort_dump(text: str) -> str:
+    """Order a dump the way kube-proxy's tests compare them: tables by name; chains
+    KUBE-NODEPORTS, KUBE-SERVICES, then the rest by name; rules grouped by chain in that
+    order, KUBE-NODEPORTS and KUBE-SERVICES rules by their comment's service name with the
+    nodeports rule last; other chains keep their rule order."""
+    tables: dict[str, tuple[list[str], list[str]]] = {}
+    current = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or line == "COMMIT":
+            continue
+        if line.startswith("*"):
+            current = line[1:]
+            tables.setdefault(current, ([], []))
+        elif line.startswith(":"):
+            tables[current][0].append(line)
+        else:
+            tables[current][1].append(line)
+
+    def chain_key(name: str) -> tuple[int, str]:
+        return ({"KUBE-NODEPORTS": 0, "KUBE-SERVICES": 1}.get(name, 2), name)
+
+    def service_of(rule: str) -> str:
+        if NODEPORTS_LAST in rule:
+            return "\uffff"
+        words = rule.split("--comment ", 1)
+        return words[1].lstrip('"').split()[0] if len(words) > 1 else ""
+
+    out = []
+    for table in sorted(tables):
+        chains, rules = tables[table]
+        names = sorted((c[1:].split()[0] for c in chains), key=chain_key)
+        out.append(f"*{table}")
+        out.extend(f":{n} - [0:0]" for n in names)
+        for name in names:
+            mine = [r for r in rules if r.split()[1] == name]
+            if name in ("KUBE-NODEPORTS", "KUBE-SERVICES"):
+                mine = sorted(mine, key=service_of)
+            out.extend(mine)
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
