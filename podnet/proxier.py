@@ -415,3 +415,37 @@ def sort_dump(text: str) -> str:
             out.extend(mine)
         out.append("COMMIT")
     return "\n".join(out) + "\n"
+
+
+CANARY = "KUBE-PROXY-CANARY"
+
+
+def node_rules(plan: Mapping[str, Any], observed: Mapping[str, str], node: str,
+               options: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything the kube_proxy role writes on ``node``: the rules (with kube-proxy's canary
+    chain in mangle, nat and filter), the jumps into them, the chain prefixes podnet-iptables
+    may delete when stale, and the UDP services' endpoints (for conntrack cleanup)."""
+    address = next(n["address"] for n in plan["nodes"] if n["name"] == node)
+    opts = Options(node_name=node, node_ip=address,
+                   cluster_cidr=plan["settings"]["cluster_cidr"],
+                   masquerade_mark=str(options.get("masquerade_mark", MASQ_MARK)),
+                   random_fully=bool(options.get("random_fully", True)),
+                   localhost_nodeports=bool(options.get("localhost_nodeports", False)),
+                   nfacct=bool(options.get("nfacct", False)))
+    services = from_plan(plan, observed)
+    text = render(services, opts)
+    text = text.replace("*filter\n", f"*filter\n:{CANARY} - [0:0]\n", 1)
+    text = text.replace("*nat\n", f"*nat\n:{CANARY} - [0:0]\n", 1)
+    text = f"*mangle\n:{CANARY} - [0:0]\nCOMMIT\n" + text
+    udp = {}
+    for svc in services:
+        if svc.protocol == "UDP":
+            ready = sorted({e.ip for e in svc.endpoints if e.ready})
+            for ip in (svc.cluster_ip, *svc.lb_ips, *svc.external_ips):
+                udp[f"{ip}:{svc.port}"] = ready
+            if svc.node_port:
+                udp[f"nodeport:{svc.node_port}"] = ready
+    return {"rules": text, "jumps": jumps(opts),
+            "owns": [f"nat {' '.join(OWNED_PREFIXES)}"], "udp_endpoints": udp,
+            "services": len(services),
+            "endpoints": sum(len(s.endpoints) for s in services)}

@@ -6,7 +6,7 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from podnet import addresses, endpoints, kubelet, kubeproxy
+from podnet import addresses, endpoints, kubelet, kubeproxy, proxier
 
 
 def podnet_service_chains(service: str, port_name: str, protocol: str) -> dict[str, str]:
@@ -49,6 +49,28 @@ def podnet_node_pods(plan: dict[str, Any], node: str) -> list[dict[str, Any]]:
         raise AnsibleFilterError(f"podnet_node_pods: not a podnet plan ({exc})") from exc
 
 
+def podnet_kube_proxy(plan: dict[str, Any], pods: Any, node: str,
+                      options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """kube-proxy's iptables rules for ``node`` from the plan and the pods' facts (a list of
+    {namespace, name, ip}, as ansible_local.podnet.pods of every node)."""
+    try:
+        return proxier.node_rules(plan, endpoints.observed_ips(pods), node, options or {})
+    except (KeyError, TypeError, ValueError, StopIteration) as exc:
+        raise AnsibleFilterError(f"podnet_kube_proxy: {type(exc).__name__}: {exc}") from exc
+
+
+def podnet_cluster_pods(hostvars: Any, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node's ansible_local.podnet.pods, as one list (nodes without the fact add none)."""
+    pods: list[dict[str, Any]] = []
+    try:
+        for node in plan["nodes"]:
+            local = hostvars[node["name"]].get("ansible_local") or {}
+            pods.extend((local.get("podnet") or {}).get("pods") or [])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise AnsibleFilterError(f"podnet_cluster_pods: {exc}") from exc
+    return pods
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -57,6 +79,8 @@ class FilterModule:
             "podnet_observed_ips": podnet_observed_ips,
             "podnet_pods_on": podnet_pods_on,
             "podnet_node_pods": podnet_node_pods,
+            "podnet_kube_proxy": podnet_kube_proxy,
+            "podnet_cluster_pods": podnet_cluster_pods,
             "podnet_dashed_ip": addresses.dashed,
             "podnet_reverse_name": addresses.reverse_name,
         }

@@ -1,0 +1,175 @@
+"""Services: a stable virtual IP that kube-proxy's rules on every node spread over the pods
+behind it (the article's third principle), and NodePort, LoadBalancer and traffic policies."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+from conftest import Evidence, hosts, in_pod, plan, run
+
+pytestmark = pytest.mark.principle("service abstraction")
+
+CHI_SQUARE_LIMIT = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47}  # p = 0.001, by degrees of freedom
+
+
+def service_ports() -> list[tuple[str, str, str]]:
+    """(service, port name, protocol) of every ClusterIP port that has endpoints."""
+    out = []
+    for svc in plan().services:
+        if svc.cluster_ip and svc.internal_traffic_policy == "Cluster":
+            out += [(svc.key, p.name, p.protocol) for p in svc.ports if p.endpoints]
+    return out
+
+
+def port_of(key: str, name: str, protocol: str):  # type: ignore[no-untyped-def]
+    return next(p for p in plan().service(key).ports if p.name == name and p.protocol == protocol)
+
+
+def backends(key: str) -> set[str]:
+    return {plan().pod(e.pod).host_name for p in plan().service(key).ports for e in p.endpoints}
+
+
+def ask(where: str, ip: str, port: int, protocol: str, request: str = "hostname") -> Evidence:
+    """From a node (name) or a pod (ns/name): one request to ip:port, answered by netexec
+    (HTTP /<request>, or a UDP datagram) or, for DNS, by a DNS server (dig)."""
+    if port == 53:
+        argv = ["dig", f"@{ip}", "-p", "53", "+time=2", "+tries=1", "kubernetes.default"]
+        if protocol == "TCP":
+            argv.append("+tcp")
+    elif protocol == "UDP":
+        argv = ["python3", "-c", "import socket, sys; s = socket.socket(socket.AF_INET, "
+                "socket.SOCK_DGRAM); s.settimeout(3); s.sendto(sys.argv[3].encode(), "
+                "(sys.argv[1], int(sys.argv[2]))); print(s.recvfrom(999)[0].decode())",
+                ip, str(port), request]
+    else:
+        argv = ["curl", "-s", "--max-time", "5", f"http://{ip}:{port}/{request}"]
+    return in_pod(where, *argv) if "/" in where else run(where, *argv)
+
+
+def answered(evidence: Evidence, key: str, port: int) -> bool:
+    if port == 53:
+        return evidence.rc == 0 and "status:" in evidence.stdout
+    return evidence.rc == 0 and evidence.stdout.strip() in backends(key)
+
+
+CLIENTS = [n.name for n in plan().nodes] + [p.key for p in plan().pods]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize(("service", "port_name", "protocol"), service_ports(),
+                         ids=[f"{s}:{p or n}/{t}" for s, p, t in service_ports() for n in [""]])
+def test_every_client_reaches_every_cluster_ip(client: str, service: str, port_name: str,
+                                               protocol: str) -> None:
+    port = port_of(service, port_name, protocol).port
+    got = ask(client, str(plan().service(service).cluster_ip), port, protocol)
+    assert answered(got, service, port), got
+
+
+def many(where: str, ip: str, port: int, count: int, request: str = "hostname") -> list[str]:
+    """``count`` new connections from one pod, each answered by some endpoint."""
+    script = (f'for i in $(seq {count}); do curl -s --max-time 3 '
+              f'"http://{ip}:{port}/{request}"; echo; done')
+    got = in_pod(where, "sh", "-c", script)
+    assert got.rc == 0, got
+    return [line.strip() for line in got.stdout.splitlines()]
+
+
+def test_connections_are_spread_uniformly_over_the_endpoints() -> None:
+    svc = plan().service("demo/web")
+    behind = {e.pod for e in svc.ports[0].endpoints}
+    client = next(p.key for p in plan().pods if p.key not in behind)
+    answers = many(client, str(svc.cluster_ip), svc.ports[0].port, 300)
+    counts = Counter(answers)
+    want = backends(svc.key)
+    assert set(counts) == want, counts
+    expected = len(answers) / len(want)
+    chi2 = sum((n - expected) ** 2 / expected for n in counts.values())
+    limit = CHI_SQUARE_LIMIT[len(want) - 1]
+    print(f"balancing over {len(want)} endpoints, {len(answers)} connections: {dict(counts)}; "
+          f"chi-square {chi2:.2f} (limit {limit} at p=0.001)")
+    assert chi2 < limit, (counts, chi2)
+
+
+def test_client_ip_affinity_keeps_a_client_on_one_endpoint() -> None:
+    svc = plan().service("demo/web-sticky")
+    assert svc.session_affinity_timeout
+    seen = {}
+    for client in (plan().pods[0].key, plan().pods[-1].key):
+        answers = set(many(client, str(svc.cluster_ip), svc.ports[0].port, 30))
+        assert len(answers) == 1 and answers <= backends(svc.key), (client, answers)
+        seen[client] = answers
+    print(f"affinity: {seen}")
+
+
+def test_service_without_endpoints_is_refused_at_once() -> None:
+    svc = plan().service("demo/nothing")
+    assert not svc.ports[0].endpoints
+    for where in (plan().nodes[0].name, plan().pods[0].key):
+        started = time.monotonic()
+        got = ask(where, str(svc.cluster_ip), svc.ports[0].port, "TCP")
+        elapsed = time.monotonic() - started
+        assert got.rc == 7, got  # curl: connection refused (REJECT), not a timeout (28)
+        assert elapsed < 3, elapsed  # includes the SSH round trip; the refusal itself is instant
+
+
+def test_pod_reaches_itself_through_its_service() -> None:
+    # internalTrafficPolicy: Local sends a pod on a node with one web pod to itself (hairpin)
+    svc = plan().service("demo/web-node-local")
+    for pod in [plan().pod(e.pod) for e in svc.ports[0].endpoints]:
+        got = ask(pod.key, str(svc.cluster_ip), svc.ports[0].port, "TCP")
+        assert got.stdout.strip() == pod.host_name, got
+
+
+def test_internal_local_policy_answers_from_the_same_node(node: str) -> None:
+    svc = plan().service("demo/web-node-local")
+    local = {plan().pod(e.pod).host_name for e in svc.ports[0].endpoints
+             if e.node == node}
+    got = set(many(next(p.key for p in plan().pods_on(node)), str(svc.cluster_ip),
+                   svc.ports[0].port, 10))
+    if local:
+        assert got == local, (node, got)
+    else:
+        assert got == {""}, (node, got)  # dropped: no local endpoint
+
+
+@pytest.mark.principle("NodePort")
+@pytest.mark.parametrize("service", ["demo/web", "demo/api"])
+def test_node_port_answers_on_every_node_from_outside(service: str, node: str) -> None:
+    svc = plan().service(service)
+    client = next(h.name for h in hosts("lab") if h.name not in {n.name for n in plan().nodes})
+    address = plan().node(node).address
+    got = run(client, "curl", "-s", "--max-time", "5",
+              f"http://{address}:{svc.ports[0].node_port}/clientip")
+    assert got.rc == 0, got
+    # Cluster policy: the pod sees the node the client talked to (SNAT), so the reply goes
+    # back through that node; the TCP connection only completes if it does
+    seen = got.stdout.strip().rsplit(":", 1)[0]
+    pod_nodes = {e.node for e in svc.ports[0].endpoints}
+    if node in pod_nodes:
+        assert seen in {address, running_gateway(node)}, got
+    else:
+        assert seen == address, got
+
+
+def running_gateway(node: str) -> str:
+    return str(plan().node(node).gateway)
+
+
+@pytest.mark.principle("NodePort")
+def test_local_policy_keeps_the_client_ip_and_the_node(node: str) -> None:
+    svc = plan().service("demo/web-lb")
+    assert svc.external_traffic_policy == "Local"
+    client = next(h for h in hosts("lab") if h.name not in {n.name for n in plan().nodes})
+    address = plan().node(node).address
+    port = svc.ports[0].node_port
+    local = {plan().pod(e.pod).host_name for e in svc.ports[0].endpoints if e.node == node}
+    for _ in range(5):
+        who = run(client.name, "curl", "-s", "--max-time", "3", f"http://{address}:{port}/hostname")
+        seen = run(client.name, "curl", "-s", "--max-time", "3", f"http://{address}:{port}/clientip")
+        if local:
+            assert who.stdout.strip() in local, who  # never crosses nodes
+            assert seen.stdout.strip().rsplit(":", 1)[0] == client.address, seen
+        else:
+            assert who.rc != 0, who  # dropped where there is no local endpoint
