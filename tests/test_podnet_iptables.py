@@ -1,0 +1,106 @@
+"""podnet-iptables in a throwaway network namespace: atomic apply with --noflush, stale
+chains deleted, foreign rules kept, flushed rules repaired, check mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "roles" / "pod_network" / "files" / "podnet-iptables"
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("iptables-restore") or not shutil.which("unshare"),
+    reason="needs root, unshare and iptables (make setup installs them)")
+
+RULES = """*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-AAAA - [0:0]
+-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-AAAA
+-A KUBE-SVC-AAAA -p tcp -j DNAT --to-destination 10.0.0.5:80
+COMMIT
+"""
+JUMPS = 'nat PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n'
+
+
+def sandbox(tmp: Path, script: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TOOL": str(TOOL), "DIR": str(tmp / "rules")}
+    body = ("set -u\nmount -t tmpfs podnet-test /var/lib/podnet 2>/dev/null || "
+            "{ mkdir -p /var/lib/podnet && mount -t tmpfs podnet-test /var/lib/podnet; }\n"
+            + script)
+    return subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
+                           "bash", "-c", body], env=env, capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "50-kp.rules").write_text(RULES)
+    (folder / "50-kp.jumps").write_text(JUMPS)
+    (folder / "50-kp.owns").write_text("nat KUBE-SVC- KUBE-SEP-\n")
+    return tmp_path
+
+
+def results(run: subprocess.CompletedProcess[str]) -> list[dict]:
+    return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+
+
+def test_apply_is_idempotent_and_keeps_foreign_rules(rules_dir: Path) -> None:
+    run = sandbox(rules_dir, """
+iptables -t nat -N FOREIGN && iptables -t nat -A FOREIGN -j RETURN
+iptables -t nat -A POSTROUTING -j FOREIGN
+$TOOL apply $DIR
+$TOOL apply $DIR
+$TOOL apply $DIR --check
+iptables-save -t nat | grep -c -- '-j FOREIGN'
+iptables -t nat -S KUBE-SVC-AAAA
+""")
+    assert run.returncode == 0, run.stderr
+    first, second, check = results(run)
+    assert first["changed"] and first["jumps_added"]
+    assert not second["changed"] and not check["changed"]
+    assert "\n1\n" in run.stdout  # the foreign jump is still there, once
+    assert "-A KUBE-SVC-AAAA -p tcp -j DNAT --to-destination 10.0.0.5:80" in run.stdout
+
+
+def test_stale_chains_go_in_the_same_transaction(rules_dir: Path) -> None:
+    (rules_dir / "rules" / "next.rules").write_text(RULES.replace("AAAA", "BBBB"))
+    run = sandbox(rules_dir, """
+$TOOL apply $DIR >/dev/null
+mv $DIR/next.rules $DIR/50-kp.rules
+$TOOL apply $DIR --check
+$TOOL apply $DIR
+iptables-save -t nat | grep -c KUBE-SVC-AAAA
+iptables -t nat -S KUBE-SVC-BBBB | tail -1
+""")
+    check, applied = results(run)
+    assert check["changed"] and applied["changed"] and applied["stale_chains_deleted"] == 1
+    assert "\n0\n-A KUBE-SVC-BBBB" in run.stdout, run.stdout + run.stderr
+
+
+def test_repair_puts_back_flushed_rules_and_only_then(rules_dir: Path) -> None:
+    run = sandbox(rules_dir, """
+$TOOL apply $DIR >/dev/null
+$TOOL repair $DIR; echo "quiet=$?"
+iptables -t nat -F
+$TOOL repair $DIR
+iptables -t nat -C PREROUTING -m comment --comment "kubernetes service portals" \
+  -j KUBE-SERVICES && echo JUMP
+iptables -t nat -S KUBE-SERVICES | grep -c DNAT -; iptables -t nat -S KUBE-SERVICES | tail -1
+""")
+    assert "quiet=0" in run.stdout and len(results(run)) == 1, run.stdout + run.stderr
+    assert "repairing, gone: jump nat PREROUTING" in run.stderr
+    assert "JUMP" in run.stdout and "-j KUBE-SVC-AAAA" in run.stdout
+
+
+def test_a_broken_file_changes_nothing(rules_dir: Path) -> None:
+    (rules_dir / "rules" / "60-bad.rules").write_text("*nat\n-A NOWHERE -j ACCEPT\nCOMMIT\n")
+    run = sandbox(rules_dir, "$TOOL apply $DIR; echo rc=$?; iptables-save -t nat | grep -c KUBE")
+    assert "60-bad.rules" in run.stderr
+    assert "rc=1" in run.stdout

@@ -1,0 +1,162 @@
+"""Services as endpoints come and go: rules repaired after a flush, other people's rules kept,
+a scaled Deployment changing only its Services' rules, and a UDP Service following its endpoint
+to another node. These change the lab and put it back; they run after the other suites."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import INVENTORY, ROOT, in_pod, observed, plan, pod_id, run
+
+from podnet import kubeproxy
+
+pytestmark = pytest.mark.principle("service abstraction")
+
+FOREIGN_NAT = ["POSTROUTING", "-s", "203.0.113.0/24", "-m", "comment", "--comment",
+               "podnet-verify-foreign", "-j", "RETURN"]
+
+
+def converge(manifests: Path) -> None:
+    env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    inventory = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i",
+                           str(inventory), str(ROOT / "playbooks" / "site.yml")], env=env,
+                          capture_output=True, text=True, check=False, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def manifests_dir() -> Path:
+    inventory = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
+    return Path(os.environ.get("PODNET_MANIFESTS_DIR") or inventory / "manifests")
+
+
+def edited(tmp: Path, kind: str, name: str, change) -> Path:  # type: ignore[no-untyped-def]
+    """A copy of the manifests with one object changed by ``change(obj)``."""
+    copy = tmp / "manifests"
+    shutil.copytree(manifests_dir(), copy)
+    for path in copy.glob("*.y*ml"):
+        docs = list(yaml.safe_load_all(path.read_text()))
+        hit = [d for d in docs if d and d.get("kind") == kind and d["metadata"]["name"] == name]
+        if hit:
+            change(hit[0])
+            path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+            return copy
+    raise AssertionError(f"{kind} {name} not in {manifests_dir()}")
+
+
+def rules(node: str) -> set[str]:
+    save = run(node, "iptables-save")
+    assert save.rc == 0, save
+    return {re.sub(r"\[\d+:\d+\]", "", line) for line in save.stdout.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_flushed_rules_are_put_back() -> None:
+    node = plan().nodes[0].name
+    web = plan().service("demo/web")
+    url = f"http://{web.cluster_ip}:{web.ports[0].port}/hostname"
+    assert run(node, "curl", "-s", "--max-time", "3", url).rc == 0
+    flush = run(node, "sh", "-c", "iptables -t nat -F && iptables -t filter -F")
+    assert flush.rc == 0, flush
+    assert run(node, "curl", "-s", "--max-time", "2", url).rc != 0  # really broken now
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        if run(node, "curl", "-s", "--max-time", "2", url).rc == 0:
+            break
+        time.sleep(1)
+    else:
+        log = run(node, "journalctl", "-u", "podnet-iptables-canary", "-n", "20")
+        raise AssertionError(f"the canary did not repair {node}'s rules within 40 s: {log}")
+    assert run(node, "iptables", "-t", "nat", "-C", "PREROUTING", "-m", "comment", "--comment",
+               "kubernetes service portals", "-j", "KUBE-SERVICES").rc == 0
+
+
+def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path: Path) -> None:
+    node = plan().nodes[0].name
+    added = run(node, "iptables", "-t", "nat", "-A", *FOREIGN_NAT)
+    assert added.rc == 0, added
+    try:
+        before = rules(node)
+        replicas = 4
+        converge(edited(tmp_path, "Deployment", "web",
+                        lambda d: d["spec"].__setitem__("replicas", replicas)))
+        after = rules(node)
+        web_services = [s for s in plan().services if s.selector == {"app": "web"}]
+        mine = set()
+        for svc in web_services:
+            for port in svc.ports:
+                mine |= set(kubeproxy.chains(svc.namespace, svc.name, port.name,
+                                             port.protocol).values())
+                mine.add(f"{svc.key}:{port.name}")
+        changed = before ^ after
+        assert changed, "scaling web changed no rule"
+        others = [line for line in changed if not any(m in line for m in mine)
+                  and "KUBE-SEP-" not in line]
+        assert others == [], others
+        for line in (line for line in changed if "KUBE-SEP-" in line and line.startswith("-A")):
+            assert any(f"{s.key}:" in line for s in web_services), line
+        assert any("podnet-verify-foreign" in line for line in after), "foreign rule lost"
+    finally:
+        converge(manifests_dir())
+        still = rules(node)
+        run(node, "iptables", "-t", "nat", "-D", *FOREIGN_NAT)
+    assert any("podnet-verify-foreign" in line for line in still), "foreign rule lost"
+
+
+CLIENT = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("", 40404))
+s.settimeout(0.5)
+out = open(sys.argv[3], "a", buffering=1)
+while True:
+    s.sendto(b"hostname", (sys.argv[1], int(sys.argv[2])))
+    try:
+        out.write(f"{time.time():.1f} {s.recvfrom(999)[0].decode()}\\n")
+    except OSError:
+        out.write(f"{time.time():.1f} -\\n")
+    time.sleep(0.3)
+"""
+
+
+def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> None:
+    echo = plan().service("demo/echo")
+    udp = next(p for p in echo.ports if p.protocol == "UDP")
+    client = next(p for p in plan().pods if p.key not in {e.pod for e in udp.endpoints}
+                  and p.namespace == "demo")
+    log = f"/run/podnet-verify-udp-{pod_id(client.key)}.log"
+    unit = "podnet-verify-udp-client"
+    run(client.node, "rm", "-f", log)
+    started = run(client.node, "systemd-run", "--unit", unit, "--collect",
+                  f"--property=NetworkNamespacePath=/run/netns/{pod_id(client.key)}",
+                  "python3", "-c", CLIENT, str(echo.cluster_ip), str(udp.port), log)
+    assert started.rc == 0, started
+    try:
+        time.sleep(3)
+        first = run(client.node, "tail", "-n", "1", log).stdout.split()
+        assert len(first) == 2 and first[1] != "-", first
+        serving = first[1]  # the pod the client's conntrack flow is pinned to
+        serving_node = next(p.node for p in plan().pods if p.host_name == serving)
+        target = next(n.name for n in plan().nodes if n.name != serving_node)
+        converge(edited(tmp_path, "Deployment", "echo",
+                        lambda d: d["spec"]["template"]["spec"].__setitem__("nodeName", target)))
+        done_at = time.time()
+        time.sleep(8)
+        lines = run(client.node, "cat", log).stdout.splitlines()
+        late = [line.split()[1] for line in lines if float(line.split()[0]) > done_at + 3]
+        assert late and all(name not in ("-", serving) for name in late[-5:]), lines[-20:]
+        now = observed()
+        moved = [k for k in now if k.startswith("demo/echo-")]
+        assert moved and all(now[k]["node"] == target for k in moved), now
+    finally:
+        run(client.node, "systemctl", "stop", unit)
+        converge(manifests_dir())
+    assert in_pod(client.key, "true").rc == 0
