@@ -44,6 +44,14 @@ def systemd_quote(argv: Sequence[str]) -> str:
     return " ".join(words)
 
 
+def systemd_environment(name: str, value: str) -> str:
+    """An ``Environment=`` assignment: systemd expands no ``$`` there, only specifiers."""
+    text = f"{name}={value}".replace("%", "%%")
+    if _SAFE_WORD.match(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
 def resolv_conf(namespace: str, settings: Mapping[str, Any]) -> str:
     """The pod's /etc/resolv.conf, as the kubelet writes it for dnsPolicy ClusterFirst."""
     zone = settings["cluster_domain"]
@@ -103,7 +111,7 @@ def node_pods(plan: Mapping[str, Any], node: str) -> list[dict[str, Any]]:
                 "kind": kind,
                 "unit": f"podnet-{ident}-{c['name']}.service",
                 "exec_start": systemd_quote(_command(kind, c["workload"], config)),
-                "environment": [systemd_quote([f"{k}={v}"]) for k, v in
+                "environment": [systemd_environment(k, v) for k, v in
                                 {"PODNET_HOSTNAME": hostname, "HOSTNAME": hostname,
                                  **c["env"]}.items()],
                 "restart": RESTART[pod["restart_policy"]],

@@ -63,7 +63,9 @@ class ServicePort:
 
     @property
     def uses_cluster_endpoints(self) -> bool:
-        return not self.internal_local or (self.externally_accessible and not self.external_local)
+        # even with Local external policy, the cluster chain short-circuits traffic from pods
+        # and the node itself (kube-proxy's UsesClusterEndpoints)
+        return not self.internal_local or self.externally_accessible
 
     @property
     def uses_local_endpoints(self) -> bool:
@@ -440,7 +442,7 @@ def node_rules(plan: Mapping[str, Any], observed: Mapping[str, str], node: str,
     udp = {}
     for svc in services:
         if svc.protocol == "UDP":
-            ready = sorted({e.ip for e in svc.endpoints if e.ready})
+            ready = sorted({str(e) for e in svc.endpoints if e.ready})
             for ip in (svc.cluster_ip, *svc.lb_ips, *svc.external_ips):
                 udp[f"{ip}:{svc.port}"] = ready
             if svc.node_port:

@@ -95,7 +95,7 @@ iptables -t nat -C PREROUTING -m comment --comment "kubernetes service portals" 
 iptables -t nat -S KUBE-SERVICES | grep -c DNAT -; iptables -t nat -S KUBE-SERVICES | tail -1
 """)
     assert "quiet=0" in run.stdout and len(results(run)) == 1, run.stdout + run.stderr
-    assert "repairing, gone: jump nat PREROUTING" in run.stderr
+    assert "repairing, gone: missing: -A PREROUTING" in run.stderr
     assert "JUMP" in run.stdout and "-j KUBE-SVC-AAAA" in run.stdout
 
 
@@ -104,3 +104,29 @@ def test_a_broken_file_changes_nothing(rules_dir: Path) -> None:
     run = sandbox(rules_dir, "$TOOL apply $DIR; echo rc=$?; iptables-save -t nat | grep -c KUBE")
     assert "60-bad.rules" in run.stderr
     assert "rc=1" in run.stdout
+
+
+def test_repair_notices_a_rule_deleted_inside_a_chain(rules_dir: Path) -> None:
+    run = sandbox(rules_dir, """
+$TOOL apply $DIR >/dev/null
+iptables -t nat -F KUBE-SVC-AAAA
+$TOOL apply $DIR --check
+$TOOL repair $DIR
+iptables -t nat -S KUBE-SVC-AAAA | tail -1
+""")
+    check, repaired = results(run)
+    assert check["changed"] and repaired["changed"], run.stdout + run.stderr
+    assert "-j DNAT" in run.stdout.splitlines()[-1]
+
+
+def test_jumps_no_longer_wanted_are_removed(rules_dir: Path) -> None:
+    run = sandbox(rules_dir, """
+$TOOL apply $DIR >/dev/null
+J='nat OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+echo "$J" > $DIR/50-kp.jumps
+$TOOL apply $DIR
+iptables -t nat -S PREROUTING | grep -c KUBE-SERVICES
+""")
+    applied = results(run)[0]
+    assert applied["jumps_removed"] and applied["jumps_added"], run.stdout + run.stderr
+    assert run.stdout.strip().endswith("0")

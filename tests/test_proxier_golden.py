@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from podnet.proxier import Endpoint, Options, ServicePort, render, sort_dump
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -84,3 +87,60 @@ def test_probabilities_are_kube_proxys() -> None:
     probabilities = [line.split("--probability ")[1].split()[0]
                      for line in rules.splitlines() if "--probability" in line]
     assert probabilities == ["0.2500000000", "0.3333333333", "0.5000000000"]
+
+
+TARGETS = {"ACCEPT", "DROP", "REJECT", "RETURN", "DNAT", "MARK", "MASQUERADE"}
+
+
+@st.composite
+def service_ports(draw: st.DrawFn) -> ServicePort:
+    n = draw(st.integers(0, 4))
+    eps = tuple(Endpoint(f"10.0.1.{i + 1}", 8080, draw(st.sampled_from(["me", "other", None])),
+                         draw(st.booleans()) or i > 0) for i in range(n))
+    node_port = draw(st.sampled_from([0, 30001]))
+    lb = draw(st.sampled_from([(), ("192.168.56.240",)]))
+    return ServicePort(
+        namespace="ns", name=draw(st.sampled_from(["a", "b", "c"])), port_name="p",
+        protocol=draw(st.sampled_from(["TCP", "UDP"])), cluster_ip="10.96.0.5", port=80,
+        endpoints=eps, node_port=node_port, lb_ips=lb,
+        source_ranges=draw(st.sampled_from([(), ("192.168.56.0/24",)])) if lb else (),
+        external_ips=draw(st.sampled_from([(), ("192.168.56.99",)])),
+        health_check_node_port=31000 if node_port and draw(st.booleans()) else 0,
+        affinity_timeout=draw(st.sampled_from([None, 600])),
+        external_local=draw(st.booleans()), internal_local=draw(st.booleans()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(service_ports(), max_size=3, unique_by=lambda s: (s.name, s.protocol)))
+def test_every_jump_goes_to_a_declared_chain(services: list[ServicePort]) -> None:
+    text = render(services, Options(node_name="me", node_ip="192.168.56.11",
+                                    cluster_cidr="10.0.0.0/8"))
+    for table in text.split("COMMIT\n")[:-1]:
+        declared = [line[1:].split()[0] for line in table.splitlines() if line.startswith(":")]
+        assert len(declared) == len(set(declared)), declared
+        for line in table.splitlines():
+            if line.startswith("-A") and " -j " in line:
+                target = line.split(" -j ")[1].split()[0]
+                assert target in TARGETS or target in declared, (line, declared)
+            if line.startswith("-A"):
+                assert line.split()[1] in declared, line
+
+
+def test_local_policies_both_ways_keep_the_cluster_chain_for_short_circuits() -> None:
+    # kube-proxy's UsesClusterEndpoints: an externally reachable Service keeps KUBE-SVC even
+    # with internal and external policy Local, for traffic from pods and the node itself
+    svc = tcp80("ns", "both-local", "10.96.0.7", node_port=30007, internal_local=True,
+                external_local=True, endpoints=(Endpoint("10.0.1.1", 80, "me"),
+                                               Endpoint("10.0.1.2", 80, "other")))
+    text = render([svc], Options(node_name="me", node_ip="192.168.56.11",
+                                 cluster_cidr="10.0.0.0/8"))
+    chains = kubeproxy_chains("ns", "both-local")
+    assert f":{chains['svc']} - [0:0]" in text and f":{chains['svl']} - [0:0]" in text
+    assert "-A KUBE-SERVICES -m comment --comment \"ns/both-local:p80 cluster IP\"" in text
+    assert f"-j {chains['svl']}" in text.split("cluster IP\" -m tcp")[1].splitlines()[0]
+
+
+def kubeproxy_chains(ns: str, name: str) -> dict[str, str]:
+    from podnet import kubeproxy
+
+    return kubeproxy.chains(ns, name, "p80", "TCP")

@@ -73,6 +73,14 @@ def run(name: str, *argv: str) -> Evidence:
     return Evidence(name, command, result.rc, result.stdout, result.stderr)
 
 
+LAST = ("test_pods_lifecycle.py", "test_services_lifecycle.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The lifecycle suites change the lab (and put it back): they run after all others."""
+    items.sort(key=lambda item: LAST.index(item.path.name) + 1 if item.path.name in LAST else 0)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise over the lab's hosts and the plan's nodes and pods.
 
@@ -113,7 +121,9 @@ def observed() -> dict[str, dict[str, str]]:
         facts = run(node.name, "/usr/local/sbin/podnet-cni", "facts")
         assert facts.rc == 0, facts
         for pod in json.loads(facts.stdout)["pods"]:
-            pods[f"{pod['namespace']}/{pod['name']}"] = pod
+            key = f"{pod['namespace']}/{pod['name']}"
+            assert key not in pods, f"{key} runs on {pods[key]['reported_by']} and {node.name}"
+            pods[key] = {**pod, "reported_by": node.name}
     return pods
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.principle("unique pod IP")
 
 def test_every_planned_pod_runs_on_its_node(pod: str) -> None:
     assert pod in running(), f"{pod} is not running; the nodes report {sorted(running())}"
-    assert running()[pod]["node"] == plan().pod(pod).node, running()[pod]
+    assert running()[pod]["reported_by"] == plan().pod(pod).node, running()[pod]
     assert running()[pod]["ip"], running()[pod]
 
 
@@ -51,7 +51,18 @@ def test_node_holds_exactly_its_planned_pods(node: str) -> None:
     want = sorted(pod_id(p.key) for p in plan().pods_on(node))
     folders = run(node, "ls", "/etc/podnet/pods")
     namespaces = run(node, "ip", "netns", "list")
-    reserved = run(node, "sh", "-c", "ls /var/lib/cni/networks/podnet | grep -c '^10\\.' || true")
+    reserved = run(node, "ls", "/var/lib/cni/networks/podnet")
+    cidr = ipaddress.ip_network(plan().node(node).pod_cidr)
+    addresses = [name for name in reserved.stdout.split() if _is_ip(name)]
     assert sorted(folders.stdout.split()) == want, folders
     assert sorted(line.split()[0] for line in namespaces.stdout.splitlines()) == want, namespaces
-    assert int(reserved.stdout.strip()) == len(want), reserved
+    assert len(addresses) == len(want), reserved
+    assert all(ipaddress.ip_address(a) in cidr for a in addresses), reserved
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

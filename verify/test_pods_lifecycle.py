@@ -103,6 +103,11 @@ def test_rebooted_node_brings_its_pods_back_with_their_ips() -> None:
     here = [k for k in mine if http_port(k)]
     assert matrix_failures(here, servers()) == []
     assert matrix_failures(servers(), here) == []
+    # and the node's Service rules came back at boot (podnet-iptables.service)
+    web = plan().service("demo/web")
+    got = run(node, "ip", "netns", "exec", pod_id(here[0]), "curl", "-s", "--max-time", "5",
+              f"http://{web.cluster_ip}:{web.ports[0].port}/hostname")
+    assert got.rc == 0 and got.stdout.strip(), got
 
 
 def converge(manifests: Path) -> subprocess.CompletedProcess[str]:

@@ -64,9 +64,13 @@ def test_flushed_rules_are_put_back() -> None:
     web = plan().service("demo/web")
     url = f"http://{web.cluster_ip}:{web.ports[0].port}/hostname"
     assert run(node, "curl", "-s", "--max-time", "3", url).rc == 0
+    stop = run(node, "systemctl", "stop", "podnet-iptables-canary.timer")  # no repair yet
+    assert stop.rc == 0, stop
     flush = run(node, "sh", "-c", "iptables -t nat -F && iptables -t filter -F")
     assert flush.rc == 0, flush
     assert run(node, "curl", "-s", "--max-time", "2", url).rc != 0  # really broken now
+    start = run(node, "systemctl", "start", "podnet-iptables-canary.timer")
+    assert start.rc == 0, start
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
         if run(node, "curl", "-s", "--max-time", "2", url).rc == 0:
@@ -109,6 +113,8 @@ def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path
         still = rules(node)
         run(node, "iptables", "-t", "nat", "-D", *FOREIGN_NAT)
     assert any("podnet-verify-foreign" in line for line in still), "foreign rule lost"
+    # back to three replicas: the fourth endpoint's chains are gone, the rest as before
+    assert still == before, sorted(still ^ before)
 
 
 CLIENT = """

@@ -59,12 +59,22 @@ def podnet_kube_proxy(plan: dict[str, Any], pods: Any, node: str,
         raise AnsibleFilterError(f"podnet_kube_proxy: {type(exc).__name__}: {exc}") from exc
 
 
-def podnet_cluster_pods(hostvars: Any, plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every node's ansible_local.podnet.pods, as one list (nodes without the fact add none)."""
+def podnet_cluster_pods(hostvars: Any, plan: dict[str, Any], strict: bool = True
+                        ) -> list[dict[str, Any]]:
+    """Every node's ansible_local.podnet.pods, as one list.
+
+    A node without the fact would make its pods' endpoints vanish from every node's Service
+    rules, so that is an error unless ``strict`` is off (a first dry run, before any pod runs).
+    """
     pods: list[dict[str, Any]] = []
     try:
         for node in plan["nodes"]:
             local = hostvars[node["name"]].get("ansible_local") or {}
+            if "podnet" not in local and strict:
+                raise AnsibleFilterError(
+                    f"podnet_cluster_pods: node {node['name']} has not reported its pods "
+                    "(ansible_local.podnet); Services need every node's pods: run the node play "
+                    "on all nodes (no --limit), or gather their facts first")
             pods.extend((local.get("podnet") or {}).get("pods") or [])
     except (KeyError, TypeError, AttributeError) as exc:
         raise AnsibleFilterError(f"podnet_cluster_pods: {exc}") from exc
