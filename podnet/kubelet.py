@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from podnet.model import pod_hostname
+
 PODS_DIR = "/etc/podnet/pods"
 NETEXEC = "/usr/local/bin/podnet-netexec"
 CONF_DIR = "/etc/cni/net.d"
@@ -105,7 +107,7 @@ def node_pods(plan: Mapping[str, Any], node: str) -> list[dict[str, Any]]:
             kind = c["workload"]["kind"]
             config_text = default_config(kind, pod, c["ports"])
             config = f"{folder}/{c['name']}.conf" if config_text is not None else None
-            hostname = pod["hostname"] or pod["name"][:63].rstrip("-.")
+            hostname = pod_hostname(pod["name"], pod["hostname"])
             containers.append({
                 "name": c["name"],
                 "kind": kind,

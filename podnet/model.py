@@ -31,6 +31,11 @@ DNS_SERVICE = "kube-system/kube-dns"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString alphabet
 
 
+def pod_hostname(name: str, hostname: str | None) -> str:
+    """A pod's hostname: spec.hostname, else its name cut to a 63-character label."""
+    return hostname or name[:63].rstrip("-.")
+
+
 @dataclass(frozen=True)
 class NodePlan:
     name: str
@@ -82,8 +87,7 @@ class PodPlan:
 
     @property
     def host_name(self) -> str:
-        """The pod's hostname: spec.hostname, else its name cut to a 63-character label."""
-        return self.hostname or self.name[:63].rstrip("-.")
+        return pod_hostname(self.name, self.hostname)
 
     def named_port(self, name: str, protocol: str) -> int | None:
         for container in self.containers:

@@ -350,10 +350,10 @@ def from_plan(plan: Mapping[str, Any], observed: Mapping[str, str],
               external_ips: Mapping[str, Sequence[str]] | None = None) -> list[ServicePort]:
     """Service ports of the plan (as data) with endpoints at the pods' observed IPs."""
     out = []
+    pods = {p["namespace"] + "/" + p["name"]: p for p in plan["pods"]}
     for svc in plan["services"]:
         if svc["type"] == "ExternalName" or svc["headless"] or not svc["cluster_ip"]:
             continue
-        pods = {p["namespace"] + "/" + p["name"]: p for p in plan["pods"]}
         for port in svc["ports"]:
             eps = tuple(Endpoint(observed[e["pod"]], int(e["port"]), pods[e["pod"]]["node"])
                         for e in port["endpoints"] if observed.get(e["pod"]))

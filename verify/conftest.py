@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,11 +19,12 @@ from podnet.model import Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY = Path(os.environ.get("PODNET_INVENTORY", ROOT / "inventory" / "lab"))
+INVENTORY_PATH = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
 
 
 @cache
 def inventory() -> Inventory:
-    return Inventory(INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY)
+    return Inventory(INVENTORY_PATH)
 
 
 @cache
@@ -111,7 +113,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @cache
 def plan() -> Plan:
     """The cluster model's plan for the inventory (what must hold)."""
-    return cluster.load(INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY)
+    return cluster.load(INVENTORY_PATH)
 
 
 def observed() -> dict[str, dict[str, str]]:
@@ -155,3 +157,18 @@ def http_port(key: str) -> int | None:
 def servers() -> list[str]:
     """Pods running the built-in test server: the clients and targets of the matrices."""
     return [p.key for p in plan().pods if http_port(p.key)]
+
+
+# -- changing the lab from a test (the lifecycle suites) ----------------------------------------
+def manifests_dir() -> Path:
+    """The manifests the lab was converged with."""
+    return Path(os.environ.get("PODNET_MANIFESTS_DIR") or INVENTORY_PATH / "manifests")
+
+
+def converge(manifests: Path) -> subprocess.CompletedProcess[str]:
+    """Run playbooks/site.yml on the lab with another folder of manifests."""
+    env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i",
+                           str(INVENTORY_PATH), str(ROOT / "playbooks" / "site.yml")], env=env,
+                          capture_output=True, text=True, check=False, timeout=900)

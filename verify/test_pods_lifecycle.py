@@ -3,20 +3,18 @@ manifests. These change the lab, so they run last and put it back as it was."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import (
-    INVENTORY,
-    ROOT,
     Evidence,
     connect,
+    converge,
     http_port,
+    manifests_dir,
     observed,
     plan,
     pod_id,
@@ -80,7 +78,6 @@ def test_rebooted_node_brings_its_pods_back_with_their_ips() -> None:
     node = max(plan().nodes, key=lambda n: len(plan().pods_on(n.name))).name
     mine = [p.key for p in plan().pods_on(node)]
     before = {key: running()[key]["ip"] for key in mine}
-    boot_id = run(node, "cat", "/proc/sys/kernel/random/boot_id").stdout
     marker = run(node, "touch", "/run/podnet-verify-before-reboot")
     assert marker.rc == 0, marker
     reboot = run(node, "systemd-run", "--on-active=1", "--timer-property=AccuracySec=100ms",
@@ -95,7 +92,6 @@ def test_rebooted_node_brings_its_pods_back_with_their_ips() -> None:
         return gone and run(node, "systemctl", "is-system-running").stdout.strip() == "running"
 
     wait_for(f"{node} to boot again", back, timeout=180, every=2)
-    del boot_id
     after = wait_for(f"the pods of {node} to be back",
                      lambda: (lambda now: now if all(k in now for k in mine) else None)(
                          observed()), timeout=60)
@@ -108,20 +104,6 @@ def test_rebooted_node_brings_its_pods_back_with_their_ips() -> None:
     got = run(node, "ip", "netns", "exec", pod_id(here[0]), "curl", "-s", "--max-time", "5",
               f"http://{web.cluster_ip}:{web.ports[0].port}/hostname")
     assert got.rc == 0 and got.stdout.strip(), got
-
-
-def converge(manifests: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
-           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    inventory = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
-    return subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory),
-                           str(ROOT / "playbooks" / "site.yml")], env=env, capture_output=True,
-                          text=True, check=False, timeout=900)
-
-
-def manifests_dir() -> Path:
-    inventory = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
-    return Path(os.environ.get("PODNET_MANIFESTS_DIR") or inventory / "manifests")
 
 
 def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) -> None:

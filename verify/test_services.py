@@ -148,13 +148,9 @@ def test_node_port_answers_on_every_node_from_outside(service: str, node: str) -
     seen = got.stdout.strip().rsplit(":", 1)[0]
     pod_nodes = {e.node for e in svc.ports[0].endpoints}
     if node in pod_nodes:
-        assert seen in {address, running_gateway(node)}, got
+        assert seen in {address, plan().node(node).gateway}, got
     else:
         assert seen == address, got
-
-
-def running_gateway(node: str) -> str:
-    return str(plan().node(node).gateway)
 
 
 @pytest.mark.principle("NodePort")

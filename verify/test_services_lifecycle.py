@@ -4,16 +4,14 @@ to another node. These change the lab and put it back; they run after the other 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import INVENTORY, ROOT, in_pod, observed, plan, pod_id, run
+from conftest import converge, in_pod, manifests_dir, observed, plan, pod_id, run
 
 from podnet import kubeproxy
 
@@ -23,19 +21,9 @@ FOREIGN_NAT = ["POSTROUTING", "-s", "203.0.113.0/24", "-m", "comment", "--commen
                "podnet-verify-foreign", "-j", "RETURN"]
 
 
-def converge(manifests: Path) -> None:
-    env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
-           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    inventory = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
-    done = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i",
-                           str(inventory), str(ROOT / "playbooks" / "site.yml")], env=env,
-                          capture_output=True, text=True, check=False, timeout=900)
+def converged(manifests: Path) -> None:
+    done = converge(manifests)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-
-
-def manifests_dir() -> Path:
-    inventory = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
-    return Path(os.environ.get("PODNET_MANIFESTS_DIR") or inventory / "manifests")
 
 
 def edited(tmp: Path, kind: str, name: str, change) -> Path:  # type: ignore[no-untyped-def]
@@ -90,7 +78,7 @@ def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path
     try:
         before = rules(node)
         replicas = 4
-        converge(edited(tmp_path, "Deployment", "web",
+        converged(edited(tmp_path, "Deployment", "web",
                         lambda d: d["spec"].__setitem__("replicas", replicas)))
         after = rules(node)
         web_services = [s for s in plan().services if s.selector == {"app": "web"}]
@@ -109,7 +97,7 @@ def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path
             assert any(f"{s.key}:" in line for s in web_services), line
         assert any("podnet-verify-foreign" in line for line in after), "foreign rule lost"
     finally:
-        converge(manifests_dir())
+        converged(manifests_dir())
         still = rules(node)
         run(node, "iptables", "-t", "nat", "-D", *FOREIGN_NAT)
     assert any("podnet-verify-foreign" in line for line in still), "foreign rule lost"
@@ -152,7 +140,7 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
         serving = first[1]  # the pod the client's conntrack flow is pinned to
         serving_node = next(p.node for p in plan().pods if p.host_name == serving)
         target = next(n.name for n in plan().nodes if n.name != serving_node)
-        converge(edited(tmp_path, "Deployment", "echo",
+        converged(edited(tmp_path, "Deployment", "echo",
                         lambda d: d["spec"]["template"]["spec"].__setitem__("nodeName", target)))
         done_at = time.time()
         time.sleep(8)
@@ -164,5 +152,5 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
         assert moved and all(now[k]["node"] == target for k in moved), now
     finally:
         run(client.node, "systemctl", "stop", unit)
-        converge(manifests_dir())
+        converged(manifests_dir())
     assert in_pod(client.key, "true").rc == 0
