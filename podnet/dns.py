@@ -17,6 +17,7 @@ back with ``data`` None and the pod they wait for.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from podnet.addresses import dashed, reverse_name
 
 if TYPE_CHECKING:
-    from podnet.model import Plan, ServicePlan
+    from podnet.model import Plan
 
 SCHEMA_VERSION = "1.1.0"
 TTL = 5
@@ -47,46 +48,49 @@ class DNSRecord:
         return f"{self.name} {self.ttl} IN {self.type} {data}"
 
 
-def records(plan: Plan, observed: Mapping[str, str] | None = None) -> list[DNSRecord]:
-    """Every record of the zone; ``observed`` maps pod keys (ns/name) to their running IPs."""
-    zone = plan.settings.domain.lower()
+def records(plan: Plan | Mapping[str, Any],
+            observed: Mapping[str, str] | None = None) -> list[DNSRecord]:
+    """Every record of the zone; ``plan`` is a Plan or its data (``Plan.data()``, as Ansible
+    holds it); ``observed`` maps pod keys (ns/name) to their running IPs."""
+    data = plan if isinstance(plan, Mapping) else plan.data()
+    zone = data["settings"]["cluster_domain"].lower()
+    pods = {f"{p['namespace']}/{p['name']}": p for p in data["pods"]}
     out = [DNSRecord(f"dns-version.{zone}.", "TXT", VERSION_TTL, f'"{SCHEMA_VERSION}"')]
-    for svc in plan.services:
-        fqdn = f"{svc.fqdn.lower()}."
-        if svc.type == "ExternalName":
-            out.append(DNSRecord(fqdn, "CNAME", TTL, f"{svc.external_name}."))
-        elif svc.headless:
-            out.extend(_headless(plan, svc, fqdn, observed))
-        elif svc.cluster_ip:
-            out.append(DNSRecord(fqdn, "A", TTL, svc.cluster_ip))
-            out.append(DNSRecord(f"{reverse_name(svc.cluster_ip)}.", "PTR", TTL, fqdn))
-            for port in svc.ports:
-                if port.name:
-                    out.append(DNSRecord(f"_{port.name}._{port.protocol.lower()}.{fqdn}", "SRV",
-                                         TTL, f"0 100 {port.port} {fqdn}"))
-    for pod in plan.pods:
-        ip = None if observed is None else observed.get(pod.key)
+    for svc in data["services"]:
+        fqdn = f"{svc['fqdn'].lower()}."
+        if svc["type"] == "ExternalName":
+            out.append(DNSRecord(fqdn, "CNAME", TTL, f"{svc['external_name'].lower()}."))
+        elif svc["headless"]:
+            out.extend(_headless(pods, svc, fqdn, observed))
+        elif svc["cluster_ip"]:
+            out.append(DNSRecord(fqdn, "A", TTL, svc["cluster_ip"]))
+            out.append(DNSRecord(f"{reverse_name(svc['cluster_ip'])}.", "PTR", TTL, fqdn))
+            for port in svc["ports"]:
+                if port["name"]:
+                    out.append(DNSRecord(f"_{port['name']}._{port['protocol'].lower()}.{fqdn}",
+                                         "SRV", TTL, f"0 100 {port['port']} {fqdn}"))
+    for key, pod in pods.items():
+        ip = None if observed is None else observed.get(key)
         if observed is None:
-            out.append(DNSRecord(f"<ip>.{pod.namespace}.pod.{zone}.", "A", TTL, None, pod.key))
+            out.append(DNSRecord(f"<ip>.{pod['namespace']}.pod.{zone}.", "A", TTL, None, key))
         elif ip:
-            out.append(DNSRecord(f"{dashed(ip)}.{pod.namespace}.pod.{zone}.", "A", TTL, ip))
+            out.append(DNSRecord(f"{dashed(ip)}.{pod['namespace']}.pod.{zone}.", "A", TTL, ip))
     return out
 
 
-def _headless(plan: Plan, svc: ServicePlan, fqdn: str,
+def _headless(pods: Mapping[str, Mapping[str, Any]], svc: Mapping[str, Any], fqdn: str,
               observed: Mapping[str, str] | None) -> list[DNSRecord]:
     out: list[DNSRecord] = []
-    pods = {p.key: p for p in plan.pods}
     names: dict[str, str] = {}
     # every selected pod is in the EndpointSlice (without ports if it lacks a named one),
     # so it has its A and PTR records; SRV records need the port
-    for key in sorted(svc.pods):
+    for key in sorted(svc["pods"]):
         pod = pods[key]
         ip = None if observed is None else observed.get(key)
         if observed is not None and not ip:
             continue  # not ready: not an endpoint
-        if pod.hostname and pod.subdomain == svc.name:
-            label = pod.hostname
+        if pod["hostname"] and pod["subdomain"] == svc["name"]:
+            label = pod["hostname"].lower()
         else:
             label = dashed(ip) if ip else "<ip>"
         host = f"{label}.{fqdn}"
@@ -95,14 +99,47 @@ def _headless(plan: Plan, svc: ServicePlan, fqdn: str,
         out.append(DNSRecord(host, "A", TTL, ip, None if ip else key))
         if ip:
             out.append(DNSRecord(f"{reverse_name(ip)}.", "PTR", TTL, host))
-    for port in svc.ports:
-        if not port.name:
+    for port in svc["ports"]:
+        if not port["name"]:
             continue
-        ready = [e for e in port.endpoints if e.pod in names]
+        ready = [e for e in port["endpoints"] if e["pod"] in names]
         if not ready:
             continue
         weight = max(1, 100 // len(ready))
         for e in ready:
-            out.append(DNSRecord(f"_{port.name}._{port.protocol.lower()}.{fqdn}", "SRV", TTL,
-                                 f"0 {weight} {e.port} {names[e.pod]}"))
+            out.append(DNSRecord(f"_{port['name']}._{port['protocol'].lower()}.{fqdn}", "SRV",
+                                 TTL, f"0 {weight} {e['port']} {names[e['pod']]}"))
     return out
+
+
+def apex(zone: str, dns_ip: str, serial: int) -> list[DNSRecord]:
+    """The zone's SOA (CoreDNS' values: refresh 7200, retry 1800, expire 86400, minimum 5, so
+    NXDOMAIN is cached 5 s), NS and the name server's address, as CoreDNS serves them."""
+    zone = zone.lower()
+    return [
+        DNSRecord(f"{zone}.", "SOA", TTL,
+                  f"ns.dns.{zone}. hostmaster.{zone}. {serial} 7200 1800 86400 5"),
+        DNSRecord(f"{zone}.", "NS", TTL, f"ns.dns.{zone}."),
+        DNSRecord(f"ns.dns.{zone}.", "A", TTL, dns_ip),
+    ]
+
+
+def serial(found: list[DNSRecord]) -> int:
+    """The SOA serial: a 32-bit digest of the records, so it changes when they do and a
+    converge that changes nothing keeps it (CoreDNS uses the time of the last change)."""
+    text = "\n".join(sorted(str(r) for r in found))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") or 1
+
+
+def served(plan: Plan | Mapping[str, Any], observed: Mapping[str, str]) -> list[DNSRecord]:
+    """What the DNS pods serve: the apex, then every record whose data is known, sorted."""
+    data = plan if isinstance(plan, Mapping) else plan.data()
+    settings = data["settings"]
+    found = sorted({r for r in records(data, observed) if r.data is not None},
+                   key=lambda r: (r.name, r.type, r.data or ""))
+    return apex(settings["cluster_domain"], settings["dns_service_ip"], serial(found)) + found
+
+
+def rr_line(record: DNSRecord) -> str:
+    """The record as unbound's local-data and unbound-control local_datas take it."""
+    return f"{record.name} {record.ttl} IN {record.type} {record.data}"

@@ -177,9 +177,16 @@ class Plan:
         return [p for p in self.pods if p.node == node]
 
     def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
+        """The plan as data, with the DNS records known before any pod runs."""
         from podnet import dns
+
+        data = self.data()
+        data["dns_records"] = [r.as_dict() for r in dns.records(data)]
+        return data
+
+    def data(self) -> dict[str, Any]:
+        """The plan as data (what Ansible holds), without derived DNS records."""
+        from dataclasses import asdict
 
         return {
             "settings": self.settings.as_dict(),
@@ -189,7 +196,6 @@ class Plan:
             "pods": [asdict(p) for p in self.pods],
             "services": [asdict(s) for s in self.services],
             "ingress_routes": [asdict(r) for r in self.routes],
-            "dns_records": [r.as_dict() for r in dns.records(self)],
             "allocations": self.record.as_dict(),
             "warnings": [w.as_dict() for w in self.warnings],
         }
@@ -197,7 +203,7 @@ class Plan:
 
 def addon_documents(settings: Settings, problems: Problems) -> list[Document]:
     text = string.Template(ADDON.read_text(encoding="utf-8")).substitute(
-        dns_ip=str(settings.dns_ip), replicas=settings.dns_replicas)
+        dns_ip=str(settings.dns_ip), domain=settings.domain, replicas=settings.dns_replicas)
     return load_text(text, ADDON_LABEL, problems)
 
 

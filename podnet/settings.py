@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "podnet_proxy_mode": "iptables",
     "podnet_nodes_group": "nodes",
     "podnet_dns_replicas": 2,
+    "podnet_dns_upstreams": [],  # empty: the resolvers in each DNS node's /etc/resolv.conf
 }
 REQUIRED = ("podnet_underlay_cidr",)
 
@@ -48,6 +49,7 @@ class Settings:
     proxy_mode: str
     nodes_group: str
     dns_replicas: int
+    dns_upstreams: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +66,7 @@ class Settings:
             "proxy_mode": self.proxy_mode,
             "nodes_group": self.nodes_group,
             "dns_replicas": self.dns_replicas,
+            "dns_upstreams": list(self.dns_upstreams),
         }
 
 
@@ -212,6 +215,8 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         problems.error(where, "inventory", "podnet_dns_replicas", str(exc),
                        "set how many DNS pods to run, like 2")
 
+    upstreams = _upstreams(v["podnet_dns_upstreams"], service, where, problems)
+
     if len(problems.errors) > before:
         return None
     assert underlay and cluster and service and dns_ip and prefix is not None
@@ -219,8 +224,45 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         cluster_name=name, underlay=underlay, cluster_cidr=cluster, node_prefix=prefix,
         service_cidr=service, dns_ip=dns_ip, domain=domain, nodeport_range=nodeports,
         lb_pool=pool, backend=backend, proxy_mode=mode,
-        nodes_group=str(v["podnet_nodes_group"]), dns_replicas=replicas,
+        nodes_group=str(v["podnet_nodes_group"]), dns_replicas=replicas, dns_upstreams=upstreams,
     )
+
+
+def _upstreams(value: Any, service: IPv4Network | None, where: str,
+               problems: Problems) -> tuple[str, ...]:
+    """The resolvers the cluster DNS forwards other names to: IPv4 addresses a DNS pod can
+    reach (not loopback: inside a pod's network namespace that is the pod itself)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        problems.error(where, "inventory", "podnet_dns_upstreams",
+                       f"'{value}' is not a list of addresses",
+                       "write a list, like [192.168.56.100], or leave it out to use the "
+                       "nodes' /etc/resolv.conf")
+        return ()
+    out: list[str] = []
+    for i, item in enumerate(value):
+        try:
+            address = parse_address(item)
+        except ValueError as exc:
+            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]", str(exc),
+                           "give the resolver's IPv4 address, like 192.168.56.100")
+            continue
+        if address.is_loopback or address.is_unspecified:
+            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",
+                           f"{address} is not reachable from a DNS pod (inside the pod's network "
+                           "namespace it is the pod itself)",
+                           "give a resolver on the node network, or the one a node-local cache "
+                           "forwards to")
+            continue
+        if service and address in service:
+            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",
+                           f"{address} is in podnet_service_cidr {service}: the cluster DNS would "
+                           "forward to itself",
+                           "give the resolver the nodes use, outside the cluster")
+            continue
+        out.append(str(address))
+    return tuple(out)
 
 
 def read_hosts(

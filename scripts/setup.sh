@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # containernetworking-plugins and iptables: the CNI runtime's unit tests run the real plugins
-# in a throwaway network namespace.
+# in a throwaway network namespace; unbound: podnet-dns's tests run it there too.
 APT_PACKAGES=(systemd-container mmdebstrap util-linux iproute2 netcat-openbsd openssh-client
-              python3-venv make git containernetworking-plugins iptables)
+              python3-venv make git containernetworking-plugins iptables unbound)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: run as root (the lab creates network namespaces and mounts)" >&2
@@ -21,7 +21,14 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: apt-get install ${missing[*]}"
   apt-get update -q
+  # packaged servers (unbound) must not start on this machine: tests start their own
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod +x "$guard"
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  [ -z "$guard" ] || rm -f "$guard"
 else
   echo "setup: apt packages already installed (${APT_PACKAGES[*]})"
 fi

@@ -82,10 +82,15 @@ def test_netexec_and_packaged_servers(pods: list[dict]) -> None:
 def test_dns_pods_run_unbound_with_a_placeholder_config() -> None:
     plan = make_plan("").as_dict()
     dns = [c for node in ("node1", "node2", "node3") for p in kubelet.node_pods(plan, node)
-           for c in p["containers"]]
+           for c in p["containers"] if c["name"] == "unbound"]
     assert len(dns) == 2
     assert all(c["kind"] == "unbound" and "interface: 0.0.0.0@53" in c["config_default"]
                for c in dns)
+    health = [c for node in ("node1", "node2", "node3") for p in kubelet.node_pods(plan, node)
+              for c in p["containers"] if c["name"] == "health"]
+    assert [c["exec_start"] for c in health] == [
+        "/usr/local/sbin/podnet-dns health 8080 cluster.local /etc/podnet/cluster-dns/records.conf"
+    ] * 2
 
 
 def test_default_config_for_other_kinds_is_none() -> None:

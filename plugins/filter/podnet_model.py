@@ -6,7 +6,7 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from podnet import addresses, endpoints, kubelet, kubeproxy, proxier
+from podnet import addresses, clusterdns, endpoints, kubelet, kubeproxy, proxier
 
 
 def podnet_service_chains(service: str, port_name: str, protocol: str) -> dict[str, str]:
@@ -81,6 +81,25 @@ def podnet_cluster_pods(hostvars: Any, plan: dict[str, Any], strict: bool = True
     return pods
 
 
+def podnet_cluster_dns(plan: dict[str, Any], pods: Any, node: str,
+                       resolv_conf: str) -> dict[str, Any]:
+    """What the cluster_dns role renders on ``node``: the records (with the pods' observed
+    IPs), the zone serial, the upstream resolvers and the node's DNS pods."""
+    try:
+        return clusterdns.node_config(plan, endpoints.observed_ips(pods), node, resolv_conf)
+    except ValueError as exc:
+        raise AnsibleFilterError(f"cluster_dns: {exc}") from exc
+    except (KeyError, TypeError, StopIteration) as exc:
+        raise AnsibleFilterError(f"podnet_cluster_dns: {type(exc).__name__}: {exc}") from exc
+
+
+def podnet_unbound_local_data(records: list[str]) -> str:
+    try:
+        return clusterdns.render_records(records)
+    except ValueError as exc:
+        raise AnsibleFilterError(f"podnet_unbound_local_data: {exc}") from exc
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -91,6 +110,8 @@ class FilterModule:
             "podnet_node_pods": podnet_node_pods,
             "podnet_kube_proxy": podnet_kube_proxy,
             "podnet_cluster_pods": podnet_cluster_pods,
+            "podnet_cluster_dns": podnet_cluster_dns,
+            "podnet_unbound_local_data": podnet_unbound_local_data,
             "podnet_dashed_ip": addresses.dashed,
             "podnet_reverse_name": addresses.reverse_name,
         }

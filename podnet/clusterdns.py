@@ -1,0 +1,121 @@
+"""What the cluster_dns role puts on a node: the records every DNS pod serves and, per DNS pod
+planned on the node, where its unbound finds its configuration and control socket.
+
+Pure functions over the plan as data (what Ansible holds as ``cluster_model_plan``) and the
+pods' observed IPs, so the role's templates only print.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from podnet import dns
+from podnet.kubelet import PODS_DIR, pod_id
+from podnet.model import DNS_SERVICE
+
+DNS_DIR = "/etc/podnet/cluster-dns"
+RECORDS = f"{DNS_DIR}/records.conf"
+SERVER_CONTAINER = "unbound"
+
+
+def resolv_nameservers(text: str) -> list[str]:
+    """The ``nameserver`` addresses of a resolv.conf, in order."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split("#", 1)[0].split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            out.append(parts[1])
+    return out
+
+
+def upstreams(plan: Mapping[str, Any], resolv_conf: str) -> list[str]:
+    """The resolvers DNS pods forward to: ``podnet_dns_upstreams``, else the node's
+    resolv.conf. Raises ValueError naming the fix when none is usable from a pod."""
+    given = list(plan["settings"].get("dns_upstreams") or [])
+    if given:
+        return given
+    found = resolv_nameservers(resolv_conf)
+    usable = []
+    for text in found:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if address.version == 4 and not address.is_loopback and not address.is_unspecified:
+            usable.append(text)
+    if not usable:
+        raise ValueError(
+            f"the node's /etc/resolv.conf names no resolver a DNS pod can reach "
+            f"(found: {', '.join(found) or 'none'}; loopback is the pod itself): set "
+            "podnet_dns_upstreams to the resolvers the cluster DNS should forward to")
+    return usable
+
+
+def allowed_sources(plan: Mapping[str, Any]) -> list[str]:
+    """Who may query the cluster DNS: pods, the nodes, and the pod itself (its health check)."""
+    nodes = sorted({f"{n['address']}/32" for n in plan["nodes"]})
+    return [plan["settings"]["cluster_cidr"], *nodes, "127.0.0.0/8"]
+
+
+def dns_pods(plan: Mapping[str, Any], observed: Mapping[str, str],
+             node: str) -> list[dict[str, Any]]:
+    """The pods of the kube-dns Service planned on ``node``, with their server's paths."""
+    service = next(s for s in plan["services"]
+                   if f"{s['namespace']}/{s['name']}" == DNS_SERVICE)
+    chosen = set(service["pods"])
+    out = []
+    for pod in plan["pods"]:
+        if pod["node"] != node or f"{pod['namespace']}/{pod['name']}" not in chosen:
+            continue
+        if not any(c["name"] == SERVER_CONTAINER for c in pod["containers"]):
+            continue
+        ident = pod_id(pod["namespace"], pod["name"])
+        out.append({
+            "id": ident,
+            "key": f"{pod['namespace']}/{pod['name']}",
+            "config": f"{PODS_DIR}/{ident}/{SERVER_CONTAINER}.conf",
+            "control": f"{PODS_DIR}/{ident}/{SERVER_CONTAINER}.ctl",
+            "ip": observed.get(f"{pod['namespace']}/{pod['name']}"),
+            "unit": f"podnet-{ident}-{SERVER_CONTAINER}.service",
+            "port": next((p["port"] for c in pod["containers"] if c["name"] == SERVER_CONTAINER
+                          for p in c["ports"] if p["protocol"] == "UDP"), 53),
+        })
+    return out
+
+
+def node_config(plan: Mapping[str, Any], observed: Mapping[str, str], node: str,
+                resolv_conf: str) -> dict[str, Any]:
+    """Everything the cluster_dns role renders on ``node``."""
+    served = dns.served(plan, observed)
+    pods = dns_pods(plan, observed, node)
+    return {
+        "zone": plan["settings"]["cluster_domain"].lower().rstrip(".") + ".",
+        "serial": int(str(served[0].data).split()[2]),
+        "records": [dns.rr_line(r) for r in served],
+        "records_path": RECORDS,
+        "upstreams": upstreams(plan, resolv_conf) if pods else [],
+        "allow": allowed_sources(plan),
+        "pods": pods,
+    }
+
+
+def quote(rr: str) -> str:
+    """An RR as a quoted unbound local-data value (TXT data carries double quotes)."""
+    if "'" in rr:
+        raise ValueError(f"record {rr!r} has a single quote; unbound cannot take it")
+    return f"'{rr}'"
+
+
+def render_records(lines: Sequence[str]) -> str:
+    """unbound local-data lines. A CNAME (ExternalName) gets a redirect zone of its own:
+    unbound only follows a local CNAME to its target from such a zone, and a pod's resolver
+    needs the target's address in the answer, as CoreDNS gives it."""
+    out = []
+    for rr in lines:
+        parts = rr.split()
+        if len(parts) > 4 and parts[3] == "CNAME":
+            out.append(f"  local-zone: {quote(parts[0])} redirect\n")
+        out.append(f"  local-data: {quote(rr)}\n")
+    return "".join(out)

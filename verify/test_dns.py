@@ -1,0 +1,263 @@
+"""Service DNS: pods find Services by name (the article's DNS principle). The cluster DNS
+answers every record of the Kubernetes DNS spec 1.1.0 exactly as the model says, through the
+kube-dns Service, with the search list and ndots:5 a pod gets, and forwards the rest upstream."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections import defaultdict
+from functools import cache
+
+import pytest
+from conftest import Evidence, hosts, plan, run, running
+
+from podnet import clusterdns, dns
+from podnet.kubelet import pod_id
+
+pytestmark = pytest.mark.principle("service DNS")
+
+DNS_IP = str(plan().settings.dns_ip)
+ZONE = plan().settings.domain
+EXTERNAL = "www.example.test"
+CLIENTS = ["demo", "other"]  # one pod with the test server in each namespace
+
+
+def client(namespace: str) -> str:
+    return next(p.key for p in plan().pods if p.namespace == namespace
+                and any(c.workload["kind"] == "netexec" for c in p.containers))
+
+
+def in_container(key: str, *argv: str) -> Evidence:
+    """Run a command inside a pod as kubectl exec would: in its first container's network,
+    mount (so the pod's /etc/resolv.conf) and UTS namespaces."""
+    pod = plan().pod(key)
+    unit = f"podnet-{pod_id(pod.namespace, pod.name)}-{pod.containers[0].name}.service"
+    script = (f"pid=$(systemctl show -p MainPID --value {shlex.quote(unit)}) && "
+              f"exec nsenter --target \"$pid\" --net --mount --uts -- {shlex.join(argv)}")
+    return run(pod.node, "sh", "-c", script)
+
+
+@cache
+def served() -> list[dns.DNSRecord]:
+    ips = {key: pod["ip"] for key, pod in running().items() if pod.get("ip")}
+    return dns.served(plan().data(), ips)
+
+
+def expected(name: str, rtype: str) -> set[str]:
+    return {dns.rr_line(r) for r in served() if r.name == name and r.type == rtype}
+
+
+def dig(where: str, *args: str) -> Evidence:
+    """dig against the kube-dns Service IP from a node (name) or a pod (ns/name)."""
+    argv = ["dig", f"@{DNS_IP}", "+time=2", "+tries=2", *args]
+    return in_container(where, *argv) if "/" in where else run(where, *argv)
+
+
+def answers(evidence: Evidence) -> set[str]:
+    """The answer section as "name ttl IN type data" lines (dig +noall +answer)."""
+    return {" ".join(line.split()) for line in evidence.stdout.splitlines()
+            if line.strip() and not line.startswith(";")}
+
+
+def status(evidence: Evidence) -> str:
+    match = re.search(r"status: (\w+)", evidence.stdout)
+    return match.group(1) if match else "no answer"
+
+
+def groups() -> dict[str, list[tuple[str, str]]]:
+    """The (name, type) pairs of the served records, grouped by what they belong to."""
+    out: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for svc in plan().services:
+        fqdn = f"{svc.fqdn}."
+        for r in dns.records(plan().data()):
+            if r.name.endswith(fqdn) and not r.name.startswith("<ip>"):
+                out[svc.key].add((r.name, r.type))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+@cache
+def dns_pods() -> list[dict[str, object]]:
+    return [p for node in plan().nodes
+            for p in clusterdns.dns_pods(plan().data(), {k: v["ip"] for k, v in running().items()},
+                                         node.name)]
+
+
+# -- the DNS pods ------------------------------------------------------------------------------
+@pytest.mark.parametrize("dns_pod", [p.key for p in plan().pods if p.namespace == "kube-system"])
+def test_dns_pod_reports_healthy_and_ready_with_the_models_serial(dns_pod: str) -> None:
+    ip = running()[dns_pod]["ip"]
+    node = plan().pod(dns_pod).node
+    health = run(node, "curl", "-s", "-w", " %{http_code}", "--max-time", "5",
+                 f"http://{ip}:8080/health")
+    assert health.rc == 0 and health.stdout.startswith("OK ") and health.stdout.endswith(" 200"), \
+        health
+    serial = str(served()[0].data).split()[2]
+    ready = run(node, "curl", "-s", "-w", " %{http_code}", "--max-time", "5",
+                f"http://{ip}:8080/ready")
+    assert ready.rc == 0 and f"SOA: NOERROR {serial} " in ready.stdout, ready
+    assert ready.stdout.endswith(" 200"), ready
+
+
+def test_dns_pods_run_on_different_nodes() -> None:
+    nodes = [plan().pod(p["key"]).node for p in dns_pods()]  # type: ignore[index]
+    assert len(nodes) == plan().settings.dns_replicas == len(set(nodes)), nodes
+
+
+# -- every record, as the model says -----------------------------------------------------------
+def test_zone_apex_and_schema_version() -> None:
+    for name, rtype in ((f"{ZONE}.", "SOA"), (f"{ZONE}.", "NS"), (f"ns.dns.{ZONE}.", "A"),
+                        (f"dns-version.{ZONE}.", "TXT")):
+        got = dig(client("demo"), "+noall", "+answer", name, rtype)
+        assert got.rc == 0 and answers(got) == expected(name, rtype), got
+
+
+@pytest.mark.parametrize("service", sorted(groups()))
+def test_service_records_match_the_model(service: str) -> None:
+    """A, SRV, CNAME and headless hostname records under the Service's name, and PTRs for
+    its ClusterIP or endpoints; each answer compared, TTL included, with the model."""
+    fqdn = f"{plan().service(service).fqdn}."
+    names = {(r.name, r.type) for r in served()
+             if r.name.endswith(fqdn) or (r.type == "PTR" and r.data == fqdn)
+             or (r.type == "PTR" and str(r.data).endswith("." + fqdn))}
+    assert names, f"the model serves nothing for {service}"
+    for name, rtype in sorted(names):
+        got = dig(client("demo"), "+noall", "+answer", name, rtype)
+        want = expected(name, rtype)
+        have = {line for line in answers(got) if line.split()[3] == rtype
+                and line.split()[0] == name}
+        assert got.rc == 0 and have == want, f"{name} {rtype}: want {sorted(want)}{got}"
+
+
+def test_external_name_is_a_cname_followed_to_the_upstreams_address() -> None:
+    svc = next(s for s in plan().services if s.type == "ExternalName")
+    got = dig(client("demo"), "+noall", "+answer", f"{svc.fqdn}.", "A")
+    lines = answers(got)
+    assert f"{svc.fqdn}. 5 IN CNAME {svc.external_name}." in lines, got
+    assert any(line.startswith(f"{svc.external_name}. ") and " IN A " in line
+               for line in lines), got
+
+
+def test_pod_a_record(pod: str) -> None:
+    ip = running()[pod]["ip"]
+    name = f"{ip.replace('.', '-')}.{plan().pod(pod).namespace}.pod.{ZONE}."
+    got = dig(client("other"), "+noall", "+answer", name, "A")
+    assert answers(got) == {f"{name} 5 IN A {ip}"}, got
+
+
+@pytest.mark.parametrize("name", [
+    "nothing-here.demo.svc", "web.no-such-namespace.svc", "web.demo.svc.extra",
+    "1-2-3-4.demo.pod", "no-such-record",
+])
+def test_absent_names_in_the_zone_are_nxdomain_with_the_soa(name: str) -> None:
+    got = dig(client("demo"), "+noall", "+comments", "+authority", f"{name}.{ZONE}.", "A")
+    assert status(got) == "NXDOMAIN", got
+    soa = expected(f"{ZONE}.", "SOA")
+    assert soa and soa <= answers(got), got
+
+
+def test_a_name_that_exists_has_no_aaaa_but_is_not_nxdomain() -> None:
+    got = dig(client("demo"), "+noall", "+comments", "+answer", f"web.demo.svc.{ZONE}.", "AAAA")
+    assert status(got) == "NOERROR" and not answers(got), got
+
+
+def test_names_are_compared_case_insensitively() -> None:
+    name = f"WeB.DeMo.SvC.{ZONE.upper()}."
+    got = dig(client("demo"), "+noall", "+answer", name, "A")
+    assert {line.split()[4] for line in answers(got)} == {plan().service("demo/web").cluster_ip}, \
+        got
+
+
+def test_queries_over_tcp() -> None:
+    name = f"web.demo.svc.{ZONE}."
+    got = dig(client("demo"), "+tcp", "+noall", "+answer", name, "A")
+    assert answers(got) == expected(name, "A"), got
+
+
+# -- the pod's resolver: search list and ndots:5 -----------------------------------------------
+SHORT_FORMS = ["web", "web.demo", "web.demo.svc", f"web.demo.svc.{ZONE}", f"web.demo.svc.{ZONE}."]
+
+
+@pytest.mark.parametrize("namespace", CLIENTS)
+@pytest.mark.parametrize("form", SHORT_FORMS)
+def test_search_list_resolves_service_names(namespace: str, form: str) -> None:
+    """From a pod in demo every form finds demo/web; from a pod in another namespace only the
+    forms that name the namespace do (the short name is searched in the pod's own)."""
+    got = in_container(client(namespace), "getent", "ahostsv4", form)
+    found = {line.split()[0] for line in got.stdout.splitlines() if line.strip()}
+    if namespace == "demo" or form != "web":
+        assert got.rc == 0 and found == {plan().service("demo/web").cluster_ip}, got
+    else:
+        assert got.rc == 2 and not found, got
+
+
+@pytest.mark.parametrize("name, searched_first", [
+    (EXTERNAL, True),                 # 2 dots < ndots:5: the search list is tried first
+    (f"web.demo.svc.{ZONE}", True),   # 4 dots: still searched first
+    ("a.b.c.d.e.example.test", False),  # 5 dots: asked as is first
+])
+def test_ndots_5_decides_whether_the_search_list_comes_first(name: str, searched_first: bool
+                                                             ) -> None:
+    pod = client("demo")
+    conf = in_container(pod, "cat", "/etc/resolv.conf")
+    assert "options ndots:5" in conf.stdout, conf
+    search = next(line.split()[1:] for line in conf.stdout.splitlines()
+                  if line.startswith("search"))
+    got = in_container(pod, "dig", "+search", "+showsearch", "+time=2", "+noall", "+comments",
+                       "+question", name, "A")
+    asked = [m.group(1).rstrip(".") for m in re.finditer(r"^;([^;\s]\S*)\s+IN\s+A$",
+                                                           got.stdout, re.MULTILINE)]
+    with_search = [f"{name}.{s}" for s in search]
+    assert asked, got
+    if searched_first:
+        assert asked[:len(search)] == with_search[:len(asked[:len(search)])], got
+        assert asked[0] == with_search[0], got
+    else:
+        assert asked[0] == name, got
+
+
+# -- upstream, access, end to end --------------------------------------------------------------
+@pytest.mark.parametrize("namespace", CLIENTS)
+def test_external_names_are_answered_through_the_upstream(namespace: str) -> None:
+    upstream = next(h for h in hosts("upstream_dns"))
+    direct = run(upstream.name, "dig", "+short", f"@{upstream.address}", EXTERNAL, "A")
+    assert direct.rc == 0 and direct.stdout.strip(), direct
+    got = in_container(client(namespace), "getent", "ahostsv4", EXTERNAL)
+    assert got.rc == 0 and {line.split()[0] for line in got.stdout.splitlines()} \
+        == set(direct.stdout.split()), got
+
+
+def test_nodes_may_ask_the_cluster_dns() -> None:
+    for node in plan().nodes:
+        got = dig(node.name, "+noall", "+answer", f"web.demo.svc.{ZONE}.", "A")
+        assert answers(got) == expected(f"web.demo.svc.{ZONE}.", "A"), got
+
+
+def test_the_cluster_dns_refuses_hosts_outside_the_cluster_and_node_networks() -> None:
+    """The client host gets a route to a DNS pod through its node; its query arrives (the
+    answer is REFUSED, not a timeout) and is refused, while the node's is answered."""
+    outsider = next(h for h in hosts("clients"))
+    pod = dns_pods()[0]
+    node = plan().pod(str(pod["key"])).node
+    via = next(n.address for n in plan().nodes if n.name == node)
+    route = ["ip", "route", "replace", f"{pod['ip']}/32", "via", via]
+    added = run(outsider.name, *route)
+    assert added.rc == 0, added
+    try:
+        refused = run(outsider.name, "dig", f"@{pod['ip']}", "+time=2", "+tries=1",
+                      f"web.demo.svc.{ZONE}.", "A")
+        assert status(refused) == "REFUSED", refused
+    finally:
+        run(outsider.name, "ip", "route", "del", f"{pod['ip']}/32", "via", via)
+    allowed = run(node, "dig", f"@{pod['ip']}", "+time=2", "+tries=1", f"web.demo.svc.{ZONE}.")
+    assert status(allowed) == "NOERROR", allowed
+
+
+@pytest.mark.parametrize("namespace", CLIENTS)
+def test_a_pod_reaches_a_service_by_name(namespace: str) -> None:
+    name = "web" if namespace == "demo" else "web.demo"
+    port = plan().service("demo/web").ports[0].port
+    backends = {plan().pod(e.pod).host_name for e in plan().service("demo/web").ports[0].endpoints}
+    got = in_container(client(namespace), "curl", "-s", "--max-time", "5",
+                       f"http://{name}:{port}/hostname")
+    assert got.rc == 0 and got.stdout.strip() in backends, got
