@@ -24,6 +24,7 @@ from podnet.objects import (
     Namespace,
     Pod,
     PodSpec,
+    Probe,
     Ref,
     Service,
     ServicePort,
@@ -172,6 +173,45 @@ def _identify(doc: Document, problems: Problems) -> Ref | None:
     return ref
 
 
+def _probe(check: _Checker, probe: Any, path: FieldPath,
+           ports: list[ContainerPort]) -> Probe | None:
+    """A readinessProbe with httpGet or tcpSocket (others are warned about by the schema
+    check and not run: the pod stays ready)."""
+    if not isinstance(probe, dict):
+        return None
+    kind, action = next(((k, probe[k]) for k in ("httpGet", "tcpSocket")
+                         if isinstance(probe.get(k), dict)), (None, None))
+    if kind is None or action is None:
+        return None
+    where = (*path, kind, "port")
+    port = action.get("port")
+    if isinstance(port, str) and not port.isdigit():
+        named = [p.port for p in ports if p.name == port and p.protocol == "TCP"]
+        if not named:
+            check.error(where, f"port '{port}' is not a TCP port name of this container",
+                        "name one of the container's ports, or give the number")
+            return None
+        number = named[0]
+    else:
+        number = check.port(port, where, "port")
+    timing = {}
+    for field, key, low in (("periodSeconds", "period", 1), ("timeoutSeconds", "timeout", 1),
+                            ("failureThreshold", "failure", 1), ("successThreshold", "success", 1)):
+        value = probe.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            check.error((*path, field), f"'{value}' must be a whole number of at least {low}",
+                        f"set {field} to {low} or more, or leave it out")
+            continue
+        timing[key] = value
+    path_text = str(action.get("path") or "/") if kind == "httpGet" else "/"
+    if not path_text.startswith("/"):
+        check.error((*path, "httpGet", "path"), f"'{path_text}' does not start with '/'",
+                    "give an absolute path like /ready")
+    return Probe("http" if kind == "httpGet" else "tcp", number, path_text, **timing)
+
+
 def _pod_spec(check: _Checker, spec: dict[str, Any], path: FieldPath) -> PodSpec:
     containers: list[Container] = []
     seen_names: set[str] = set()
@@ -211,7 +251,8 @@ def _pod_spec(check: _Checker, spec: dict[str, Any], path: FieldPath) -> PodSpec
             seen_ports[(number, proto)] = c["name"]
             ports.append(ContainerPort(name, number, proto))
         env = tuple((str(e["name"]), str(e.get("value", ""))) for e in c.get("env") or ())
-        containers.append(Container(c["name"], c["image"], workload, tuple(ports), env))
+        probe = _probe(check, c.get("readinessProbe"), (*cpath, "readinessProbe"), ports)
+        containers.append(Container(c["name"], c["image"], workload, tuple(ports), env, probe))
     for key in ("hostname", "subdomain"):
         value = spec.get(key)
         if value is not None and (reason := names.dns1123_label(value)):

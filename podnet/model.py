@@ -11,7 +11,7 @@ import hashlib
 import json
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ class ContainerPlan:
     workload: dict[str, Any]
     ports: list[PortPlan]
     env: dict[str, str]
+    readiness: dict[str, Any] | None = None  # the readinessProbe podnet runs (objects.Probe)
 
 
 @dataclass(frozen=True)
@@ -372,7 +373,7 @@ class _Builder:
             containers = [
                 ContainerPlan(c.name, c.image, c.workload.as_dict(),
                               [PortPlan(p.name, p.port, p.protocol) for p in c.ports],
-                              dict(c.env))
+                              dict(c.env), asdict(c.readiness) if c.readiness else None)
                 for c in spec.containers
             ]
             pods.append(PodPlan(ref.namespace, name, placed[key], owner, dict(labels),

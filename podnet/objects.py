@@ -35,12 +35,26 @@ class ContainerPort:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A readinessProbe podnet runs: HTTP GET (2xx/3xx is success) or a TCP connect."""
+
+    kind: str  # "http" or "tcp"
+    port: int
+    path: str = "/"
+    period: int = 10
+    timeout: int = 1
+    failure: int = 3
+    success: int = 1
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str
     workload: Workload
     ports: tuple[ContainerPort, ...]
     env: tuple[tuple[str, str], ...] = ()
+    readiness: Probe | None = None
 
 
 @dataclass(frozen=True)

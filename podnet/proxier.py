@@ -346,6 +346,35 @@ def jumps(opts: Options) -> list[str]:
     return out
 
 
+def readiness(plan: Mapping[str, Any], observed: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The endpoints whose pods have a readinessProbe: per pod its IP, the probe, the
+    KUBE-SEP chains that lead to it (every node's podnet-endpoints takes the jumps to them out
+    while the probe fails) and its UDP endpoints (whose conntrack flows are cleared then)."""
+    out = []
+    for pod in plan["pods"]:
+        key = f"{pod['namespace']}/{pod['name']}"
+        probe = next((c["readiness"] for c in pod["containers"] if c.get("readiness")), None)
+        ip = observed.get(key)
+        if not probe or not ip:
+            continue
+        chains, udp = set(), set()
+        for svc in plan["services"]:
+            if svc["type"] == "ExternalName" or svc["headless"] or not svc["cluster_ip"]:
+                continue
+            for port in svc["ports"]:
+                for e in port["endpoints"]:
+                    if e["pod"] == key:
+                        chains.add(kubeproxy.endpoint_chain(svc["namespace"], svc["name"],
+                                                            port["name"], port["protocol"], ip,
+                                                            int(e["port"])))
+                        if port["protocol"] == "UDP":
+                            udp.add(f"{ip}:{e['port']}")
+        if chains:
+            out.append({"pod": key, "ip": ip, "probe": probe, "chains": sorted(chains),
+                        "udp": sorted(udp)})
+    return out
+
+
 def from_plan(plan: Mapping[str, Any], observed: Mapping[str, str],
               external_ips: Mapping[str, Sequence[str]] | None = None) -> list[ServicePort]:
     """Service ports of the plan (as data) with endpoints at the pods' observed IPs."""
@@ -449,5 +478,6 @@ def node_rules(plan: Mapping[str, Any], observed: Mapping[str, str], node: str,
                 udp[f"nodeport:{svc.node_port}"] = ready
     return {"rules": text, "jumps": jumps(opts),
             "owns": [f"nat {' '.join(OWNED_PREFIXES)}"], "udp_endpoints": udp,
+            "readiness": readiness(plan, observed),
             "services": len(services),
             "endpoints": sum(len(s.endpoints) for s in services)}

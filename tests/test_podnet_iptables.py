@@ -29,9 +29,9 @@ JUMPS = 'nat PREROUTING -m comment --comment "kubernetes service portals" -j KUB
 
 def sandbox(tmp: Path, script: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TOOL": str(TOOL), "DIR": str(tmp / "rules")}
-    body = ("set -u\nmount -t tmpfs podnet-test /var/lib/podnet 2>/dev/null || "
-            "{ mkdir -p /var/lib/podnet && mount -t tmpfs podnet-test /var/lib/podnet; }\n"
-            + script)
+    body = ("set -u\n"
+            "for d in /var/lib/podnet /run/podnet; do mkdir -p $d && "
+            "mount -t tmpfs podnet-test $d; done\n" + script)
     return subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
                            "bash", "-c", body], env=env, capture_output=True, text=True,
                           check=False, timeout=60)

@@ -75,7 +75,7 @@ def run(name: str, *argv: str) -> Evidence:
     return Evidence(name, command, result.rc, result.stdout, result.stderr)
 
 
-LAST = ("test_pods_lifecycle.py", "test_services_lifecycle.py")
+LAST = ("test_pods_lifecycle.py", "test_services_lifecycle.py", "test_dns_lifecycle.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

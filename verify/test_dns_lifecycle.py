@@ -1,0 +1,140 @@
+"""Service DNS while things change: a DNS pod stopped (its endpoint leaves every node's
+kube-dns rules through its readiness probe, names keep resolving through the other), and a new
+Service that resolves right after the converge that adds it, with no query dropped meanwhile.
+These change the lab and put it back; they run after the other suites."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (INVENTORY_PATH, converge, manifests_dir, observed, plan, pod_id, run)
+
+from podnet import cluster, kubeproxy
+
+pytestmark = pytest.mark.principle("service DNS")
+
+DNS_IP = str(plan().settings.dns_ip)
+ZONE = plan().settings.domain
+NEW_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: dns-new
+  namespace: demo
+spec:
+  selector:
+    app: web
+  ports:
+    - name: http
+      port: 8088
+      targetPort: http
+"""
+
+
+def dns_chains(key: str, ip: str) -> set[str]:
+    svc = plan().service("kube-system/kube-dns")
+    pod = plan().pod(key)
+    return {kubeproxy.endpoint_chain(svc.namespace, svc.name, p.name, p.protocol, ip,
+                                     next(e.port for e in p.endpoints if e.pod == pod.key))
+            for p in svc.ports}
+
+
+def jumps_to(node: str, chains: set[str]) -> set[str]:
+    save = run(node, "iptables-save", "-t", "nat")
+    assert save.rc == 0, save
+    return {c for c in chains
+            if re.search(rf"^-A KUBE-SVC-\S+ .*-j {re.escape(c)}$", save.stdout, re.MULTILINE)}
+
+
+def wait_for(what: str, check, seconds: float) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > seconds:
+            raise AssertionError(f"{what}: not within {seconds:.0f} s")
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:
+    dns_pods = sorted(p.key for p in plan().pods if p.namespace == "kube-system")
+    assert len(dns_pods) >= 2, dns_pods
+    victim = dns_pods[0]
+    pod = plan().pod(victim)
+    ip = observed()[victim]["ip"]
+    chains = dns_chains(victim, ip)
+    nodes = [n.name for n in plan().nodes]
+    assert all(jumps_to(n, chains) == chains for n in nodes), "the DNS pod is not in the rules"
+    units = [f"podnet-{pod_id(victim)}-{c.name}.service" for c in pod.containers]
+    stopped = run(pod.node, "systemctl", "stop", *units)
+    assert stopped.rc == 0, stopped
+    try:
+        dead = run(pod.node, "dig", f"@{ip}", "+time=1", "+tries=1", f"web.demo.svc.{ZONE}.")
+        assert dead.rc != 0, dead  # really gone
+        took = wait_for(f"{victim} leaving every node's kube-dns rules",
+                        lambda: not any(jumps_to(n, chains) for n in nodes), 20)
+        print(f"\n{victim} out of the kube-dns rules on {len(nodes)} nodes after {took:.1f} s")
+        clients = [p.key for p in plan().pods if p.namespace in ("demo", "other")
+                   and any(c.workload["kind"] == "netexec" for c in p.containers)]
+        failures = []
+        for client in clients:
+            for i in range(5):
+                got = run(plan().pod(client).node, "ip", "netns", "exec", pod_id(client), "dig",
+                          f"@{DNS_IP}", "+time=2", "+tries=1", "+short",
+                          f"web.demo.svc.{ZONE}.")
+                if got.rc != 0 or got.stdout.strip() != plan().service("demo/web").cluster_ip:
+                    failures.append(got)
+        assert not failures, failures[:3]
+    finally:
+        started = run(pod.node, "systemctl", "start", *units)
+        assert started.rc == 0, started
+    took = wait_for(f"{victim} back in every node's kube-dns rules",
+                    lambda: all(jumps_to(n, chains) == chains for n in nodes), 30)
+    print(f"{victim} back in the rules after {took:.1f} s")
+
+
+def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_path: Path
+                                                                            ) -> None:
+    copy = tmp_path / "manifests"
+    shutil.copytree(manifests_dir(), copy)
+    (copy / "zz-dns-new.yaml").write_text(NEW_SERVICE)
+    node = plan().nodes[0].name
+    name = f"dns-new.demo.svc.{ZONE}."
+    queries = f"web.demo.svc.{ZONE}. A\\ndns-version.{ZONE}. TXT\\n"
+    load = ["systemd-run", "--unit", "podnet-verify-dnsperf", "--collect", "-p",
+            "StandardOutput=file:/tmp/podnet-verify-dnsperf.out", "sh", "-c",
+            f"printf '{queries}' > /tmp/podnet-verify-queries && exec dnsperf -s {DNS_IP} "
+            "-d /tmp/podnet-verify-queries -l 900 -Q 200 -t 2"]
+    started = run(node, *load)
+    assert started.rc == 0, started
+    try:
+        done = converge(copy)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        got = run(node, "dig", f"@{DNS_IP}", "+short", name)
+    finally:
+        run(node, "systemctl", "kill", "-s", "INT", "podnet-verify-dnsperf")
+        wait_for("dnsperf to finish", lambda: run(node, "systemctl", "is-active",
+                                                 "podnet-verify-dnsperf").rc != 0, 15)
+    report = run(node, "cat", "/tmp/podnet-verify-dnsperf.out")
+    old = os.environ.get("PODNET_MANIFESTS_DIR")
+    os.environ["PODNET_MANIFESTS_DIR"] = str(copy)
+    try:
+        changed = cluster.load(INVENTORY_PATH)
+    finally:
+        os.environ.pop("PODNET_MANIFESTS_DIR")
+        if old is not None:
+            os.environ["PODNET_MANIFESTS_DIR"] = old
+    assert got.stdout.strip() == changed.service("demo/dns-new").cluster_ip, got
+    sent = re.search(r"Queries sent:\s+(\d+)", report.stdout)
+    lost = re.search(r"Queries lost:\s+(\d+)", report.stdout)
+    assert sent and lost, report
+    print(f"\nduring the converge: {sent.group(1)} queries sent, {lost.group(1)} lost")
+    assert int(sent.group(1)) > 1000 and int(lost.group(1)) == 0, report
+    back = converge(manifests_dir())
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
+    gone = run(node, "dig", f"@{DNS_IP}", name)
+    assert "status: NXDOMAIN" in gone.stdout, gone
