@@ -44,6 +44,7 @@ class _Checker:
         self.ref = ref
         self.problems = problems
         self.ok = True
+        self.probed = ""  # the container whose readinessProbe podnet runs
 
     def error(self, path: FieldPath, message: str, fix: str) -> None:
         self.ok = False
@@ -173,8 +174,8 @@ def _identify(doc: Document, problems: Problems) -> Ref | None:
     return ref
 
 
-def _probe(check: _Checker, probe: Any, path: FieldPath,
-           ports: list[ContainerPort]) -> Probe | None:
+def _probe(check: _Checker, probe: Any, path: FieldPath, ports: list[ContainerPort],
+           container: str) -> Probe | None:
     """A readinessProbe with httpGet or tcpSocket (others are warned about by the schema
     check and not run: the pod stays ready)."""
     if not isinstance(probe, dict):
@@ -185,7 +186,11 @@ def _probe(check: _Checker, probe: Any, path: FieldPath,
         return None
     where = (*path, kind, "port")
     port = action.get("port")
-    if isinstance(port, str) and not port.isdigit():
+    if isinstance(port, str) and port.isdigit():
+        check.error(where, f"port '{port}' is a quoted number, which Kubernetes reads as a port "
+                    "name (and a name needs a letter)", "write the number without quotes")
+        return None
+    if isinstance(port, str):
         named = [p.port for p in ports if p.name == port and p.protocol == "TCP"]
         if not named:
             check.error(where, f"port '{port}' is not a TCP port name of this container",
@@ -198,13 +203,18 @@ def _probe(check: _Checker, probe: Any, path: FieldPath,
     for field, key, low in (("periodSeconds", "period", 1), ("timeoutSeconds", "timeout", 1),
                             ("failureThreshold", "failure", 1), ("successThreshold", "success", 1)):
         value = probe.get(field)
-        if value is None:
+        if value is None or value == 0:  # the API server defaults 0 as it defaults a gap
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             check.error((*path, field), f"'{value}' must be a whole number of at least {low}",
                         f"set {field} to {low} or more, or leave it out")
             continue
         timing[key] = value
+    if check.probed:
+        check.warn(path, f"container {check.probed}'s readinessProbe is the one podnet runs for "
+                   "this pod; this one is not run", "give the pod one readinessProbe")
+        return None
+    check.probed = container
     path_text = str(action.get("path") or "/") if kind == "httpGet" else "/"
     if not path_text.startswith("/"):
         check.error((*path, "httpGet", "path"), f"'{path_text}' does not start with '/'",
@@ -251,7 +261,8 @@ def _pod_spec(check: _Checker, spec: dict[str, Any], path: FieldPath) -> PodSpec
             seen_ports[(number, proto)] = c["name"]
             ports.append(ContainerPort(name, number, proto))
         env = tuple((str(e["name"]), str(e.get("value", ""))) for e in c.get("env") or ())
-        probe = _probe(check, c.get("readinessProbe"), (*cpath, "readinessProbe"), ports)
+        probe = _probe(check, c.get("readinessProbe"), (*cpath, "readinessProbe"), ports,
+                       str(c["name"]))
         containers.append(Container(c["name"], c["image"], workload, tuple(ports), env, probe))
     for key in ("hostname", "subdomain"):
         value = spec.get(key)

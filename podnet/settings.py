@@ -215,7 +215,7 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         problems.error(where, "inventory", "podnet_dns_replicas", str(exc),
                        "set how many DNS pods to run, like 2")
 
-    upstreams = _upstreams(v["podnet_dns_upstreams"], service, where, problems)
+    upstreams = _upstreams(v["podnet_dns_upstreams"], cluster, service, where, problems)
 
     if len(problems.errors) > before:
         return None
@@ -228,8 +228,8 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
     )
 
 
-def _upstreams(value: Any, service: IPv4Network | None, where: str,
-               problems: Problems) -> tuple[str, ...]:
+def _upstreams(value: Any, cluster: IPv4Network | None, service: IPv4Network | None,
+               where: str, problems: Problems) -> tuple[str, ...]:
     """The resolvers the cluster DNS forwards other names to: IPv4 addresses a DNS pod can
     reach (not loopback: inside a pod's network namespace that is the pod itself)."""
     if value is None or value == "":
@@ -248,12 +248,22 @@ def _upstreams(value: Any, service: IPv4Network | None, where: str,
             problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]", str(exc),
                            "give the resolver's IPv4 address, like 192.168.56.100")
             continue
+        if address.is_multicast or address.is_reserved or address == IPv4Address("255.255.255.255"):
+            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",
+                           f"{address} is not a unicast address", "give the resolver's address")
+            continue
         if address.is_loopback or address.is_unspecified:
             problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",
                            f"{address} is not reachable from a DNS pod (inside the pod's network "
                            "namespace it is the pod itself)",
                            "give a resolver on the node network, or the one a node-local cache "
                            "forwards to")
+            continue
+        if cluster and address in cluster:
+            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",
+                           f"{address} is in podnet_cluster_cidr {cluster}: a pod address, maybe "
+                           "a DNS pod forwarding to itself",
+                           "give the resolver the nodes use, outside the cluster")
             continue
         if service and address in service:
             problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (INVENTORY_PATH, converge, manifests_dir, observed, plan, pod_id, run)
+from conftest import INVENTORY_PATH, converge, manifests_dir, observed, plan, pod_id, run
 
 from podnet import cluster, kubeproxy
 
@@ -82,7 +82,7 @@ def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:
                    and any(c.workload["kind"] == "netexec" for c in p.containers)]
         failures = []
         for client in clients:
-            for i in range(5):
+            for _ in range(5):
                 got = run(plan().pod(client).node, "ip", "netns", "exec", pod_id(client), "dig",
                           f"@{DNS_IP}", "+time=2", "+tries=1", "+short",
                           f"web.demo.svc.{ZONE}.")
@@ -106,9 +106,9 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
     name = f"dns-new.demo.svc.{ZONE}."
     queries = f"web.demo.svc.{ZONE}. A\\ndns-version.{ZONE}. TXT\\n"
     load = ["systemd-run", "--unit", "podnet-verify-dnsperf", "--collect", "-p",
-            "StandardOutput=file:/tmp/podnet-verify-dnsperf.out", "sh", "-c",
-            f"printf '{queries}' > /tmp/podnet-verify-queries && exec dnsperf -s {DNS_IP} "
-            "-d /tmp/podnet-verify-queries -l 900 -Q 200 -t 2"]
+            "StandardOutput=file:/run/podnet-verify-dnsperf.out", "sh", "-c",
+            f"printf '{queries}' > /run/podnet-verify-queries && exec dnsperf -s {DNS_IP} "
+            "-d /run/podnet-verify-queries -l 900 -Q 200 -t 2"]
     started = run(node, *load)
     assert started.rc == 0, started
     try:
@@ -119,7 +119,8 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
         run(node, "systemctl", "kill", "-s", "INT", "podnet-verify-dnsperf")
         wait_for("dnsperf to finish", lambda: run(node, "systemctl", "is-active",
                                                  "podnet-verify-dnsperf").rc != 0, 15)
-    report = run(node, "cat", "/tmp/podnet-verify-dnsperf.out")
+    report = run(node, "cat", "/run/podnet-verify-dnsperf.out")
+    run(node, "rm", "-f", "/run/podnet-verify-dnsperf.out", "/run/podnet-verify-queries")
     old = os.environ.get("PODNET_MANIFESTS_DIR")
     os.environ["PODNET_MANIFESTS_DIR"] = str(copy)
     try:
