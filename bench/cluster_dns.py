@@ -12,6 +12,7 @@ three nodes' packet paths.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -22,8 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from podnet import cluster, dns  # noqa: E402
-from podnet.inventory import Inventory  # noqa: E402
+from service_rules import ssh  # noqa: E402  (bench/ is on sys.path: the script's folder)
+
+from podnet import cluster, dns, endpoints  # noqa: E402
+from podnet.kubelet import pod_id  # noqa: E402
+from podnet.model import Plan  # noqa: E402
 
 COREDNS_QPS = 33669  # 2 vCPUs, cluster names, Scaling_CoreDNS.md
 SECONDS = int(os.environ.get("PODNET_BENCH_DNS_SECONDS", "15"))
@@ -31,13 +35,6 @@ CLIENTS = os.environ.get("PODNET_BENCH_DNS_CLIENTS", "8")  # sockets: flows kube
 OUTSTANDING = os.environ.get("PODNET_BENCH_DNS_OUTSTANDING", "50")
 THREADS = os.environ.get("PODNET_BENCH_DNS_THREADS", "1")  # leaves the other core to DNS
 INVENTORY = ROOT / "inventory" / "lab"
-
-
-def ssh(node: str) -> list[str]:
-    host = Inventory(INVENTORY).host(node)
-    args = ["ssh", "-i", str(host.vars["ansible_ssh_private_key_file"])]
-    args += shlex.split(str(host.vars.get("ansible_ssh_common_args", "")))
-    return [*args, f"root@{host.address}"]
 
 
 def on(node: str, command: str, data: str | None = None) -> str:
@@ -48,15 +45,11 @@ def on(node: str, command: str, data: str | None = None) -> str:
     return done.stdout
 
 
-def observed(plan: cluster.Plan) -> dict[str, str]:
-    import json
-
-    ips = {}
-    for node in plan.nodes:
-        for pod in json.loads(on(node.name, "/usr/local/sbin/podnet-cni facts"))["pods"]:
-            if pod.get("ip"):
-                ips[f"{pod['namespace']}/{pod['name']}"] = pod["ip"]
-    return ips
+def observed(plan: Plan) -> dict[str, str]:
+    """The pods' IPs as each node reports them (the kubelet's fact)."""
+    pods = [pod for node in plan.nodes
+            for pod in json.loads(on(node.name, "/usr/local/sbin/podnet-cni facts"))["pods"]]
+    return endpoints.observed_ips(pods)
 
 
 def dnsperf(node: str, netns: str, server: str, queries: str) -> dict[str, str]:
@@ -91,7 +84,7 @@ def main() -> int:
     external = "www.example.test. A\n"
     dns_ip = str(plan.settings.dns_ip)
     dns_pods = sorted(p.key for p in plan.pods if p.namespace == "kube-system")
-    netns = f"{client.namespace}_{client.name}"
+    netns = pod_id(client.namespace, client.name)
     print(f"dnsperf from pod {client_key} on {client.node}: {SECONDS} s per run, {CLIENTS} "
           f"clients in {THREADS} thread(s), {OUTSTANDING} outstanding; {len(served)} cluster "
           f"records ({len({r.type for r in served})} types), {len(dns_pods)} DNS pods",

@@ -11,8 +11,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from podnet import dns
-from podnet.kubelet import PODS_DIR, pod_id
+from podnet import dns, kubelet
 from podnet.model import DNS_SERVICE
 
 DNS_DIR = "/etc/podnet/cluster-dns"
@@ -37,18 +36,26 @@ def upstreams(plan: Mapping[str, Any], resolv_conf: str) -> list[str]:
     if given:
         return given
     found = resolv_nameservers(resolv_conf)
-    usable = []
+    inside = [ipaddress.ip_network(plan["settings"][k])
+              for k in ("cluster_cidr", "service_cidr")]
+    usable, looping = [], []
     for text in found:
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
             continue
-        if address.version == 4 and not address.is_loopback and not address.is_unspecified:
-            usable.append(text)
+        if address.version != 4 or address.is_loopback or address.is_unspecified:
+            continue
+        if any(address in net for net in inside):
+            looping.append(text)  # the cluster DNS itself, or a pod: it would ask itself
+            continue
+        usable.append(text)
     if not usable:
+        why = (f"{', '.join(looping)} is inside the cluster (the DNS would forward to itself)"
+               if looping else "loopback is the pod itself")
         raise ValueError(
             f"the node's /etc/resolv.conf names no resolver a DNS pod can reach "
-            f"(found: {', '.join(found) or 'none'}; loopback is the pod itself): set "
+            f"(found: {', '.join(found) or 'none'}; {why}): set "
             "podnet_dns_upstreams to the resolvers the cluster DNS should forward to")
     return usable
 
@@ -65,22 +72,23 @@ def dns_pods(plan: Mapping[str, Any], observed: Mapping[str, str],
     service = next(s for s in plan["services"]
                    if f"{s['namespace']}/{s['name']}" == DNS_SERVICE)
     chosen = set(service["pods"])
+    ports = {f"{p['namespace']}/{p['name']}": next(
+        (port["port"] for c in p["containers"] if c["name"] == SERVER_CONTAINER
+         for port in c["ports"] if port["protocol"] == "UDP"), 53) for p in plan["pods"]}
     out = []
-    for pod in plan["pods"]:
-        if pod["node"] != node or f"{pod['namespace']}/{pod['name']}" not in chosen:
+    for pod in kubelet.node_pods(plan, node):  # where the kubelet put each pod's files
+        key = f"{pod['namespace']}/{pod['name']}"
+        server = next((c for c in pod["containers"] if c["name"] == SERVER_CONTAINER), None)
+        if key not in chosen or server is None or server["config_path"] is None:
             continue
-        if not any(c["name"] == SERVER_CONTAINER for c in pod["containers"]):
-            continue
-        ident = pod_id(pod["namespace"], pod["name"])
         out.append({
-            "id": ident,
-            "key": f"{pod['namespace']}/{pod['name']}",
-            "config": f"{PODS_DIR}/{ident}/{SERVER_CONTAINER}.conf",
-            "control": f"{PODS_DIR}/{ident}/{SERVER_CONTAINER}.ctl",
-            "ip": observed.get(f"{pod['namespace']}/{pod['name']}"),
-            "unit": f"podnet-{ident}-{SERVER_CONTAINER}.service",
-            "port": next((p["port"] for c in pod["containers"] if c["name"] == SERVER_CONTAINER
-                          for p in c["ports"] if p["protocol"] == "UDP"), 53),
+            "id": pod["id"],
+            "key": key,
+            "config": server["config_path"],
+            "control": f"{pod['dir']}/{SERVER_CONTAINER}.ctl",
+            "ip": observed.get(key),
+            "unit": server["unit"],
+            "port": ports[key],
         })
     return out
 

@@ -157,6 +157,15 @@ def test_upstreams_unusable_resolv_conf_names_the_setting(base: SimpleNamespace,
     assert found in str(caught.value)
 
 
+def test_upstreams_inside_the_cluster_are_skipped_and_named(base: SimpleNamespace) -> None:
+    text = "nameserver 10.96.0.10\nnameserver 10.244.1.5\nnameserver 192.168.56.1\n"
+    assert clusterdns.upstreams(base.data, text) == ["192.168.56.1"]
+    with pytest.raises(ValueError, match="podnet_dns_upstreams") as caught:
+        clusterdns.upstreams(base.data, "nameserver 10.96.0.10\n")
+    assert "10.96.0.10 is inside the cluster (the DNS would forward to itself)" in \
+        str(caught.value)
+
+
 def test_allowed_sources(base: SimpleNamespace) -> None:
     assert clusterdns.allowed_sources(base.data) == [
         "10.244.0.0/16", "192.168.56.11/32", "192.168.56.12/32", "192.168.56.13/32",
@@ -413,7 +422,7 @@ def test_dns_addon_health_container_probe(base: SimpleNamespace) -> None:
         containers = {c.name: c for c in base.plan.pod(key).containers}
         assert containers["unbound"].readiness is None
         assert containers["health"].readiness == {
-            "kind": "http", "port": 8080, "path": "/ready", **timing(2, 1, 2, 1)}
+            "kind": "http", "port": 8080, "path": "/ready", **timing(2, 1, 3, 1)}
     assert base.plan.warnings == []
 
 

@@ -69,20 +69,36 @@ def test_the_default_thresholds_are_the_kubelets() -> None:
     assert endpoint.observe(None) and endpoint.ready  # one success is enough
 
 
-def test_load_keeps_the_state_of_unchanged_entries_only(tmp_path: Path) -> None:
+def by_pod(endpoints: dict) -> dict:  # type: ignore[type-arg]
+    return {e.entry["pod"]: e for e in endpoints.values()}
+
+
+def test_load_keeps_the_state_of_the_same_pod_ip_and_probe(tmp_path: Path) -> None:
     config = tmp_path / "endpoints.json"
     a, b, c = entry("a", "10.0.0.1", failure=1), entry("b", "10.0.0.2", failure=1), entry(
         "c", "10.0.0.3")
     config.write_text(json.dumps([a, b, c]))
-    first = ep.load(config, {})
+    old = ep.load(config, {})
+    first = by_pod(old)
     for endpoint in first.values():
         endpoint.observe("down")
-    config.write_text(json.dumps([a, {**b, "probe": {**b["probe"], "port": 9090}}]))
-    second = ep.load(config, first)
-    assert sorted(second) == ["a@10.0.0.1", "b@10.0.0.2"]  # c left the file
-    assert second["a@10.0.0.1"] is first["a@10.0.0.1"] and not second["a@10.0.0.1"].ready
-    assert second["b@10.0.0.2"] is not first["b@10.0.0.2"]
-    assert second["b@10.0.0.2"].ready and second["b@10.0.0.2"].failures == 0
+    # a backs one more Service now; b's probe changed; c left the file
+    a2 = {**a, "chains": [*a["chains"], "KUBE-SEP-NEW"]}
+    config.write_text(json.dumps([a2, {**b, "probe": {**b["probe"], "port": 9090}}]))
+    second = by_pod(ep.load(config, old))
+    assert sorted(second) == ["a", "b"]
+    assert second["a"] is first["a"] and not second["a"].ready
+    assert second["a"].entry["chains"] == a2["chains"]  # the new chain goes out too
+    assert second["b"] is not first["b"]
+    assert second["b"].ready and second["b"].failures == 0
+
+
+def test_load_seeds_new_endpoints_from_what_was_published(tmp_path: Path) -> None:
+    config = tmp_path / "endpoints.json"
+    a, b = entry("a", "10.0.0.1"), entry("b", "10.0.0.2")
+    config.write_text(json.dumps([a, b]))
+    got = by_pod(ep.load(config, {}, set(a["chains"])))
+    assert not got["a"].ready and got["b"].ready
 
 
 @pytest.mark.parametrize("text", [None, "[{", "not json"])
