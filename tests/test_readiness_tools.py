@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from test_podnet_iptables import sandbox  # the same throwaway namespace
 
 ROLES = Path(__file__).resolve().parents[1] / "roles"
 ENDPOINTS = ROLES / "kube_proxy" / "files" / "podnet-endpoints"
@@ -249,16 +249,6 @@ AFFINITY_SAVED = svc_rule("A", "10.0.0.1", " -m recent --rcheck --seconds 10800 
 needs_sandbox = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("iptables-restore") or not shutil.which("unshare"),
     reason="needs root, unshare and iptables (make setup installs them)")
-
-
-def sandbox(tmp: Path, script: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TOOL": str(TOOL), "DIR": str(tmp / "rules")}
-    body = ("set -u\n"
-            "for d in /var/lib/podnet /run/podnet; do mkdir -p $d && "
-            "mount -t tmpfs podnet-test $d; done\n" + script)
-    return subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
-                           "bash", "-c", body], env=env, capture_output=True, text=True,
-                          check=False, timeout=60)
 
 
 @needs_sandbox
