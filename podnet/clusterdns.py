@@ -13,6 +13,7 @@ from typing import Any
 
 from podnet import dns, kubelet
 from podnet.model import DNS_SERVICE
+from podnet.settings import upstream_problem
 
 DNS_DIR = "/etc/podnet/cluster-dns"
 RECORDS = f"{DNS_DIR}/records.conf"
@@ -36,20 +37,21 @@ def upstreams(plan: Mapping[str, Any], resolv_conf: str) -> list[str]:
     if given:
         return given
     found = resolv_nameservers(resolv_conf)
-    inside = [ipaddress.ip_network(plan["settings"][k])
-              for k in ("cluster_cidr", "service_cidr")]
+    cluster, service = (ipaddress.IPv4Network(plan["settings"][k])
+                        for k in ("cluster_cidr", "service_cidr"))
     usable, looping = [], []
     for text in found:
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
             continue
-        if address.version != 4 or address.is_loopback or address.is_unspecified:
+        if not isinstance(address, ipaddress.IPv4Address):
             continue
-        if any(address in net for net in inside):
+        problem = upstream_problem(address, cluster, service)
+        if problem and problem.loops:
             looping.append(text)  # the cluster DNS itself, or a pod: it would ask itself
-            continue
-        usable.append(text)
+        elif not problem:
+            usable.append(text)
     if not usable:
         why = (f"{', '.join(looping)} is inside the cluster (the DNS would forward to itself)"
                if looping else "loopback is the pod itself")

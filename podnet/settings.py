@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Any, NamedTuple
 
 from podnet import names
 from podnet.addresses import parse_address, parse_network, subnet_count
@@ -228,6 +228,35 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
     )
 
 
+class UpstreamProblem(NamedTuple):
+    reason: str
+    fix: str
+    loops: bool  # the address is inside the cluster: the DNS would ask itself
+
+
+def upstream_problem(address: IPv4Address, cluster: IPv4Network | None,
+                     service: IPv4Network | None) -> UpstreamProblem | None:
+    """Why a DNS pod cannot forward to ``address``, or None: the one rule for
+    podnet_dns_upstreams and for resolvers found in a node's resolv.conf."""
+    if address.is_multicast or address.is_reserved or address == IPv4Address("255.255.255.255"):
+        return UpstreamProblem(f"{address} is not a unicast address",
+                               "give the resolver's address", False)
+    if address.is_loopback or address.is_unspecified:
+        return UpstreamProblem(f"{address} is not reachable from a DNS pod (inside the pod's "
+                               "network namespace it is the pod itself)",
+                               "give a resolver on the node network, or the one a node-local "
+                               "cache forwards to", False)
+    if cluster and address in cluster:
+        return UpstreamProblem(f"{address} is in podnet_cluster_cidr {cluster}: a pod address, "
+                               "maybe a DNS pod forwarding to itself",
+                               "give the resolver the nodes use, outside the cluster", True)
+    if service and address in service:
+        return UpstreamProblem(f"{address} is in podnet_service_cidr {service}: the cluster DNS "
+                               "would forward to itself",
+                               "give the resolver the nodes use, outside the cluster", True)
+    return None
+
+
 def _upstreams(value: Any, cluster: IPv4Network | None, service: IPv4Network | None,
                where: str, problems: Problems) -> tuple[str, ...]:
     """The resolvers the cluster DNS forwards other names to: IPv4 addresses a DNS pod can
@@ -248,28 +277,10 @@ def _upstreams(value: Any, cluster: IPv4Network | None, service: IPv4Network | N
             problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]", str(exc),
                            "give the resolver's IPv4 address, like 192.168.56.100")
             continue
-        if address.is_multicast or address.is_reserved or address == IPv4Address("255.255.255.255"):
-            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",
-                           f"{address} is not a unicast address", "give the resolver's address")
-            continue
-        if address.is_loopback or address.is_unspecified:
-            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",
-                           f"{address} is not reachable from a DNS pod (inside the pod's network "
-                           "namespace it is the pod itself)",
-                           "give a resolver on the node network, or the one a node-local cache "
-                           "forwards to")
-            continue
-        if cluster and address in cluster:
-            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",
-                           f"{address} is in podnet_cluster_cidr {cluster}: a pod address, maybe "
-                           "a DNS pod forwarding to itself",
-                           "give the resolver the nodes use, outside the cluster")
-            continue
-        if service and address in service:
-            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]",
-                           f"{address} is in podnet_service_cidr {service}: the cluster DNS would "
-                           "forward to itself",
-                           "give the resolver the nodes use, outside the cluster")
+        problem = upstream_problem(address, cluster, service)
+        if problem:
+            problems.error(where, "inventory", f"podnet_dns_upstreams[{i}]", problem.reason,
+                           problem.fix)
             continue
         out.append(str(address))
     return tuple(out)

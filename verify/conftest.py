@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from podnet import cluster
+from podnet import cluster, kubelet
 from podnet.inventory import Host, Inventory
 from podnet.model import Plan
 
@@ -138,6 +138,14 @@ def running() -> dict[str, dict[str, str]]:
 def pod_id(key: str) -> str:
     namespace, name = key.split("/", 1)
     return f"{namespace}_{name}"
+
+
+def container_units(key: str) -> list[str]:
+    """The systemd units of a pod's containers, in order, as the kubelet role names them."""
+    pod = plan().pod(key)
+    entry = next(p for p in kubelet.node_pods(plan().data(), pod.node)
+                 if f"{p['namespace']}/{p['name']}" == key)
+    return [c["unit"] for c in entry["containers"]]
 
 
 def in_pod(key: str, *argv: str) -> Evidence:

@@ -10,10 +10,9 @@ from collections import defaultdict
 from functools import cache
 
 import pytest
-from conftest import Evidence, hosts, plan, run, running
+from conftest import Evidence, container_units, hosts, plan, run, running
 
 from podnet import clusterdns, dns
-from podnet.kubelet import pod_id
 
 pytestmark = pytest.mark.principle("service DNS")
 
@@ -32,7 +31,7 @@ def in_container(key: str, *argv: str) -> Evidence:
     """Run a command inside a pod as kubectl exec would: in its first container's network,
     mount (so the pod's /etc/resolv.conf) and UTS namespaces."""
     pod = plan().pod(key)
-    unit = f"podnet-{pod_id(pod.namespace, pod.name)}-{pod.containers[0].name}.service"
+    unit = container_units(key)[0]
     script = (f"pid=$(systemctl show -p MainPID --value {shlex.quote(unit)}) && "
               f"exec nsenter --target \"$pid\" --net --mount --uts -- {shlex.join(argv)}")
     return run(pod.node, "sh", "-c", script)

@@ -12,7 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import INVENTORY_PATH, converge, manifests_dir, observed, plan, pod_id, run
+from conftest import (
+    INVENTORY_PATH,
+    container_units,
+    converge,
+    manifests_dir,
+    observed,
+    plan,
+    pod_id,
+    run,
+)
 
 from podnet import cluster, kubeproxy
 
@@ -69,7 +78,7 @@ def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:
     chains = dns_chains(victim, ip)
     nodes = [n.name for n in plan().nodes]
     assert all(jumps_to(n, chains) == chains for n in nodes), "the DNS pod is not in the rules"
-    units = [f"podnet-{pod_id(victim)}-{c.name}.service" for c in pod.containers]
+    units = container_units(victim)
     stopped = run(pod.node, "systemctl", "stop", *units)
     assert stopped.rc == 0, stopped
     try:

@@ -12,6 +12,7 @@ import yaml
 from conftest import (
     Evidence,
     connect,
+    container_units,
     converge,
     http_port,
     manifests_dir,
@@ -57,7 +58,7 @@ def matrix_failures(clients: list[str], targets: list[str]) -> list[str]:
 def test_killed_container_restarts_with_the_same_ip() -> None:
     pod = servers()[0]
     node = plan().pod(pod).node
-    unit = f"podnet-{pod_id(pod)}-{plan().pod(pod).containers[0].name}.service"
+    unit = container_units(pod)[0]
     before = run(node, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
     kill = run(node, "kill", "-9", before)
     assert kill.rc == 0, kill
