@@ -17,6 +17,7 @@ from podnet.settings import upstream_problem
 
 DNS_DIR = "/etc/podnet/cluster-dns"
 RECORDS = f"{DNS_DIR}/records.conf"
+PODS = f"{DNS_DIR}/pods.json"  # the node's DNS pods, for podnet-dns converge
 SERVER_CONTAINER = "unbound"
 
 
@@ -105,6 +106,7 @@ def node_config(plan: Mapping[str, Any], observed: Mapping[str, str], node: str,
         "serial": int(str(served[0].data).split()[2]),
         "records": [dns.rr_line(r) for r in served],
         "records_path": RECORDS,
+        "pods_path": PODS,
         "upstreams": upstreams(plan, resolv_conf) if pods else [],
         "allow": allowed_sources(plan),
         "pods": pods,

@@ -94,6 +94,38 @@ def _command(kind: str, workload: Mapping[str, Any], config: str | None) -> list
     return list(workload["command"])
 
 
+UNIT_HEADER = ("# Managed by podnet (the kubelet role writes it from the pod's spec); "
+               "local changes are overwritten.\n")
+
+
+def container_unit(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    """The systemd unit of one container: it runs in its pod's network namespace, with the
+    pod's resolv.conf, bound to the pod's sandbox (stopped and restarted with it)."""
+    lines = [
+        UNIT_HEADER.rstrip("\n"),
+        f"# Container {container['name']} of pod {pod['namespace']}/{pod['name']}: "
+        "runs in the pod's network namespace.",
+        "[Unit]",
+        f"Description=pod {pod['namespace']}/{pod['name']} container {container['name']} "
+        f"({container['kind']})",
+        f"BindsTo={pod['sandbox_unit']}",
+        f"PartOf={pod['sandbox_unit']}",
+        f"After={pod['sandbox_unit']}",
+        "",
+        "[Service]",
+        f"NetworkNamespacePath=/run/netns/{pod['id']}",
+        f"BindReadOnlyPaths={pod['dir']}/resolv.conf:/etc/resolv.conf",
+        *(f"Environment={line}" for line in container["environment"]),
+        f"ExecStart={container['exec_start']}",
+        f"Restart={container['restart']}",
+        "RestartSec=1",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def node_pods(plan: Mapping[str, Any], node: str) -> list[dict[str, Any]]:
     """Everything the kubelet role renders for the pods planned on ``node``."""
     out = []
@@ -120,7 +152,7 @@ def node_pods(plan: Mapping[str, Any], node: str) -> list[dict[str, Any]]:
                 "config_path": config,
                 "config_default": config_text,
             })
-        out.append({
+        entry: dict[str, Any] = {
             "id": ident,
             "namespace": pod["namespace"],
             "name": pod["name"],
@@ -134,5 +166,8 @@ def node_pods(plan: Mapping[str, Any], node: str) -> list[dict[str, Any]]:
                 "ifname": "eth0", "network": NETWORK_CONF, "loopback": LOOPBACK_CONF,
                 "units": [c["unit"] for c in containers],
             },
-        })
+        }
+        for c in containers:
+            c["unit_text"] = container_unit(entry, c)
+        out.append(entry)
     return out

@@ -24,7 +24,8 @@ _raw:
   description: >-
     One mapping: C(errors) and C(warnings) (lists of messages naming file, object, field and
     fix), C(plan) (the plan as data, empty when there are errors), C(record_path) and
-    C(record) (the allocation record's path and its new JSON text).
+    C(record) (the allocation record's path and its new JSON text), C(record_changed)
+    (whether that text differs from the file's, which this lookup only reads).
   type: list
   elements: dict
 """
@@ -65,7 +66,7 @@ class LookupModule(LookupBase):
         problems = Problems()
         result: dict[str, Any] = {"errors": [], "warnings": [], "plan": {},
                                   "record_path": str(cluster.record_path(settings)),
-                                  "record": ""}
+                                  "record": "", "record_changed": False}
         try:
             plan = cluster.plan_from(settings, hosts, inventory_dir, str(inventory_dir),
                                      problems)
@@ -74,5 +75,9 @@ class LookupModule(LookupBase):
         else:
             result["plan"] = plan.as_dict()
             result["record"] = plan.record.dumps()
+            # read-only here: the role writes the record only when it changed
+            record = Path(result["record_path"])
+            result["record_changed"] = (not record.is_file()
+                                        or record.read_text() != result["record"])
         result["warnings"] = [str(p) for p in problems.warnings]
         return [result]

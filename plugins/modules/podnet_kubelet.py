@@ -1,0 +1,226 @@
+#!/usr/bin/python
+"""Ansible module: the kubelet's sync loop - a node's whole pod set converged in one call."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: podnet_kubelet
+short_description: Converge the pods planned on a node (sandboxes through CNI, containers as units)
+description:
+  - Takes the node's whole desired pod set (from the podnet_kubelet_pods filter) and makes the node
+    run exactly that, like the kubelet's syncPod loop - in one call however many pods there are.
+  - Pods no longer planned here are removed (units stopped, CNI DEL, address released, files gone);
+    container units no longer in their pod are stopped and deleted.
+  - Each pod's folder, description (pod.json), resolv.conf, default server configs (written only
+    when absent) and container units are written where they differ; systemd is reloaded when a
+    unit changed.
+  - A sandbox restarts when its description changed or its network is gone (namespace deleted,
+    or eth0 without the pod's address - drift), else starts when it is not running; its
+    containers restart when their unit or the pod's resolv.conf changed, else start when stopped.
+    Every sandbox and container unit is enabled, so the pods come back after a reboot.
+  - Check mode reports what would change and changes nothing; diff mode shows the files.
+options:
+  pods:
+    description: The node's pods as the podnet_kubelet_pods filter renders them.
+    type: list
+    elements: dict
+    required: true
+  pods_dir:
+    description: Where each pod has its folder (the podnet-cni runtime reads the same path).
+    type: path
+    required: true
+  runtime:
+    description: The CNI runtime (podnet-cni) that brings sandboxes up and removes pods.
+    type: path
+    required: true
+  unit_dir:
+    description: Where the container units are written.
+    type: path
+    default: /etc/systemd/system
+author: podnet
+"""
+
+EXAMPLES = r"""
+- name: run | Converge the node's pods
+  podnet_kubelet:
+    pods: "{{ __kubelet_pods }}"
+    pods_dir: /etc/podnet/pods
+    runtime: /usr/local/sbin/podnet-cni
+"""
+
+RETURN = r"""
+changes:
+  description: What was changed (or would be, in check mode), one line each.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Pods removed from the node (namespace_name).
+  returned: always
+  type: list
+  elements: str
+repaired:
+  description: Pods whose sandbox was restarted because their network was gone.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.podnet_sync import (
+    Report,
+    SyncError,
+    daemon_reload,
+    is_active,
+    is_enabled,
+    must,
+    run,
+    sync_directory,
+    sync_file,
+    systemctl,
+    unit_states,
+)
+
+STATE_DIR = Path("/var/lib/podnet/pods")  # where podnet-cni keeps each running pod's state
+NETNS_DIR = Path("/run/netns")
+
+
+def network_gone(pod: dict[str, Any]) -> str | None:
+    """Why a running pod's network is not what its sandbox made (None when it is)."""
+    netns = pod["spec"]["netns"]
+    if not (NETNS_DIR / netns).exists():
+        return f"network namespace {netns} is gone"
+    try:
+        ip = json.loads((STATE_DIR / pod["id"] / "state.json").read_text()).get("ip")
+    except (OSError, ValueError):
+        return "its sandbox state is gone"
+    ifname = pod["spec"].get("ifname", "eth0")
+    shown = run(["ip", "-n", netns, "-4", "-o", "addr", "show", "dev", ifname])
+    if not ip or f" {ip}/" not in shown.stdout:
+        return f"{ifname} no longer has {ip}"
+    return None
+
+
+def has_run(state: dict[str, str]) -> bool:
+    """The unit's main process has started since boot (it ran, and may have ended)."""
+    return state.get("ExecMainStartTimestampMonotonic", "0") not in ("", "0")
+
+
+def converge(params: dict[str, Any], report: Report, diff: bool) -> dict[str, Any]:
+    pods: list[dict[str, Any]] = params["pods"]
+    pods_dir, unit_dir = Path(params["pods_dir"]), Path(params["unit_dir"])
+    wanted = {p["id"]: p for p in pods}
+    wanted_units = {c["unit"] for p in pods for c in p["containers"]}
+
+    # pods no longer planned here: the runtime stops their units, DELs them, removes files
+    removed = []
+    if pods_dir.is_dir():
+        for folder in sorted(pods_dir.iterdir()):
+            if folder.is_dir() and folder.name not in wanted:
+                removed.append(folder.name)
+                report.note(f"removed pod {folder.name}")
+                if not report.check_mode:
+                    must([params["runtime"], "remove", folder.name], f"removing pod {folder.name}")
+
+    # files: what each pod needs on disk
+    spec_changed, resolv_changed, unit_changed = set(), set(), set()
+    sync_directory(report, pods_dir, 0o755)
+    for pod in pods:
+        folder = Path(pod["dir"])
+        sync_directory(report, folder, 0o755)
+        if sync_file(report, folder / "pod.json", json.dumps(pod["spec"], indent=4) + "\n",
+                     0o644, diff=diff):
+            spec_changed.add(pod["id"])
+        if sync_file(report, folder / "resolv.conf", pod["resolv_conf"], 0o644, diff=diff):
+            resolv_changed.add(pod["id"])
+        for c in pod["containers"]:
+            if c.get("config_path"):
+                sync_file(report, Path(c["config_path"]), c["config_default"], 0o644,
+                          create_only=True)
+            if sync_file(report, unit_dir / c["unit"], c["unit_text"], 0o644, diff=diff):
+                unit_changed.add(c["unit"])
+
+    # container units no longer in any planned pod (a container dropped from its pod)
+    stale = sorted(p.name for p in unit_dir.glob("podnet-*_*.service")
+                   if p.name not in wanted_units)
+    if stale:
+        systemctl(report, "stop", stale, "no longer in their pod")
+        systemctl(report, "disable", stale)
+        for name in stale:
+            report.note(f"removed {unit_dir / name}")
+            if not report.check_mode:
+                (unit_dir / name).unlink(missing_ok=True)
+    if unit_changed or stale:
+        daemon_reload(report)
+
+    # sandboxes: restarted when their description changed or their network is gone
+    sandboxes = [p["sandbox_unit"] for p in pods]
+    states = unit_states(sandboxes)
+    restart, start, repaired = [], [], []
+    for pod in pods:
+        state = states[pod["sandbox_unit"]]
+        if not is_active(state):
+            start.append(pod["sandbox_unit"])
+        elif pod["id"] in spec_changed:
+            restart.append(pod["sandbox_unit"])
+        else:
+            why = network_gone(pod)
+            if why:
+                repaired.append(pod["id"])
+                restart.append(pod["sandbox_unit"])
+                report.note(f"pod {pod['id']}: {why}")
+    systemctl(report, "restart", restart, "description changed or network gone")
+    systemctl(report, "start", start)
+    systemctl(report, "enable", [s for s in sandboxes if not is_enabled(states[s])])
+
+    # containers: a restarted sandbox restarts its own (PartOf=); the others restart when their
+    # unit or the pod's resolv.conf changed
+    restarted_pods = {p["id"] for p in pods if p["sandbox_unit"] in restart}
+    containers = [(p, c) for p in pods for c in p["containers"]]
+    units = [c["unit"] for _, c in containers]
+    cstates = unit_states(units)
+    systemctl(report, "restart", [
+        c["unit"] for p, c in containers
+        if p["id"] not in restarted_pods and is_active(cstates[c["unit"]])
+        and (c["unit"] in unit_changed or p["id"] in resolv_changed)],
+        "unit or resolv.conf changed")
+    if not report.check_mode and (restart or start):
+        cstates = unit_states(units)
+    # a stopped container is started again, as the kubelet restarts it - unless its pod's
+    # restartPolicy (Never, OnFailure) says a container that has run and ended stays ended
+    systemctl(report, "start", [
+        c["unit"] for _, c in containers
+        if not is_active(cstates[c["unit"]])
+        and (c["restart"] == "always" or not has_run(cstates[c["unit"]]))])
+    systemctl(report, "enable", [u for u in units if not is_enabled(cstates[u])])
+    return {"removed": removed, "repaired": repaired}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "pods": {"type": "list", "elements": "dict", "required": True},
+            "pods_dir": {"type": "path", "required": True},
+            "runtime": {"type": "path", "required": True},
+            "unit_dir": {"type": "path", "default": "/etc/systemd/system"},
+        },
+        supports_check_mode=True,
+    )
+    report = Report(module.check_mode)
+    try:
+        outcome = converge(module.params, report, module._diff)
+    except SyncError as exc:
+        module.fail_json(msg=str(exc), changes=report.changes)
+    result = {"changed": report.changed, "changes": report.changes, **outcome}
+    if report.diffs:
+        result["diff"] = report.diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
