@@ -1,0 +1,207 @@
+"""podnet_sync and its shared node-side helpers, on throwaway folders of this machine.
+
+systemd is not PID 1 here, so the unit steps are tested through their parsing and decisions
+with systemctl's answers given; files, validation, rollback, tools and packages run for real.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from nodekit import ROOT, load, utils
+
+sync = load("podnet_sync_module", ROOT / "plugins/modules/podnet_sync.py")
+
+
+def params(**given: object) -> dict:
+    base: dict = {"packages": [], "update_cache": False, "directories": [], "files": [],
+                  "absent": [], "sysctls": {}, "tools": [], "masked": [], "units": []}
+    return {**base, **given}
+
+
+def file(path: Path, content: str, **more: object) -> dict:
+    return {"path": str(path), "content": content, "mode": "0644", "validate": None,
+            "create_only": False, **more}
+
+
+def test_files_are_written_once_then_left_alone(tmp_path: Path) -> None:
+    wanted = params(directories=[{"path": str(tmp_path / "d"), "mode": "0755"}],
+                    files=[file(tmp_path / "d" / "a.conf", "a\n"),
+                           file(tmp_path / "b.sh", "#!/bin/sh\n", mode="0755")])
+    first = utils.Report(check_mode=False)
+    sync.converge(wanted, first, diff=True)
+    assert (tmp_path / "d" / "a.conf").read_text() == "a\n"
+    assert (tmp_path / "b.sh").stat().st_mode & 0o777 == 0o755
+    assert first.changed and len(first.diffs) == 2
+    again = utils.Report(check_mode=False)
+    sync.converge(wanted, again, diff=True)
+    assert again.changes == []
+
+
+def test_an_edited_file_and_a_changed_mode_are_repaired(tmp_path: Path) -> None:
+    target = tmp_path / "a.conf"
+    wanted = params(files=[file(target, "good\n")])
+    sync.converge(wanted, utils.Report(False), diff=False)
+    target.write_text("edited\n")
+    report = utils.Report(False)
+    sync.converge(wanted, report, diff=True)
+    assert target.read_text() == "good\n"
+    assert report.diffs[0]["before"] == "edited\n" and report.diffs[0]["after"] == "good\n"
+    target.chmod(0o600)
+    report = utils.Report(False)
+    sync.converge(wanted, report, diff=False)
+    assert target.stat().st_mode & 0o777 == 0o644 and report.changed
+
+
+def test_check_mode_reports_and_changes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "a.conf"
+    target.write_text("old\n")
+    report = utils.Report(check_mode=True)
+    sync.converge(params(files=[file(target, "new\n")], absent=[str(tmp_path / "x")]),
+                  report, diff=True)
+    assert report.changes == [f"wrote {target}"]
+    assert target.read_text() == "old\n"
+
+
+def test_create_only_keeps_what_is_there(tmp_path: Path) -> None:
+    target = tmp_path / "server.conf"
+    target.write_text("the component role's config\n")
+    report = utils.Report(False)
+    sync.converge(params(files=[file(target, "default\n", create_only=True)]), report, False)
+    assert target.read_text() == "the component role's config\n" and not report.changed
+
+
+def test_a_file_failing_validation_rolls_back_the_files_written_before_it(tmp_path: Path
+                                                                         ) -> None:
+    first, second, third = tmp_path / "1.conf", tmp_path / "2.conf", tmp_path / "3.conf"
+    first.write_text("old one\n")
+    wanted = params(files=[file(first, "new one\n"), file(second, "new two\n"),
+                           file(third, "bad\n", validate="grep -q good %s")])
+    with pytest.raises(utils.SyncError, match=r"3.conf fails validation \(grep -q good %s\)"):
+        sync.converge(wanted, utils.Report(False), diff=False)
+    assert first.read_text() == "old one\n"
+    assert not second.exists() and not third.exists()
+
+
+def test_a_file_is_validated_after_the_files_before_it_are_written(tmp_path: Path) -> None:
+    records, config = tmp_path / "records.conf", tmp_path / "server.conf"
+    # the config's validation reads the records file written just before it
+    wanted = params(files=[file(records, "ok\n"),
+                           file(config, "include\n", validate=f"grep -q ok {records} %s")])
+    sync.converge(wanted, utils.Report(False), diff=False)
+    assert config.read_text() == "include\n"
+
+
+def test_absent_paths_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "f").write_text("x")
+    (tmp_path / "g").write_text("y")
+    report = utils.Report(False)
+    sync.converge(params(absent=[str(tmp_path / "dir"), str(tmp_path / "g"),
+                                 str(tmp_path / "never")]), report, False)
+    assert list(tmp_path.iterdir()) == [] and len(report.changes) == 2
+
+
+def tool(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "podnet-tool"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_tools_follow_the_shared_protocol(tmp_path: Path) -> None:
+    argv = tool(tmp_path, 'echo "args: $*" >&2; '
+                'if [ "$2" = --check ]; then echo \'{"changed": true, "check": 1}\'; '
+                'else echo \'{"changed": false}\'; fi')
+    live = utils.Report(False)
+    got, _ = sync.converge(params(tools=[{"argv": [argv, "apply"], "check_arg": "--check"}]),
+                           live, False)
+    assert got == [{"changed": False}] and not live.changed
+    dry = utils.Report(True)
+    got, _ = sync.converge(params(tools=[{"argv": [argv, "apply"], "check_arg": "--check"}]),
+                           dry, False)
+    assert got == [{"changed": True, "check": 1}] and dry.changed
+
+
+def test_a_tool_without_its_json_line_or_failing_is_an_error(tmp_path: Path) -> None:
+    quiet = tool(tmp_path, "echo done")
+    with pytest.raises(utils.SyncError, match="no JSON line with 'changed'"):
+        utils.run_tool(utils.Report(False), [quiet])
+    failing = tool(tmp_path, "echo broken >&2; exit 3")
+    with pytest.raises(utils.SyncError, match="exited 3: broken"):
+        utils.run_tool(utils.Report(False), [failing])
+
+
+def test_a_tool_not_installed_yet_fails_but_a_dry_run_notes_it(tmp_path: Path) -> None:
+    missing = str(tmp_path / "not-installed")
+    with pytest.raises(utils.SyncError, match="is not installed"):
+        utils.run_tool(utils.Report(False), [missing])
+    dry = utils.Report(True)
+    assert utils.run_tool(dry, [missing]) == {"changed": True} and dry.changed
+
+
+def test_missing_packages_asks_dpkg() -> None:
+    if not Path("/usr/bin/dpkg-query").exists():
+        pytest.fail("dpkg-query is needed (podnet's controller is Debian)")
+    assert utils.missing_packages(["bash", "podnet-no-such-package"]) == \
+        ["podnet-no-such-package"]
+    assert utils.missing_packages([]) == []
+
+
+def test_unit_states_pairs_systemctls_answers_with_the_units_asked(monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    answer = ("Id=a.service\nLoadState=loaded\nActiveState=active\nUnitFileState=enabled\n"
+              "ExecMainStartTimestampMonotonic=123\n\n"
+              "Id=b.timer\nLoadState=not-found\nActiveState=inactive\nUnitFileState=\n"
+              "ExecMainStartTimestampMonotonic=0\n")
+    seen: list[list[str]] = []
+    monkeypatch.setattr(utils, "must", lambda argv, what, timeout=300: seen.append(argv) or answer)
+    states = utils.unit_states(["a.service", "b.timer"])
+    assert utils.is_active(states["a.service"]) and utils.is_enabled(states["a.service"])
+    assert not utils.is_active(states["b.timer"]) and not utils.is_enabled(states["b.timer"])
+    assert len(seen) == 1  # one systemctl call for all of them
+    monkeypatch.setattr(utils, "must", lambda argv, what, timeout=300: answer)
+    with pytest.raises(utils.SyncError, match="answered 2 units for 3"):
+        utils.unit_states(["a.service", "b.timer", "c.service"])
+
+
+def test_units_are_restarted_started_enabled_and_masked_as_asked(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    config = tmp_path / "server.conf"
+    states = {
+        "changed.service": {"ActiveState": "active", "UnitFileState": "enabled"},
+        "stopped.service": {"ActiveState": "inactive", "UnitFileState": "disabled"},
+        "pkg.service": {"ActiveState": "active", "UnitFileState": "enabled"},
+        "fine.timer": {"ActiveState": "active", "UnitFileState": "enabled"},
+    }
+    monkeypatch.setattr(sync, "unit_states", lambda names: {n: states[n] for n in names})
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(sync, "systemctl",
+                        lambda report, verb, units, why="": calls.append((verb, list(units))))
+    unit = {"state": "started", "enabled": True, "masked": False, "restart_on": []}
+    _, restarted = sync.converge(params(
+        files=[file(config, "new\n")], masked=["pkg.service"],
+        units=[{**unit, "name": "changed.service", "restart_on": [str(config)]},
+               {**unit, "name": "stopped.service"}, {**unit, "name": "fine.timer"}]),
+        utils.Report(False), False)
+    assert restarted == ["changed.service"]
+    assert calls == [("restart", ["changed.service"]), ("start", ["stopped.service"]),
+                     ("enable", ["stopped.service"]), ("stop", ["pkg.service"]),
+                     ("mask", ["pkg.service"])]
+
+
+def test_a_bad_mode_is_named(tmp_path: Path) -> None:
+    with pytest.raises(utils.SyncError, match="mode 'rw' is not an octal number"):
+        sync.converge(params(directories=[{"path": str(tmp_path / "x"), "mode": "rw"}]),
+                      utils.Report(True), False)
+
+
+def test_diff_of_a_large_file_says_only_its_size(tmp_path: Path) -> None:
+    report = utils.Report(False)
+    big = "x" * (utils.DIFF_LIMIT + 1)
+    utils.sync_file(report, tmp_path / "big", big, 0o644, diff=True)
+    assert report.diffs[0]["after"] == f"({len(big)} bytes, not shown)\n"
+    assert json.dumps(report.diffs)
