@@ -7,12 +7,14 @@ PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup lab-up lab-down lab-status plan converge verify demo test lint unit molecule bench clean-cache
+.PHONY: help setup lab-up lab-down lab-status plan converge verify verify-quick shell exec demo test lint unit molecule bench clean-cache
 
 help:
 	@echo "make demo   - setup + lab-up + converge + verify: the whole demo on the local lab"
 	@echo "make test   - lint + unit tests + molecule test (its own lab, torn down after)"
 	@echo "make setup | lab-up | lab-down | lab-status | plan | converge | verify | bench | lint | unit"
+	@echo "make verify-quick - one proof per principle (tests marked quick), under 2 minutes"
+	@echo "make shell HOST=node1 - a shell on a host; make exec POD=ns/name CMD='ip addr' - in a pod"
 	@echo "INVENTORY=path picks another inventory (default inventory/lab)"
 
 setup:
@@ -43,6 +45,22 @@ verify: setup
 	@echo "==> verify: the testinfra suites on the lab, reports in reports/"
 	@mkdir -p reports
 	$(BIN)/pytest -c verify/pytest.ini verify --junitxml=reports/verify.xml
+
+# One proof per principle (the tests marked quick in verify/), never a suite that changes the
+# lab (the lifecycle suites). pytest -c verify/pytest.ini verify -m <principle> runs one principle.
+verify-quick: setup
+	@echo "==> verify-quick: one proof per principle on the lab, report in reports/verify-quick.xml"
+	@mkdir -p reports
+	$(BIN)/pytest -c verify/pytest.ini verify -m "quick and not changes_lab" \
+		--junitxml=reports/verify-quick.xml
+
+# A way in like kubectl's: ssh exactly as Ansible does (PODNET_LAB picks the lab), and a
+# command in a pod's network namespace on its node (podnet/access.py)
+shell: setup
+	@$(BIN)/python -m podnet shell -i $(INVENTORY) $(HOST)
+
+exec: setup
+	@$(BIN)/python -m podnet exec -i $(INVENTORY) $(POD) -- $(CMD)
 
 demo: setup lab-up converge verify
 	@echo "==> demo: done; 'make lab-down' removes the lab"

@@ -2,6 +2,9 @@
 
 ``python -m podnet plan -i inventory/lab [--json]``: the cluster plan, or the validation errors
 (exit 1). ``python -m podnet lab residue --lab NAME --state-dir DIR``: what a lab left behind.
+``python -m podnet shell [-i INV] HOST [-- CMD...]``: a shell (or a command) on a host, over
+Ansible's own ssh path. ``python -m podnet exec [-i INV] NS/POD -- CMD...``: a command in a
+pod's network namespace on its node; exits with the command's status (podnet/access.py).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from podnet import lab
+from podnet import access, lab
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -45,7 +48,47 @@ def _residue(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+def _shell(args: argparse.Namespace) -> int:
+    try:
+        host = access.host(access.load_inventory(args.inventory), args.host)
+        argv = access.ssh_argv(host, args.cmd, tty=bool(args.cmd) and access.interactive())
+    except access.AccessError as exc:
+        print(f"podnet shell: {exc}", file=sys.stderr)
+        return 2
+    return access.replace_process(argv)
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from podnet import cluster
+    from podnet.problems import InvalidInput
+
+    try:
+        pod = access.parse_pod(args.pod)
+        command = access.pod_command(pod, args.cmd)
+        inventory = access.load_inventory(args.inventory)
+        try:
+            plan = cluster.load(args.inventory)
+        except InvalidInput as exc:
+            raise access.AccessError(f"{len(exc.problems)} problem(s) in {args.inventory}; "
+                                     f"python -m podnet plan -i {args.inventory} lists them"
+                                     ) from exc
+        node = access.pod_node({p.key: p.node for p in plan.pods}, pod)
+        argv = access.ssh_argv(access.host(inventory, node), command,
+                               tty=access.interactive())
+    except access.AccessError as exc:
+        print(f"podnet exec: {exc}", file=sys.stderr)
+        return 2
+    return access.replace_process(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # everything after the first "--" is the command for shell/exec, options and all
+    # (kubectl exec's rule), so argparse never reads a flag meant for it
+    words = list(sys.argv[1:] if argv is None else argv)
+    tail: list[str] | None = None
+    if "--" in words:
+        cut = words.index("--")
+        words, tail = words[:cut], words[cut + 1:]
     parser = argparse.ArgumentParser(prog="python -m podnet")
     sub = parser.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="validate the inventory and manifests, print the plan")
@@ -63,7 +106,27 @@ def main(argv: list[str] | None = None) -> int:
     res.add_argument("--hosts", default="", help="comma-separated inventory hosts of the lab")
     res.set_defaults(func=_residue)
 
-    args = parser.parse_args(argv)
+    shell = sub.add_parser("shell", help="a shell on a host, reached as Ansible reaches it")
+    shell.add_argument("-i", "--inventory", default=access.DEFAULT_INVENTORY, help="inventory "
+                       "(default %(default)s; PODNET_LAB picks the lab)")
+    shell.add_argument("host", nargs="?", help="an inventory host (none: list them)")
+    shell.add_argument("cmd", nargs="*", metavar="-- CMD",
+                       help="run CMD (everything after --) instead of a login shell")
+    shell.set_defaults(func=_shell)
+
+    exe = sub.add_parser("exec", help="run a command in a pod's network namespace on its node")
+    exe.add_argument("-i", "--inventory", default=access.DEFAULT_INVENTORY, help="inventory "
+                     "(default %(default)s; PODNET_LAB picks the lab)")
+    exe.add_argument("pod", metavar="NS/POD", help="the pod, e.g. demo/db-0")
+    exe.add_argument("cmd", nargs="*", metavar="-- CMD",
+                     help="what to run: everything after -- goes to the pod untouched")
+    exe.set_defaults(func=_exec)
+
+    args = parser.parse_args(words)
+    if tail is not None:
+        if not hasattr(args, "cmd"):
+            parser.error("'-- CMD' follows shell or exec only")
+        args.cmd = [*args.cmd, *tail]
     return int(args.func(args))
 
 

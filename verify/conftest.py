@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shlex
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from podnet import cluster, kubelet
+from podnet import cluster, kubelet, markers
 from podnet.inventory import Host, Inventory
 from podnet.model import Plan
 
@@ -75,7 +76,8 @@ def run(name: str, *argv: str) -> Evidence:
     return Evidence(name, command, result.rc, result.stdout, result.stderr)
 
 
-LAST = ("test_pods_lifecycle.py", "test_services_lifecycle.py", "test_dns_lifecycle.py")
+LAST = ("test_drift.py", "test_pods_lifecycle.py", "test_services_lifecycle.py",
+        "test_dns_lifecycle.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -83,12 +85,48 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: LAST.index(item.path.name) + 1 if item.path.name in LAST else 0)
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A test's ``principle("flat network")`` marker also marks it ``flat_network`` (the slug
+    of podnet.markers), so ``-m flat_network`` selects the principle's tests; a test marked
+    with a principle and another one at function level (NodePort) is selected by that one.
+    The suites of LAST are also marked ``changes_lab``: ``-m "flat_network and not
+    changes_lab"`` leaves them out."""
+    if item.path.name in LAST:
+        item.add_marker(pytest.mark.changes_lab)
+    principle = item.get_closest_marker("principle")
+    if principle is None or not principle.args:
+        return
+    name = markers.slug(str(principle.args[0]))
+    if name not in markers.registered(item.config.getini("markers")):
+        raise pytest.UsageError(
+            f"{item.nodeid}: principle {principle.args[0]!r} needs the marker {name!r}: "
+            f"register it under markers in verify/pytest.ini")
+    item.add_marker(getattr(pytest.mark, name))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """``-m`` with a name no test can carry is a typo: pytest would select nothing and pass,
+    so stop with the names there are. (Here, not in pytest_configure: the built-in markers
+    are registered by then.)"""
+    config = session.config
+    known = markers.registered(config.getini("markers"))
+    expression = config.getoption("markexpr") or ""
+    typos = markers.unknown(expression, known)
+    if typos:
+        ini = configparser.ConfigParser()
+        ini.read(config.inipath or ROOT / "verify" / "pytest.ini")
+        ours = sorted(markers.registered(ini["pytest"]["markers"].splitlines()) - {"principle"})
+        raise pytest.UsageError(f"-m {expression!r}: no marker {', '.join(typos)}; the verify "
+                                f"markers are {', '.join(ours)} (verify/pytest.ini)")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise over the lab's hosts and the plan's nodes and pods.
 
     ``lab_host``: every lab host; ``host_pair``: ordered pairs of them; ``node``: every node;
     ``pod``: every planned pod; ``server``: pods with the built-in test server;
-    ``server_pair``: ordered pairs of those (a pod with itself included).
+    ``server_pair``: ordered pairs of those (a pod with itself included); a test marked
+    ``quick_sample`` has the pairs of quick_pairs() marked ``quick`` (make verify-quick).
     """
     fixtures = metafunc.fixturenames
     if "lab_host" in fixtures or "host_pair" in fixtures:
@@ -106,7 +144,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("server", servers())
     if "server_pair" in fixtures:
         pairs = [(a, b) for a in servers() for b in servers()]
-        metafunc.parametrize("server_pair", pairs, ids=[f"{a}->{b}" for a, b in pairs])
+        sample = quick_pairs(pairs) if metafunc.definition.get_closest_marker("quick_sample") \
+            else set()
+        metafunc.parametrize("server_pair", [
+            pytest.param(pair, id=f"{pair[0]}->{pair[1]}",
+                         marks=[pytest.mark.quick] if pair in sample else [])
+            for pair in pairs])
+
+
+def quick_pairs(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """make verify-quick's sample of a pod matrix: from every pod, the first other pod on every
+    node, so each pod proves both its same-node and its cross-node paths."""
+    sample = set()
+    for client in dict.fromkeys(a for a, _ in pairs):
+        for node in plan().nodes:
+            target = next((b for a, b in pairs if a == client and b != client
+                           and plan().pod(b).node == node.name), None)
+            if target:
+                sample.add((client, target))
+    return sample
 
 
 # -- the cluster plan and the pods as they run ---------------------------------------------------

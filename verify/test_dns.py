@@ -252,6 +252,7 @@ def test_the_cluster_dns_refuses_hosts_outside_the_cluster_and_node_networks() -
     assert status(allowed) == "NOERROR", allowed
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("namespace", CLIENTS)
 def test_a_pod_reaches_a_service_by_name(namespace: str) -> None:
     name = "web" if namespace == "demo" else "web.demo"

@@ -27,6 +27,7 @@ def test_host_has_its_inventory_name_and_address(lab_host: str) -> None:
     assert f" {want}/" in addrs.stdout, addrs
 
 
+@pytest.mark.quick
 def test_hosts_reach_each_other_on_the_underlay(host_pair: tuple[str, str]) -> None:
     src, dst = host_pair
     address = inventory().host(dst).address

@@ -19,6 +19,7 @@ def test_every_planned_pod_runs_on_its_node(pod: str) -> None:
     assert running()[pod]["ip"], running()[pod]
 
 
+@pytest.mark.quick
 def test_no_two_pods_share_an_ip() -> None:
     counts = Counter(p["ip"] for p in running().values())
     assert [ip for ip, n in counts.items() if n > 1] == [], running()

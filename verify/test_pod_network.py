@@ -23,6 +23,7 @@ def dial(client: str, target_ip: str, port: int, request: str) -> tuple[Evidence
         return evidence, {"responses": [], "errors": ["no JSON"]}
 
 
+@pytest.mark.quick_sample  # quick: each pod to one pod on every node (conftest.quick_pairs)
 def test_pod_reaches_pod_and_is_seen_with_its_own_ip(server_pair: tuple[str, str]) -> None:
     client, target = server_pair
     evidence, answer = dial(client, running()[target]["ip"], http_port(target) or 0, "clientip")

@@ -76,6 +76,7 @@ def many(where: str, ip: str, port: int, count: int, request: str = "hostname") 
     return [line.strip() for line in got.stdout.splitlines()]
 
 
+@pytest.mark.quick
 def test_connections_are_spread_uniformly_over_the_endpoints() -> None:
     svc = plan().service("demo/web")
     behind = {e.pod for e in svc.ports[0].endpoints}
@@ -134,6 +135,7 @@ def test_internal_local_policy_answers_from_the_same_node(node: str) -> None:
         assert got == {""}, (node, got)  # dropped: no local endpoint
 
 
+@pytest.mark.quick
 @pytest.mark.principle("NodePort")
 @pytest.mark.parametrize("service", ["demo/web", "demo/api"])
 def test_node_port_answers_on_every_node_from_outside(service: str, node: str) -> None:
