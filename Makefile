@@ -39,7 +39,7 @@ plan: setup
 
 converge: setup
 	@echo "==> converge: playbooks/site.yml on the lab"
-	$(PLAYBOOK) playbooks/site.yml
+	$(PLAYBOOK) playbooks/site.yml $(if $(TAGS),--tags $(TAGS))
 
 verify: setup
 	@echo "==> verify: the testinfra suites on the lab, reports in reports/"

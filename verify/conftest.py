@@ -229,10 +229,13 @@ def manifests_dir() -> Path:
     return Path(os.environ.get("PODNET_MANIFESTS_DIR") or INVENTORY_PATH / "manifests")
 
 
-def converge(manifests: Path) -> subprocess.CompletedProcess[str]:
-    """Run playbooks/site.yml on the lab with another folder of manifests."""
+def converge(manifests: Path, tags: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run playbooks/site.yml on the lab with another folder of manifests; ``tags="workloads"``
+    runs only what follows the manifests (pods, Services, DNS), as a user does after a manifest
+    change."""
     env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    return subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i",
-                           str(INVENTORY_PATH), str(ROOT / "playbooks" / "site.yml")], env=env,
-                          capture_output=True, text=True, check=False, timeout=900)
+    argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY_PATH),
+            str(ROOT / "playbooks" / "site.yml"), *(["--tags", tags] if tags else [])]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
+                          timeout=900)

@@ -123,7 +123,7 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
     assert started.rc == 0, started
     try:
         try:
-            done = converge(copy)
+            done = converge(copy, tags="workloads")
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
             got = run(node, "dig", f"@{DNS_IP}", "+short", name)
         finally:
@@ -149,7 +149,8 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
         assert re.search(r"Response codes:\s+NOERROR \d+ \(100\.00%\)$", report.stdout,
                          re.MULTILINE), report
     finally:
-        back = converge(manifests_dir())  # the lab as it was, whatever happened above
+        # the lab as it was, whatever happened above
+        back = converge(manifests_dir(), tags="workloads")
         assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
     gone = run(node, "dig", f"@{DNS_IP}", name)
     assert "status: NXDOMAIN" in gone.stdout, gone

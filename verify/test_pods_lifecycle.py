@@ -126,7 +126,7 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
     container_id = running()[victim.key]["container_id"]
     ip = running()[victim.key]["ip"]
     try:
-        done = converge(copy)
+        done = converge(copy, tags="workloads")
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
         leftovers = run(node, "sh", "-c",
                         f"ls -d /etc/podnet/pods/{ident} /var/lib/podnet/pods/{ident} "
@@ -148,6 +148,6 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
         assert int(ports.stdout) == len(plan().pods_on(node)) - 1, ports
         assert victim.key not in observed()
     finally:
-        restored = converge(original)
+        restored = converge(original, tags="workloads")
         assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-2000:]
     assert victim.key in observed()
