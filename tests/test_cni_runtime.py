@@ -230,3 +230,28 @@ $CNI up t_b; $CNI up t_a
 """)
     assert "pod t_a: 10.244.7.3 in" in run.stdout and "NETNS 0 STATE 0" in run.stdout, run.stderr
     assert run.stdout.count("pod t_a: 10.244.7.3 in") == 2, run.stdout
+
+
+def test_a_pod_back_on_a_new_veth_is_announced_to_its_neighbours(world: Path) -> None:
+    """The pod's netns is deleted under it and its sandbox comes up again: the same IP on a new
+    veth with a new MAC. Its node and the pod beside it had the old MAC cached; the gratuitous
+    ARP podnet-cni sends makes them use the new one at once (not after a minute)."""
+    run = sandbox(world, """
+$CNI up t_a >/dev/null && $CNI up t_b >/dev/null
+old=$(ip -n podnet-test-a -o link show eth0 | grep -o 'ether [0-9a-f:]*' | cut -d' ' -f2)
+echo "OLD ether $old"
+# what traffic to the pod leaves behind: its MAC in the node's and its neighbour's caches
+ip neigh replace 10.244.7.2 lladdr $old dev cni0 nud stale
+ip -n podnet-test-b neigh replace 10.244.7.2 lladdr $old dev eth0 nud stale
+ip netns delete podnet-test-a
+$CNI up t_a >/dev/null
+echo "NEW $(ip -n podnet-test-a -o link show eth0 | grep -o 'ether [0-9a-f:]*')"
+echo "NODE $(ip neigh show 10.244.7.2 | grep -o 'lladdr [0-9a-f:]*')"
+echo "POD $(ip -n podnet-test-b neigh show 10.244.7.2 | grep -o 'lladdr [0-9a-f:]*')"
+""")
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = dict(line.split(" ", 1) for line in run.stdout.splitlines())
+    old, new = lines["OLD"].split()[1], lines["NEW"].split()[1]
+    assert old != new, run.stdout
+    assert lines["NODE"] == f"lladdr {new}", run.stdout + run.stderr
+    assert lines["POD"] == f"lladdr {new}", run.stdout + run.stderr

@@ -205,3 +205,13 @@ def test_diff_of_a_large_file_says_only_its_size(tmp_path: Path) -> None:
     utils.sync_file(report, tmp_path / "big", big, 0o644, diff=True)
     assert report.diffs[0]["after"] == f"({len(big)} bytes, not shown)\n"
     assert json.dumps(report.diffs)
+
+
+def test_a_dry_run_whose_files_change_does_not_ask_the_tools(tmp_path: Path) -> None:
+    failing = tool(tmp_path, "exit 1")  # it would fail on the old (here: missing) input
+    report = utils.Report(True)
+    got, _ = sync.converge(params(files=[file(tmp_path / "routes.conf", "10.0.0.0/8\n")],
+                                  tools=[{"argv": [failing, "apply"], "check_arg": "--check"}]),
+                           report, False)
+    assert got == [{"changed": True}]
+    assert report.changes[-1] == f"would run {failing} apply (its input changes)"

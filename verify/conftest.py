@@ -229,13 +229,15 @@ def manifests_dir() -> Path:
     return Path(os.environ.get("PODNET_MANIFESTS_DIR") or INVENTORY_PATH / "manifests")
 
 
-def converge(manifests: Path, tags: str | None = None) -> subprocess.CompletedProcess[str]:
+def converge(manifests: Path, tags: str | None = None, check: bool = False
+             ) -> subprocess.CompletedProcess[str]:
     """Run playbooks/site.yml on the lab with another folder of manifests; ``tags="workloads"``
     runs only what follows the manifests (pods, Services, DNS), as a user does after a manifest
-    change."""
+    change; ``check`` makes it a dry run (--check --diff)."""
     env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
     argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY_PATH),
-            str(ROOT / "playbooks" / "site.yml"), *(["--tags", tags] if tags else [])]
+            str(ROOT / "playbooks" / "site.yml"), *(["--tags", tags] if tags else []),
+            *(["--check", "--diff"] if check else [])]
     return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
                           timeout=900)

@@ -65,6 +65,8 @@ class Drift:
 
     nodes: list[str]
     before: dict[str, str] = field(default_factory=dict)
+    dry_run: dict[str, int] = field(default_factory=dict)
+    still_broken: list[str] = field(default_factory=list)
     changed: dict[str, int] = field(default_factory=dict)
     second: dict[str, int] = field(default_factory=dict)
 
@@ -92,9 +94,10 @@ def drift() -> Iterator[Drift]:
         "kube_services": must(a, "iptables", "-t", "nat", "-S", "KUBE-SERVICES"),
     }
     try:
-        # node a: a flushed chain (its canary stopped first, so only the converge can repair it)
-        # and a deleted unit file
-        must(a, "systemctl", "stop", "podnet-iptables-canary.timer")
+        # node a: a flushed chain (its canary and its readiness prober, which re-applies rules
+        # when an endpoint's readiness changes, stopped first: only the converge may repair
+        # it), and the prober's unit file deleted
+        must(a, "systemctl", "stop", "podnet-iptables-canary.timer", "podnet-endpoints.service")
         must(a, "iptables", "-t", "nat", "-F", "KUBE-SERVICES")
         must(a, "rm", "/etc/systemd/system/podnet-endpoints.service")
         # node b: a deleted pod network namespace, a sysctl set back, an edited conflist
@@ -109,6 +112,15 @@ def drift() -> Iterator[Drift]:
              f"/etc/podnet/pods/{pod_id(d.before['resolv_pod'])}/resolv.conf")
         must(c, "rm", "/etc/podnet/routes.conf")
         must(c, "ip", "route", "del", d.before["route"])
+        # a dry run first: it must see the drift and leave it as it is
+        d.dry_run = recap(converge(manifests_dir(), check=True))
+        d.still_broken = [what for what, broken in (
+            ("netns", run(b, "test", "-e", f"/run/netns/{pod_id(d.before['netns_pod'])}").rc != 0),
+            ("sysctl", must(b, "sysctl", "-n", FORWARD).strip() == "0"),
+            ("route", run(c, "ip", "route", "show", d.before["route"]).stdout.strip() == ""),
+            ("chain", must(a, "iptables", "-t", "nat", "-S", "KUBE-SERVICES").strip()
+             == "-N KUBE-SERVICES"),
+        ) if broken]
         d.changed = recap(converge(manifests_dir()))
         d.second = recap(converge(manifests_dir()))
         yield d
@@ -120,6 +132,12 @@ def drift() -> Iterator[Drift]:
 
 
 @pytest.mark.principle("hosts")
+def test_a_dry_run_reports_the_drift_and_repairs_nothing(drift: Drift) -> None:
+    assert all(drift.dry_run[node] > 0 for node in drift.nodes), drift.dry_run
+    assert drift.still_broken == ["netns", "sysctl", "route", "chain"]
+
+
+@pytest.mark.principle("hosts")
 def test_the_converge_reported_each_repair(drift: Drift) -> None:
     assert all(drift.changed[node] > 0 for node in drift.nodes), drift.changed
 
@@ -127,6 +145,12 @@ def test_the_converge_reported_each_repair(drift: Drift) -> None:
 @pytest.mark.principle("hosts")
 def test_a_second_converge_finds_nothing_left_to_repair(drift: Drift) -> None:
     assert drift.second and all(n == 0 for n in drift.second.values()), drift.second
+
+
+@pytest.mark.principle("hosts")
+def test_a_dry_run_on_the_converged_lab_changes_nothing(drift: Drift) -> None:
+    dry = recap(converge(manifests_dir(), check=True))
+    assert dry and all(n == 0 for n in dry.values()), dry
 
 
 @pytest.mark.principle("service abstraction")
@@ -141,7 +165,7 @@ def test_a_flushed_service_chain_is_applied_again(drift: Drift) -> None:
 
 
 @pytest.mark.principle("service abstraction")
-def test_a_stopped_timer_and_a_deleted_unit_are_back_and_running(drift: Drift) -> None:
+def test_stopped_units_and_a_deleted_unit_file_are_back_and_running(drift: Drift) -> None:
     node = drift.nodes[0]
     assert run(node, "systemctl", "is-active", "podnet-iptables-canary.timer").rc == 0
     assert run(node, "test", "-s", "/etc/systemd/system/podnet-endpoints.service").rc == 0
