@@ -125,10 +125,13 @@ def drift() -> Iterator[Drift]:
         d.second = recap(converge(manifests_dir()))
         yield d
     finally:
-        # whatever happened above, leave a working lab behind for the suites that follow
-        for node in (a, b, c):
-            run(node, "systemctl", "start", "podnet-iptables-canary.timer")
-        recap(converge(manifests_dir()))
+        # whatever happened above, leave a working lab behind for the suites that follow (a
+        # second converge that found nothing to do has shown it is)
+        if not (d.second and all(n == 0 for n in d.second.values())):
+            for node in (a, b, c):
+                run(node, "systemctl", "start", "podnet-iptables-canary.timer",
+                    "podnet-endpoints.service")
+            recap(converge(manifests_dir()))
 
 
 @pytest.mark.principle("hosts")
