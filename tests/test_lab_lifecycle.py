@@ -98,8 +98,9 @@ def independent_residue() -> list[str]:
                 continue
             if str(STATE) in cmd or f"/run/netns/{LAB} " in cmd:
                 found.append(f"process {proc.name} {cmd}")
-            # SSH ProxyCommands (nsenter execs nc) left in the lab's namespace keep it alive.
-            elif cmd.startswith("nc 192.168.56.2"):
+            # SSH ProxyCommands (nsenter execs nc) left in the lab's namespace keep it alive;
+            # this lab's hosts only (a demo lab's kept SSH connections are not this lab's)
+            elif cmd.startswith(("nc 192.168.56.21 ", "nc 192.168.56.22 ")):
                 with contextlib.suppress(OSError):
                     if (proc / "ns/net").readlink() != own_netns:
                         found.append(f"process {proc.name} {cmd} in another netns")
