@@ -11,13 +11,21 @@ description:
   - Each feature is tried for real inside a throw-away network namespace
     (C(unshare --net)), so the host's own network is never changed, even outside check mode.
   - Probes bridge, veth, VXLAN, network namespaces, br_netfilter, conntrack and NAT.
-options: {}
+  - Fails, naming each missing feature with what its probe saw and the fix, when a feature listed
+    in I(required) is missing.
+options:
+  required:
+    description: Features that must be present (names from the list above).
+    type: list
+    elements: str
+    default: []
 author: podnet
 """
 
 EXAMPLES = r"""
-- name: Probe the kernel
+- name: Probe the kernel, fail without VXLAN or NAT
   podnet_kernel_probe:
+    required: [vxlan, nat]
   register: __node_base_kernel
 """
 
@@ -74,7 +82,15 @@ FILES = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec={"required": {"type": "list", "elements": "str", "default": []}},
+        supports_check_mode=True,
+    )
+    known = sorted([*PROBES, *FILES])
+    unknown = [name for name in module.params["required"] if name not in known]
+    if unknown:
+        module.fail_json(msg=f"required: unknown kernel feature(s) {', '.join(unknown)}; "
+                             f"podnet probes {', '.join(known)}")
     unshare = module.get_bin_path("unshare", required=True)
     features = {}
     for name, (argv, hint) in PROBES.items():
@@ -92,6 +108,12 @@ def main() -> None:
             "hint": hint,
         }
     missing = sorted(k for k, v in features.items() if not v["ok"])
+    lacking = [name for name in module.params["required"] if not features[name]["ok"]]
+    if lacking:
+        module.fail_json(
+            msg=" ".join(f"kernel feature '{name}' is missing - {features[name]['detail']}. "
+                         f"Fix: {features[name]['hint']}." for name in lacking),
+            features=features, missing=missing)
     module.exit_json(changed=False, features=features, missing=missing)
 
 
