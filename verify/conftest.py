@@ -234,8 +234,10 @@ def converge(manifests: Path, tags: str | None = None, check: bool = False
     """Run playbooks/site.yml on the lab with another folder of manifests; ``tags="workloads"``
     runs only what follows the manifests (pods, Services, DNS), as a user does after a manifest
     change; ``check`` makes it a dry run (--check --diff)."""
+    # plain output whoever runs us (molecule forces colour), so tests can read the recap
     env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
-           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
+           "ANSIBLE_NOCOLOR": "1"}
     argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY_PATH),
             str(ROOT / "playbooks" / "site.yml"), *(["--tags", tags] if tags else []),
             *(["--check", "--diff"] if check else [])]
