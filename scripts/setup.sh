@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # containernetworking-plugins and iptables: the CNI runtime's unit tests run the real plugins
-# in a throwaway network namespace; unbound: podnet-dns's tests run it there too.
+# in a throwaway network namespace; unbound, dnsutils (dig) and curl: podnet-dns's tests run
+# them there too (without dig they would be skipped, and make unit stays green on nothing).
 APT_PACKAGES=(systemd-container mmdebstrap util-linux iproute2 netcat-openbsd openssh-client
-              python3-venv make git containernetworking-plugins iptables unbound)
+              python3-venv make git containernetworking-plugins iptables unbound dnsutils curl)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: run as root (the lab creates network namespaces and mounts)" >&2

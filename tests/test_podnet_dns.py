@@ -242,3 +242,35 @@ get down /health; get down /ready
     assert got["down/health"].startswith("503 dns-version.cluster.local TXT: no answer")
     assert got["down/ready"].startswith("503 cluster.local SOA: no answer")
     assert got["down/ready"].endswith("(records file serial 101)")
+
+
+PODS = ('[{"key": "kube-system/dns", "unit": "dns.service", "config": "CONF", '
+        '"ip": "127.0.0.1", "port": PORT}]')
+
+
+@needs_sandbox
+def test_converge_syncs_waits_for_the_serial_and_restarts_only_a_changed_config(tmp_path: Path
+                                                                                ) -> None:
+    pods = PODS.replace("CONF", str(tmp_path / "unbound.conf"))
+    run = sandbox(tmp_path, """
+export PODNET_DNS_APPLIED_DIR=$T/applied
+mkdir -p $T/applied && cp $CONF $T/applied/dns.service.conf
+use next.conf
+$DNS converge $T/pods.json $T/records.conf --timeout=5
+ask web.demo.svc.cluster.local
+$DNS converge $T/pods.json $T/records.conf --timeout=5
+echo '# started with another config' >> $T/applied/dns.service.conf
+$DNS converge $T/pods.json $T/records.conf --check
+cp $CONF $T/applied/dns.service.conf
+$DNS converge $T/bad-pods.json $T/records.conf --timeout=1; echo "rc=$?"
+""", **{"next.conf": NEXT, "pods.json": pods.replace("PORT", "53"),
+        "bad-pods.json": pods.replace("PORT", "54")})
+    assert results(run) == [
+        {"changed": True, "restarted": [], "synced": ["kube-system/dns"]},
+        {"changed": False, "restarted": [], "synced": []},
+        # check mode: the restart is reported, not done (systemd is not here to do it)
+        {"changed": True, "restarted": ["kube-system/dns"], "synced": []}], run.stderr
+    assert facts(run)["web.demo.svc.cluster.local"] == "10.96.0.21"
+    assert facts(run)["rc"] != "0"
+    assert ("kube-system/dns did not answer cluster.local. SOA with serial 101 on "
+            "127.0.0.1:54 within 1 s") in run.stderr
