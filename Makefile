@@ -74,7 +74,7 @@ lint: setup
 
 unit: setup
 	@echo "==> unit: pytest tests/"
-	$(BIN)/pytest tests --cov --cov-report=term --cov-fail-under=90
+	PODNET_NO_SKIPS=1 $(BIN)/pytest tests -ra --cov --cov-report=term --cov-fail-under=90
 
 molecule: setup
 	@echo "==> molecule test: create the lab, converge, idempotence, verify, destroy"

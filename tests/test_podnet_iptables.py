@@ -101,9 +101,26 @@ iptables -t nat -S KUBE-SERVICES | grep -c DNAT -; iptables -t nat -S KUBE-SERVI
 
 def test_a_broken_file_changes_nothing(rules_dir: Path) -> None:
     (rules_dir / "rules" / "60-bad.rules").write_text("*nat\n-A NOWHERE -j ACCEPT\nCOMMIT\n")
-    run = sandbox(rules_dir, "$TOOL apply $DIR; echo rc=$?; iptables-save -t nat | grep -c KUBE")
+    run = sandbox(rules_dir, "$TOOL apply $DIR; echo rc=$?; echo kube=$(iptables-save -t nat "
+                  "| grep -c KUBE)")
     assert "60-bad.rules" in run.stderr
     assert "rc=1" in run.stdout
+    # every file is tested before any is applied: the good 50-kp.rules is not applied either
+    assert "kube=0" in run.stdout, run.stdout + run.stderr
+    assert "/60-bad.rules: iptables-restore: line" in run.stderr
+    assert "(nothing was applied)" in run.stderr
+
+
+def test_a_table_that_fails_puts_back_the_tables_applied_before_it(rules_dir: Path) -> None:
+    # the nat table commits, then the filter table fails: nat is put back as it was
+    (rules_dir / "rules" / "60-bad.rules").write_text("*filter\n-A NOWHERE -j ACCEPT\nCOMMIT\n")
+    run = sandbox(rules_dir, """
+iptables -t nat -N FOREIGN && iptables -t nat -A FOREIGN -j RETURN
+$TOOL apply $DIR; echo rc=$?
+echo kube=$(iptables-save -t nat | grep -c KUBE) foreign=$(iptables -t nat -S FOREIGN | wc -l)
+""")
+    assert "rc=1" in run.stdout and "/60-bad.rules:" in run.stderr, run.stdout + run.stderr
+    assert "kube=0 foreign=2" in run.stdout, run.stdout + run.stderr
 
 
 def test_repair_notices_a_rule_deleted_inside_a_chain(rules_dir: Path) -> None:
