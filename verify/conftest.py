@@ -218,9 +218,24 @@ def http_port(key: str) -> int | None:
     return None
 
 
+# What the demo's manifests must give the suites to prove anything (a manifest edit that leaves
+# the matrices nearly empty fails here, not as a green run over a few pairs); any other
+# inventory must give at least one of each.
+DEMO = INVENTORY_PATH.resolve() == (ROOT / "inventory" / "lab").resolve()
+FLOORS = {"servers": 10, "service ports": 8} if DEMO else {"servers": 1, "service ports": 1}
+
+
+def at_least(what: str, found: list) -> list:  # type: ignore[type-arg]
+    """``found``, once it holds at least the floor of ``what``; a collection error otherwise."""
+    if len(found) < FLOORS[what]:
+        raise pytest.UsageError(f"{INVENTORY_PATH}: {len(found)} {what} to test, fewer than "
+                                f"the {FLOORS[what]} the suites need: {found}")
+    return found
+
+
 def servers() -> list[str]:
     """Pods running the built-in test server: the clients and targets of the matrices."""
-    return [p.key for p in plan().pods if http_port(p.key)]
+    return at_least("servers", [p.key for p in plan().pods if http_port(p.key)])
 
 
 # -- changing the lab from a test (the lifecycle suites) ----------------------------------------
