@@ -13,6 +13,7 @@ help:
 	@echo "make demo   - setup + lab-up + converge + verify: the whole demo on the local lab"
 	@echo "make test   - lint + unit tests + molecule test (its own lab, torn down after)"
 	@echo "make setup | lab-up | lab-down | lab-status | plan | converge | verify | bench | lint | unit"
+	@echo "make converge TAGS=workloads - after a manifest change: only pods, Services and DNS"
 	@echo "make verify-quick - one proof per principle (tests marked quick), under 2 minutes"
 	@echo "make shell HOST=node1 - a shell on a host; make exec POD=ns/name CMD='ip addr' - in a pod"
 	@echo "INVENTORY=path picks another inventory (default inventory/lab)"
