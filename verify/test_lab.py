@@ -14,7 +14,11 @@ pytestmark = pytest.mark.principle("hosts")
 
 def test_host_runs_systemd_as_pid1_and_is_running(lab_host: str) -> None:
     state = run(lab_host, "systemctl", "is-system-running")
-    assert state.stdout.strip() == "running", state
+    if state.stdout.strip() != "running":  # say which units failed, and what they logged
+        why = run(lab_host, "sh", "-c", "systemctl --failed --no-legend --plain; for u in "
+                  "$(systemctl --failed --no-legend --plain | cut -d' ' -f1); do "
+                  "journalctl --no-pager -n 15 -u $u; done")
+        raise AssertionError(f"{lab_host} is {state.stdout.strip()}: {state}{why}")
     pid1 = run(lab_host, "cat", "/proc/1/comm")
     assert pid1.stdout.strip() == "systemd", pid1
 
