@@ -147,3 +147,16 @@ iptables -t nat -S PREROUTING | grep -c KUBE-SERVICES
     applied = results(run)[0]
     assert applied["jumps_removed"] and applied["jumps_added"], run.stdout + run.stderr
     assert run.stdout.strip().endswith("0")
+
+
+def test_watch_repairs_a_flush_on_its_own(rules_dir: Path) -> None:
+    run = sandbox(rules_dir, """
+$TOOL apply $DIR >/dev/null
+$TOOL watch $DIR --interval=0.2 & W=$!
+sleep 0.5; iptables -t nat -F KUBE-SVC-AAAA
+for _ in $(seq 50); do iptables -t nat -S KUBE-SVC-AAAA | grep -q DNAT && break; sleep 0.1; done
+iptables -t nat -S KUBE-SVC-AAAA | tail -1
+kill $W
+""")
+    assert "-j DNAT" in run.stdout.splitlines()[-1], run.stdout + run.stderr
+    assert "repairing, gone:" in run.stderr

@@ -97,7 +97,7 @@ def drift() -> Iterator[Drift]:
         # node a: a flushed chain (its canary and its readiness prober, which re-applies rules
         # when an endpoint's readiness changes, stopped first: only the converge may repair
         # it), and the prober's unit file deleted
-        must(a, "systemctl", "stop", "podnet-iptables-canary.timer", "podnet-endpoints.service")
+        must(a, "systemctl", "stop", "podnet-iptables-canary.service", "podnet-endpoints.service")
         must(a, "iptables", "-t", "nat", "-F", "KUBE-SERVICES")
         must(a, "rm", "/etc/systemd/system/podnet-endpoints.service")
         # node b: a deleted pod network namespace, a sysctl set back, an edited conflist
@@ -129,7 +129,7 @@ def drift() -> Iterator[Drift]:
         # second converge that found nothing to do has shown it is)
         if not (d.second and all(n == 0 for n in d.second.values())):
             for node in (a, b, c):
-                run(node, "systemctl", "start", "podnet-iptables-canary.timer",
+                run(node, "systemctl", "start", "podnet-iptables-canary.service",
                     "podnet-endpoints.service")
             recap(converge(manifests_dir()))
 
@@ -170,7 +170,7 @@ def test_a_flushed_service_chain_is_applied_again(drift: Drift) -> None:
 @pytest.mark.principle("service abstraction")
 def test_stopped_units_and_a_deleted_unit_file_are_back_and_running(drift: Drift) -> None:
     node = drift.nodes[0]
-    assert run(node, "systemctl", "is-active", "podnet-iptables-canary.timer").rc == 0
+    assert run(node, "systemctl", "is-active", "podnet-iptables-canary.service").rc == 0
     assert run(node, "test", "-s", "/etc/systemd/system/podnet-endpoints.service").rc == 0
     active = run(node, "systemctl", "is-active", "podnet-endpoints.service")
     assert active.stdout.strip() == "active", active

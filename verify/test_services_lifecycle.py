@@ -52,12 +52,12 @@ def test_flushed_rules_are_put_back() -> None:
     web = plan().service("demo/web")
     url = f"http://{web.cluster_ip}:{web.ports[0].port}/hostname"
     assert run(node, "curl", "-s", "--max-time", "3", url).rc == 0
-    stop = run(node, "systemctl", "stop", "podnet-iptables-canary.timer")  # no repair yet
+    stop = run(node, "systemctl", "stop", "podnet-iptables-canary.service")  # no repair yet
     assert stop.rc == 0, stop
     flush = run(node, "sh", "-c", "iptables -t nat -F && iptables -t filter -F")
     assert flush.rc == 0, flush
     assert run(node, "curl", "-s", "--max-time", "2", url).rc != 0  # really broken now
-    start = run(node, "systemctl", "start", "podnet-iptables-canary.timer")
+    start = run(node, "systemctl", "start", "podnet-iptables-canary.service")
     assert start.rc == 0, start
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:

@@ -110,7 +110,7 @@ EXAMPLES = r"""
     tools:
       - argv: [/usr/local/sbin/podnet-iptables, apply, /etc/podnet/iptables]
     units:
-      - name: podnet-iptables-canary.timer
+      - name: podnet-iptables-canary.service
         enabled: true
 """
 
