@@ -215,3 +215,35 @@ def test_a_dry_run_whose_files_change_does_not_ask_the_tools(tmp_path: Path) -> 
                            report, False)
     assert got == [{"changed": True}]
     assert report.changes[-1] == f"would run {failing} apply (its input changes)"
+
+
+class FakeModule:
+    """What finish() needs of an AnsibleModule: check_mode, exit_json, fail_json."""
+
+    def __init__(self) -> None:
+        self.check_mode = False
+        self.answer: dict = {}
+
+    def exit_json(self, **result: object) -> None:
+        self.answer = {"exit": result}
+
+    def fail_json(self, **result: object) -> None:
+        self.answer = {"fail": result}
+
+
+def test_finish_answers_changes_outcome_and_diffs_or_fails_with_the_message(tmp_path: Path
+                                                                            ) -> None:
+    module = FakeModule()
+    utils.finish(module, lambda report: (utils.sync_file(report, tmp_path / "a", "x\n", 0o644,
+                                                         diff=True), {"tools": []})[1])
+    result = module.answer["exit"]
+    assert result["changed"] and result["changes"] == [f"created {tmp_path / 'a'}"]
+    assert result["tools"] == [] and result["diff"][0]["after"] == "x\n"
+
+    def broken(report: utils.Report) -> dict:
+        report.note("did one thing")
+        raise utils.SyncError("then this went wrong")
+
+    utils.finish(module, broken)
+    assert module.answer == {"fail": {"msg": "then this went wrong",
+                                      "changes": ["did one thing"]}}

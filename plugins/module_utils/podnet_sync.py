@@ -59,6 +59,22 @@ class Report:
         self.changes.append(what)
 
 
+def finish(module: Any, converge: Callable[[Report], dict[str, Any]]) -> None:
+    """Run a sync module's ``converge(report)`` and answer Ansible the way every podnet sync
+    module does: ``changed``, ``changes``, what converge returned, and the diffs; a SyncError
+    fails the task with its message and the changes made before it."""
+    report = Report(module.check_mode)
+    try:
+        outcome = converge(report)
+    except SyncError as exc:
+        module.fail_json(msg=str(exc), changes=report.changes)
+        return
+    result = {"changed": report.changed, "changes": report.changes, **outcome}
+    if report.diffs:
+        result["diff"] = report.diffs
+    module.exit_json(**result)
+
+
 # -- files ------------------------------------------------------------------------------------
 def read_text(path: Path) -> str | None:
     try:

@@ -74,8 +74,8 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.podnet_sync import (
     Report,
-    SyncError,
     daemon_reload,
+    finish,
     is_active,
     is_enabled,
     must,
@@ -211,15 +211,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    report = Report(module.check_mode)
-    try:
-        outcome = converge(module.params, report, module._diff)
-    except SyncError as exc:
-        module.fail_json(msg=str(exc), changes=report.changes)
-    result = {"changed": report.changed, "changes": report.changes, **outcome}
-    if report.diffs:
-        result["diff"] = report.diffs
-    module.exit_json(**result)
+    finish(module, lambda report: converge(module.params, report, module._diff))
 
 
 if __name__ == "__main__":

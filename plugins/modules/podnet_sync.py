@@ -139,6 +139,7 @@ from ansible.module_utils.podnet_sync import (
     Report,
     SyncError,
     daemon_reload,
+    finish,
     install_packages,
     is_active,
     is_enabled,
@@ -271,16 +272,9 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    report = Report(module.check_mode)
-    try:
-        tools, restarted = converge(module.params, report, module._diff)
-    except SyncError as exc:
-        module.fail_json(msg=str(exc), changes=report.changes)
-    result = {"changed": report.changed, "changes": report.changes, "tools": tools,
-              "restarted": restarted}
-    if report.diffs:
-        result["diff"] = report.diffs
-    module.exit_json(**result)
+    finish(module, lambda report: dict(zip(("tools", "restarted"),
+                                           converge(module.params, report, module._diff),
+                                           strict=True)))
 
 
 if __name__ == "__main__":
