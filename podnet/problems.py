@@ -43,9 +43,13 @@ class Problems:
     """A list of problems that callers add to; ``errors`` stop a plan, warnings do not."""
 
     items: list[Problem] = field(default_factory=list)
+    # the same problems as a set: a file of 100,000 one-line documents has as many problems,
+    # and a membership test on the list made reporting them quadratic (hours)
+    _seen: set[Problem] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def add(self, problem: Problem) -> None:
-        if problem not in self.items:
+        if problem not in self._seen:
+            self._seen.add(problem)
             self.items.append(problem)
 
     def error(self, where: str, subject: str, fld: str, message: str, fix: str) -> None:
