@@ -15,14 +15,28 @@ import sys
 from pathlib import Path
 
 from podnet import access, lab
+from podnet.inventory import InventoryError
 
 
 def _plan(args: argparse.Namespace) -> int:
     from podnet import cluster, report
-    from podnet.problems import InvalidInput
+    from podnet.problems import InvalidInput, Problem
 
     try:
         plan = cluster.load(args.inventory)
+    except (InventoryError, FileNotFoundError) as exc:
+        # no inventory to validate (missing, unreadable, or without hosts): one line, not the
+        # problem list, because nothing past the inventory could be checked
+        fix = exc.fix if isinstance(exc, InventoryError) else \
+            "add the hosts (see inventory/example-vms/hosts.yml for the groups podnet uses)"
+        message = exc.message if isinstance(exc, InventoryError) else \
+            str(exc).removeprefix(f"inventory {args.inventory} ")
+        problem = Problem(str(args.inventory), "inventory", "", message, fix)
+        if args.json:
+            print(json.dumps({"errors": [problem.as_dict()]}, indent=2))
+        else:
+            print(f"podnet plan: {problem}", file=sys.stderr)
+        return 1
     except InvalidInput as exc:
         if args.json:
             print(json.dumps({"errors": [p.as_dict() for p in exc.problems]}, indent=2))
@@ -52,7 +66,7 @@ def _shell(args: argparse.Namespace) -> int:
     try:
         host = access.host(access.load_inventory(args.inventory), args.host)
         argv = access.ssh_argv(host, args.cmd, tty=bool(args.cmd) and access.interactive())
-    except access.AccessError as exc:
+    except (access.AccessError, InventoryError) as exc:
         print(f"podnet shell: {exc}", file=sys.stderr)
         return 2
     return access.replace_process(argv)
@@ -75,7 +89,7 @@ def _exec(args: argparse.Namespace) -> int:
         node = access.pod_node({p.key: p.node for p in plan.pods}, pod)
         argv = access.ssh_argv(access.host(inventory, node), command,
                                tty=access.interactive())
-    except access.AccessError as exc:
+    except (access.AccessError, InventoryError) as exc:
         print(f"podnet exec: {exc}", file=sys.stderr)
         return 2
     return access.replace_process(argv)

@@ -105,3 +105,44 @@ def test_first_play_keeps_the_allocation_record(tmp_path: Path) -> None:
     assert record["node_ports"]["demo/web:http"] == 30080
     again = playbook(LAB, book, *extra)
     assert "changed=0" in again.stdout, again.stdout
+
+
+def test_a_missing_inventory_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    run = podnet("plan", "-i", f"{missing}/")
+    assert run.returncode == 1, run.stderr
+    assert run.stderr == (f"podnet plan: {missing}/: inventory: does not exist; fix: pass -i the "
+                          "inventory directory or hosts file, e.g. -i inventory/lab, from the "
+                          "podnet checkout\n"), run.stderr
+    as_json = podnet("plan", "-i", str(missing), "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["errors"][0]["message"] == "does not exist"
+
+
+def test_an_inventory_without_hosts_is_one_line(tmp_path: Path) -> None:
+    run = podnet("plan", "-i", str(tmp_path))
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr, run.stderr
+    # Ansible's own warnings come first; podnet's answer is the last line
+    assert run.stderr.splitlines()[-1] == (
+        f"podnet plan: {tmp_path}: inventory: has no hosts; fix: add the hosts (see "
+        "inventory/example-vms/hosts.yml for the groups podnet uses)"), run.stderr
+
+
+@pytest.mark.parametrize("command", [("plan",), ("shell", "node1"),
+                                     ("exec", "demo/db-0", "--", "true")])
+def test_broken_inventory_yaml_is_one_line_naming_the_file(tmp_path: Path,
+                                                           command: tuple[str, ...]) -> None:
+    """A YAML error in group_vars (Ansible reads the inventory) names the file and line for
+    every subcommand that reads the inventory, instead of Ansible's traceback."""
+    copy = tmp_path / "lab"
+    shutil.copytree(LAB, copy)
+    network = copy / "group_vars" / "all" / "network.yml"
+    lines = len(network.read_text().splitlines())
+    network.write_text(network.read_text() + "podnet_broken: [\n")
+    run = podnet(command[0], "-i", str(copy), *command[1:])
+    assert run.returncode == (1 if command[0] == "plan" else 2), run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr.splitlines()) == 1, run.stderr
+    assert f"(at {network}:{lines + 2}:1); fix: correct that file" in run.stderr, run.stderr
+    assert run.stderr.startswith(f"podnet {command[0]}: "), run.stderr
