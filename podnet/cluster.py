@@ -32,9 +32,23 @@ def record_path(variables: Mapping[str, Any]) -> Path:
 
 
 def read_record(path: Path, problems: Problems) -> Record:
-    if not path.exists():
+    try:
+        if not path.exists():
+            return Record()
+        text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        # a plan run by another user than the lab's (make plan needs no root): it can still
+        # be shown, allocated afresh, and whoever converges can read and write the record
+        problems.warn(str(path), "allocation record", "", "cannot be read by this user, so "
+                      "this plan allocates ClusterIPs and NodePorts as if there were none and "
+                      "may differ from the lab's", "run as the user who converges the lab "
+                      "(root) to see the lab's own allocations")
         return Record()
-    return Record.loads(path.read_text(encoding="utf-8"), str(path), problems)
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.error(str(path), "allocation record", "", f"cannot be read: {exc}",
+                       "restore the file or delete it to allocate everything anew")
+        return Record()
+    return Record.loads(text, str(path), problems)
 
 
 def plan_from(variables: Mapping[str, Any], hosts: list[dict[str, Any]], inventory_dir: Path,

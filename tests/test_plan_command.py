@@ -45,8 +45,20 @@ def test_plan_prints_the_demo_tables() -> None:
     assert "db-0.db.demo.svc.cluster.local." in out
 
 
-def test_plan_json_is_the_same_plan() -> None:
-    run = podnet("plan", "-i", str(LAB), "--json")
+@pytest.fixture
+def fresh(tmp_path: Path) -> Path:
+    """The lab inventory with its allocation record in tmp_path (none yet): the plan of a lab
+    never converged, whoever runs it (another user cannot read root's /var/lib/podnet)."""
+    copy = tmp_path / "lab"
+    shutil.copytree(LAB, copy)
+    # group_vars/all files load in name order, so this one has the last word
+    (copy / "group_vars" / "all" / "zz-state.yml").write_text(
+        f"podnet_state_dir: {tmp_path / 'state'}\n")
+    return copy
+
+
+def test_plan_json_is_the_same_plan(fresh: Path) -> None:
+    run = podnet("plan", "-i", str(fresh), "--json")
     assert run.returncode == 0, run.stderr
     plan = json.loads(run.stdout)
     assert [n["name"] for n in plan["nodes"]] == ["node1", "node2", "node3"]
@@ -146,3 +158,15 @@ def test_broken_inventory_yaml_is_one_line_naming_the_file(tmp_path: Path,
     assert len(run.stderr.splitlines()) == 1, run.stderr
     assert f"(at {network}:{lines + 2}:1); fix: correct that file" in run.stderr, run.stderr
     assert run.stderr.startswith(f"podnet {command[0]}: "), run.stderr
+
+
+def test_an_undecodable_allocation_record_is_a_problem_not_a_traceback(fresh: Path,
+                                                                       tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "allocations.json").write_bytes(b"\xff\xfe{}")
+    run = podnet("plan", "-i", str(fresh))
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    assert f"{tmp_path}/state/allocations.json: allocation record: cannot be read: 'utf-8' " \
+           "codec can't decode byte 0xff" in run.stderr, run.stderr
+    assert "fix: restore the file or delete it to allocate everything anew" in run.stderr
