@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from podnet.model import Plan, ServicePlan
+from podnet.plan import Plan, ServicePlan
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class EndpointAddress:
+    """A Service port's endpoint at the IP its pod runs with (an EndpointSlice's address)."""
+
     pod: str  # ns/name
     node: str
     ip: str
@@ -35,16 +36,18 @@ def observed_ips(pods: object) -> dict[str, str]:
 
 
 def for_port(service: ServicePlan, port_name: str, protocol: str,
-             observed: Mapping[str, str]) -> list[Endpoint]:
+             observed: Mapping[str, str]) -> list[EndpointAddress]:
     """Ready endpoints (pods with an IP) of one port, in the plan's order."""
     port = next(p for p in service.ports if p.name == port_name and p.protocol == protocol)
-    return [Endpoint(e.pod, e.node, observed[e.pod], e.port)
+    return [EndpointAddress(e.pod, e.node, observed[e.pod], e.port)
             for e in port.endpoints if observed.get(e.pod)]
 
 
-def all_endpoints(plan: Plan, observed: Mapping[str, str]) -> dict[str, dict[str, list[Endpoint]]]:
-    """``{ns/svc: {"name/PROTO": [Endpoint, ...]}}`` for every Service with a selector."""
-    out: dict[str, dict[str, list[Endpoint]]] = {}
+def all_endpoints(plan: Plan, observed: Mapping[str, str]
+                  ) -> dict[str, dict[str, list[EndpointAddress]]]:
+    """``{ns/svc: {"name/PROTO": [EndpointAddress, ...]}}`` for every Service with a
+    selector."""
+    out: dict[str, dict[str, list[EndpointAddress]]] = {}
     for svc in plan.services:
         out[svc.key] = {f"{p.name or p.port}/{p.protocol}": for_port(svc, p.name, p.protocol,
                                                                       observed)

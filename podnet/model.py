@@ -11,200 +11,44 @@ import hashlib
 import json
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Any
 
-from podnet import kubeproxy, manifests, schedule
+from podnet import manifests, schedule
 from podnet.addresses import gateway, host_range, nth_subnet, subnet_count, subnet_index
 from podnet.allocate import Pool, Record, band_offset, keep_or_allocate
 from podnet.objects import Manifests, PodSpec, Ref, Service
-from podnet.problems import InvalidInput, Problem, Problems
+from podnet.paths import PATHS
+from podnet.plan import (
+    DNS_SERVICE,
+    ContainerPlan,
+    EndpointPlan,
+    HostPlan,
+    IngressRoutePlan,
+    NodePlan,
+    Plan,
+    PodPlan,
+    PortPlan,
+    ServicePlan,
+    ServicePortPlan,
+)
+from podnet.problems import InvalidInput, Problems
 from podnet.settings import HostSpec, Settings, read_hosts, read_settings
 from podnet.yamlsource import Document, fmt_path, load_text
 
 ADDON = Path(__file__).parent / "addons" / "cluster-dns.yaml"
 ADDON_LABEL = "podnet:addons/cluster-dns.yaml"
 BUILTIN_NAMESPACES = ("default", "kube-system")
-DNS_SERVICE = "kube-system/kube-dns"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString alphabet
-
-
-def pod_hostname(name: str, hostname: str | None) -> str:
-    """A pod's hostname: spec.hostname, else its name cut to a 63-character label."""
-    return hostname or name[:63].rstrip("-.")
-
-
-@dataclass(frozen=True)
-class NodePlan:
-    name: str
-    address: str
-    labels: dict[str, str]
-    pod_cidr: str
-    gateway: str
-
-
-@dataclass(frozen=True)
-class HostPlan:
-    name: str
-    address: str
-    groups: list[str]
-
-
-@dataclass(frozen=True)
-class PortPlan:
-    name: str | None
-    port: int
-    protocol: str
-
-
-@dataclass(frozen=True)
-class ContainerPlan:
-    name: str
-    image: str
-    workload: dict[str, Any]
-    ports: list[PortPlan]
-    env: dict[str, str]
-    readiness: dict[str, Any] | None = None  # the readinessProbe podnet runs (objects.Probe)
-
-
-@dataclass(frozen=True)
-class PodPlan:
-    namespace: str
-    name: str
-    node: str
-    owner: str
-    labels: dict[str, str]
-    hostname: str | None  # spec.hostname as given
-    subdomain: str | None
-    restart_policy: str
-    containers: list[ContainerPlan]
-    source: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def host_name(self) -> str:
-        return pod_hostname(self.name, self.hostname)
-
-    def named_port(self, name: str, protocol: str) -> int | None:
-        for container in self.containers:
-            for port in container.ports:
-                if port.name == name and port.protocol == protocol:
-                    return port.port
-        return None
-
-
-@dataclass(frozen=True)
-class EndpointPlan:
-    pod: str  # ns/name
-    node: str
-    port: int  # the target port on this pod
-
-
-@dataclass(frozen=True)
-class ServicePortPlan:
-    name: str
-    protocol: str
-    port: int
-    target_port: int | str
-    node_port: int | None
-    chains: dict[str, str]
-    endpoints: list[EndpointPlan]
-
-
-@dataclass(frozen=True)
-class ServicePlan:
-    namespace: str
-    name: str
-    type: str
-    cluster_ip: str | None  # None for headless and ExternalName
-    headless: bool
-    external_name: str | None
-    lb_ip: str | None
-    selector: dict[str, str] | None
-    ports: list[ServicePortPlan]
-    session_affinity_timeout: int | None
-    external_traffic_policy: str
-    internal_traffic_policy: str
-    load_balancer_source_ranges: list[str]
-    health_check_node_port: int | None
-    fqdn: str
-    source: str
-    pods: list[str]  # ns/name of the pods the selector picks (ready or not)
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class RoutePlan:
-    ingress: str  # ns/name
-    host: str | None  # None: any host
-    path: str
-    path_type: str
-    service: str
-    service_port: int
-    tls: bool
-    secret_name: str | None
-
-
-@dataclass
-class Plan:
-    settings: Settings
-    nodes: list[NodePlan]
-    hosts: list[HostPlan]
-    namespaces: list[str]
-    pods: list[PodPlan]
-    services: list[ServicePlan]
-    routes: list[RoutePlan]
-    record: Record
-    warnings: list[Problem] = field(default_factory=list)
-
-    def node(self, name: str) -> NodePlan:
-        return next(n for n in self.nodes if n.name == name)
-
-    def service(self, key: str) -> ServicePlan:
-        return next(s for s in self.services if s.key == key)
-
-    def pod(self, key: str) -> PodPlan:
-        return next(p for p in self.pods if p.key == key)
-
-    def pods_on(self, node: str) -> list[PodPlan]:
-        return [p for p in self.pods if p.node == node]
-
-    def as_dict(self) -> dict[str, Any]:
-        """The plan as data, with the DNS records known before any pod runs."""
-        from podnet import dns
-
-        data = self.data()
-        data["dns_records"] = [r.as_dict() for r in dns.records(data)]
-        return data
-
-    def data(self) -> dict[str, Any]:
-        """The plan as data (what Ansible holds), without derived DNS records."""
-        from dataclasses import asdict
-
-        return {
-            "settings": self.settings.as_dict(),
-            "nodes": [asdict(n) for n in self.nodes],
-            "hosts": [asdict(h) for h in self.hosts],
-            "namespaces": list(self.namespaces),
-            "pods": [asdict(p) for p in self.pods],
-            "services": [asdict(s) for s in self.services],
-            "ingress_routes": [asdict(r) for r in self.routes],
-            "allocations": self.record.as_dict(),
-            "warnings": [w.as_dict() for w in self.warnings],
-        }
 
 
 def addon_documents(settings: Settings, problems: Problems) -> list[Document]:
     text = string.Template(ADDON.read_text(encoding="utf-8")).substitute(
-        dns_ip=str(settings.dns_ip), domain=settings.domain, replicas=settings.dns_replicas)
+        dns_ip=str(settings.dns_service_ip), domain=settings.cluster_domain,
+        replicas=settings.dns_replicas, dns_tool=PATHS.tool("podnet-dns"),
+        records=PATHS.dns_records)
     return load_text(text, ADDON_LABEL, problems)
 
 
@@ -284,7 +128,7 @@ class _Builder:
 
     # -- nodes ---------------------------------------------------------------------------------
     def node_cidrs(self) -> list[NodePlan]:
-        cluster, prefix = self.s.cluster_cidr, self.s.node_prefix
+        cluster, prefix = self.s.cluster_cidr, self.s.node_cidr_prefix
         pool = Pool(subnet_count(cluster, prefix))
         for node in self.nodes:
             if node.pod_cidr is not None:
@@ -395,7 +239,6 @@ class _Builder:
                 ports.append(ServicePortPlan(
                     sp.name, sp.protocol, sp.port, sp.target_port,
                     node_ports.get(self.port_key(svc, sp.name)),
-                    kubeproxy.chains(svc.ref.namespace, svc.ref.name, sp.name, sp.protocol),
                     endpoints,
                 ))
             self.check_hostnames(svc, selected)
@@ -409,7 +252,7 @@ class _Builder:
                 internal_traffic_policy=svc.internal_policy,
                 load_balancer_source_ranges=list(svc.source_ranges),
                 health_check_node_port=health_ports.get(svc.ref.key),
-                fqdn=f"{svc.ref.name}.{svc.ref.namespace}.svc.{self.s.domain}",
+                fqdn=f"{svc.ref.name}.{svc.ref.namespace}.svc.{self.s.cluster_domain}",
                 source=svc.ref.where(),
                 pods=[p.key for p in selected],
             ))
@@ -480,7 +323,7 @@ class _Builder:
         first, last = host_range(net)
         size = last - first + 1
         pool = Pool(size, band_offset(size, 16, 256, 16))
-        dns_slot = int(self.s.dns_ip) - first
+        dns_slot = int(self.s.dns_service_ip) - first
         pool.claim(dns_slot, DNS_SERVICE)
         by_key = {s.ref.key: s for s in self.o.services}
         # a recorded address is held while its Service still wants an allocated one
@@ -666,8 +509,8 @@ class _Builder:
         base = int(pool_net.network_address)
         size = pool_net.num_addresses
         pool = Pool(size)
-        reserved = {self.s.underlay.network_address: "the underlay's network address",
-                    self.s.underlay.broadcast_address: "the underlay's broadcast address"}
+        reserved = {self.s.underlay_cidr.network_address: "the underlay's network address",
+                    self.s.underlay_cidr.broadcast_address: "the underlay's broadcast address"}
         reserved.update({h.address: f"host {h.name}" for h in self.hosts})
         for addr, what in reserved.items():
             if addr in pool_net:
@@ -716,9 +559,9 @@ class _Builder:
         return ips
 
     # -- ingress ---------------------------------------------------------------------------------
-    def routes(self, services: list[ServicePlan]) -> list[RoutePlan]:
+    def routes(self, services: list[ServicePlan]) -> list[IngressRoutePlan]:
         by_key = {s.key: s for s in services}
-        routes: list[RoutePlan] = []
+        routes: list[IngressRoutePlan] = []
         seen: dict[tuple[str | None, str, str], str] = {}
         for ing in self.o.ingresses:
             tls_hosts = {h: t.secret_name for t in ing.tls for h in t.hosts}
@@ -754,6 +597,6 @@ class _Builder:
                     continue
                 seen[ident] = ing.ref.key
                 secret = tls_hosts.get(host) if host else None
-                routes.append(RoutePlan(ing.ref.key, host, path, path_type, svc.key, port.port,
-                                        host in tls_hosts, secret))
+                routes.append(IngressRoutePlan(ing.ref.key, host, path, path_type, svc.key,
+                                               port.port, host in tls_hosts, secret))
         return routes

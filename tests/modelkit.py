@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from podnet.allocate import Record
-from podnet.model import Plan, build
+from podnet.model import build
+from podnet.plan import Plan
 from podnet.problems import InvalidInput, Problems
 from podnet.yamlsource import Document, load_text
 

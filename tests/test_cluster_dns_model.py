@@ -12,7 +12,7 @@ from modelkit import deployment, errors_of, make_plan, service
 from test_dns_records import plan_and_ips
 
 from podnet import clusterdns, dns, kubeproxy, proxier
-from podnet.model import DNS_SERVICE
+from podnet.plan import DNS_SERVICE, Plan
 
 SOA = "ns.dns.{z}. hostmaster.{z}. {s} 7200 1800 86400 5"
 
@@ -27,11 +27,12 @@ def all_ips(plan: Any) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def base() -> SimpleNamespace:
-    """The default cluster (just the DNS add-on) as data, every pod running, its DNS nodes."""
+    """The default cluster (just the DNS add-on) as the roles get it (its data, turned back into
+    a plan as the filters do), every pod running, its DNS nodes."""
     plan = make_plan()
-    data = plan.data()
-    dns_nodes = [p["node"] for p in data["pods"] if p["namespace"] == "kube-system"]
-    other = next(n["name"] for n in data["nodes"] if n["name"] not in dns_nodes)
+    data = Plan.from_data(plan.data())
+    dns_nodes = [p.node for p in data.pods if p.namespace == "kube-system"]
+    other = next(n.name for n in data.nodes if n.name not in dns_nodes)
     return SimpleNamespace(plan=plan, data=data, ips=all_ips(plan), dns_node=dns_nodes[0],
                            dns_nodes=dns_nodes, other=other)
 
@@ -113,12 +114,14 @@ def test_served_leaves_out_pods_without_an_observed_ip() -> None:
     assert not any(r.name.startswith("db.default") for r in nothing)
 
 
-def test_served_and_records_take_a_plan_or_its_data() -> None:
+def test_records_are_the_same_from_the_plan_and_from_its_data() -> None:
     plan, ips = plan_and_ips()
-    assert dns.served(plan, ips) == dns.served(plan.data(), ips)
-    assert dns.records(plan, ips) == dns.records(plan.data(), ips)
-    assert dns.records(plan) == dns.records(plan.data())
-    assert plan.as_dict()["dns_records"] == [r.as_dict() for r in dns.records(plan)]
+    crossed = Plan.from_data(plan.data())  # what the roles' filters work on
+    assert crossed == plan
+    assert dns.served(plan, ips) == dns.served(crossed, ips)
+    assert dns.records(plan, ips) == dns.records(crossed, ips)
+    assert dns.records(plan) == dns.records(crossed)
+    assert dns.printable(plan)["dns_records"] == [r.as_dict() for r in dns.records(plan)]
     assert "dns_records" not in plan.data()
 
 
@@ -133,7 +136,7 @@ def test_resolv_nameservers_reads_only_nameserver_lines() -> None:
 
 
 def test_upstreams_prefer_the_setting() -> None:
-    data = make_plan(variables={"podnet_dns_upstreams": ["192.168.56.1"]}).data()
+    data = make_plan(variables={"podnet_dns_upstreams": ["192.168.56.1"]})
     assert clusterdns.upstreams(data, "nameserver 127.0.0.53\n") == ["192.168.56.1"]
     assert clusterdns.upstreams(data, "nameserver 8.8.8.8\n") == ["192.168.56.1"]
 
@@ -175,7 +178,7 @@ def test_allowed_sources(base: SimpleNamespace) -> None:
 # -- clusterdns: DNS pods and node config ------------------------------------------------------
 def test_dns_pods_on_a_node() -> None:
     plan = make_plan(deployment("web", 3))
-    data, ips = plan.data(), all_ips(plan)
+    data, ips = Plan.from_data(plan.data()), all_ips(plan)
     dns_keys = plan.service(DNS_SERVICE).pods
     for node in ("node1", "node2", "node3"):
         found = clusterdns.dns_pods(data, ips, node)
@@ -193,8 +196,8 @@ def test_dns_pods_on_a_node() -> None:
 
 def test_default_two_dns_replicas_on_two_nodes(base: SimpleNamespace) -> None:
     assert len(base.plan.service(DNS_SERVICE).pods) == 2
-    nodes = [n["name"] for n in base.data["nodes"]
-             for _ in clusterdns.dns_pods(base.data, base.ips, n["name"])]
+    nodes = [n.name for n in base.data.nodes
+             for _ in clusterdns.dns_pods(base.data, base.ips, n.name)]
     assert sorted(nodes) == sorted(base.dns_nodes) and len(set(nodes)) == 2
 
 

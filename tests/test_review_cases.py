@@ -60,7 +60,7 @@ def test_empty_host_and_implementation_specific_empty_path() -> None:
                      "metadata: {name: i}\nspec:\n  rules:\n    - host: ''\n      http: {paths: "
                      "[{pathType: ImplementationSpecific, backend: {service: {name: web, port: "
                      "{number: 80}}}}]}\n")
-    assert [(r.host, r.path) for r in plan.routes] == [(None, "/")]
+    assert [(r.host, r.path) for r in plan.ingress_routes] == [(None, "/")]
 
 
 NP = "  type: NodePort\n"
