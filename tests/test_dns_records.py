@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelkit import deployment, make_plan, service
 
 from podnet import dns, endpoints
+from podnet.plan import EndpointPlan
 
 DB = """\
 ---
@@ -103,15 +104,19 @@ def test_every_name_is_lower_case_and_absolute() -> None:
 
 def test_endpoints_resolve_named_ports_per_pod() -> None:
     plan, ips = plan_and_ips()
-    db = plan.service("default/db")
-    found = endpoints.for_port(db, "pg", "TCP", ips)
+
+    def running(service: str, name: str, protocol: str) -> list[EndpointPlan]:
+        port = next(p for p in plan.service(service).ports
+                    if p.name == name and p.protocol == protocol)
+        return [e for e in port.endpoints if ips.get(e.pod)]
+
+    found = running("default/db", "pg", "TCP")
     assert sorted((e.pod, e.port) for e in found) == [("default/db-0", 5432),
                                                       ("default/db-1", 5433)]
-    everything = endpoints.all_endpoints(plan, ips)
-    assert len(everything["default/web"]["http/TCP"]) == 2
-    assert everything["default/web"]["dns/UDP"] and all(
-        e.port == 53 for e in everything["default/web"]["dns/UDP"])
-    assert everything["default/ext"] == {}
+    assert len(running("default/web", "http", "TCP")) == 2
+    assert running("default/web", "dns", "UDP") and all(
+        e.port == 53 for e in running("default/web", "dns", "UDP"))
+    assert plan.service("default/ext").ports == []
 
 
 def test_observed_ips_from_pod_facts() -> None:
