@@ -257,11 +257,11 @@ def build(
 class _Builder:
     def __init__(self, settings: Settings, hosts: list[HostSpec], objects: Manifests,
                  previous: Record, problems: Problems, record_where: str) -> None:
-        self.s = settings
+        self.settings = settings
         self.hosts = hosts
         self.nodes = [h for h in hosts if h.is_node(settings)]
-        self.o = objects
-        self.prev = previous
+        self.objects = objects
+        self.previous = previous
         self.problems = problems
         self.record_where = record_where
         self.record = Record()
@@ -280,11 +280,11 @@ class _Builder:
         services = self.services(pods)
         routes = self.routes(services)
         hosts = [HostPlan(h.name, str(h.address), list(h.groups)) for h in self.hosts]
-        return Plan(self.s, nodes, hosts, namespaces, pods, services, routes, self.record)
+        return Plan(self.settings, nodes, hosts, namespaces, pods, services, routes, self.record)
 
     # -- nodes ---------------------------------------------------------------------------------
     def node_cidrs(self) -> list[NodePlan]:
-        cluster, prefix = self.s.cluster_cidr, self.s.node_prefix
+        cluster, prefix = self.settings.cluster_cidr, self.settings.node_prefix
         pool = Pool(subnet_count(cluster, prefix))
         for node in self.nodes:
             if node.pod_cidr is not None:
@@ -300,12 +300,12 @@ class _Builder:
             return None
 
         free = [n.name for n in self.nodes if n.pod_cidr is None]
-        slots, _ = keep_or_allocate(free, self.prev.node_cidrs, to_slot, pool,
+        slots, _ = keep_or_allocate(free, self.previous.node_cidrs, to_slot, pool,
                                     lambda _key: pool.first_free())
         out = []
         for node in self.nodes:
             cidr = node.pod_cidr or nth_subnet(cluster, prefix, slots[node.name])
-            old = self.prev.node_cidrs.get(node.name)
+            old = self.previous.node_cidrs.get(node.name)
             if old and old != str(cidr):
                 self.problems.warn(self.record_where, f"host {node.name}", "podnet_pod_cidr",
                                    f"pod CIDR changes from {old} to {cidr}",
@@ -318,8 +318,9 @@ class _Builder:
 
     # -- namespaces and pods ---------------------------------------------------------------------
     def namespaces(self) -> list[str]:
-        known = set(BUILTIN_NAMESPACES) | {n.ref.name for n in self.o.namespaces}
-        for group in (self.o.pods, self.o.deployments, self.o.services, self.o.ingresses):
+        known = set(BUILTIN_NAMESPACES) | {n.ref.name for n in self.objects.namespaces}
+        objects = self.objects
+        for group in (objects.pods, objects.deployments, objects.services, objects.ingresses):
             for obj in group:
                 if obj.ref.namespace not in known:
                     self.error(obj.ref, ("metadata", "namespace"),
@@ -330,10 +331,10 @@ class _Builder:
     def pod_drafts(self) -> list[tuple[Ref, str, str, dict[str, str], PodSpec, str]]:
         """(ref, pod name, owner, labels, spec, source) for every pod, in a stable order."""
         drafts: list[tuple[Ref, str, str, dict[str, str], PodSpec, str]] = []
-        for pod in self.o.pods:
+        for pod in self.objects.pods:
             drafts.append((pod.ref, pod.ref.name, f"Pod {pod.ref.key}", pod.labels, pod.spec,
                            pod.ref.where()))
-        for dep in self.o.deployments:
+        for dep in self.objects.deployments:
             tmpl = template_hash(dep.template)
             for i in range(dep.replicas):
                 name = replica_name(dep.ref.name, tmpl, i)
@@ -359,7 +360,7 @@ class _Builder:
                                          spec.node_selector)
                       for ref, name, owner, _labels, spec, _src in drafts]
         node_labels = {n.name: n.labels for n in self.nodes}
-        placed, failed = schedule.place(candidates, node_labels, self.prev.pods)
+        placed, failed = schedule.place(candidates, node_labels, self.previous.pods)
         by_key = {f"{d[0].namespace}/{d[1]}": d for d in drafts}
         for miss in failed:
             ref = by_key[miss.key][0]
@@ -387,7 +388,7 @@ class _Builder:
         node_ports, health_ports = self.node_ports()
         lb_ips = self.lb_ips()
         out = []
-        for svc in self.o.services:
+        for svc in self.objects.services:
             selected = self.selected(svc, pods)
             ports = []
             for sp in svc.ports:
@@ -409,13 +410,13 @@ class _Builder:
                 internal_traffic_policy=svc.internal_policy,
                 load_balancer_source_ranges=list(svc.source_ranges),
                 health_check_node_port=health_ports.get(svc.ref.key),
-                fqdn=f"{svc.ref.name}.{svc.ref.namespace}.svc.{self.s.domain}",
+                fqdn=f"{svc.ref.name}.{svc.ref.namespace}.svc.{self.settings.domain}",
                 source=svc.ref.where(),
                 pods=[p.key for p in selected],
             ))
-        for pod in self.o.pods:
+        for pod in self.objects.pods:
             self.check_subdomain(pod.ref, pod.spec, ("spec", "subdomain"))
-        for dep in self.o.deployments:
+        for dep in self.objects.deployments:
             self.check_subdomain(dep.ref, dep.spec, ("spec", "template", "spec", "subdomain"))
         return out
 
@@ -423,7 +424,7 @@ class _Builder:
         if not spec.subdomain:
             return
         if not any(s.ref.namespace == ref.namespace and s.ref.name == spec.subdomain
-                   and s.headless for s in self.o.services):
+                   and s.headless for s in self.objects.services):
             self.warn(ref, path, f"no headless Service '{spec.subdomain}' in namespace "
                       f"{ref.namespace}, so the pod gets no hostname record",
                       "add a Service with clusterIP: None of that name selecting the pod")
@@ -476,19 +477,19 @@ class _Builder:
         return svc.cluster_ip is None and svc.type != "ExternalName"
 
     def cluster_ips(self) -> dict[str, str]:
-        net = self.s.service_cidr
+        net = self.settings.service_cidr
         first, last = host_range(net)
         size = last - first + 1
         pool = Pool(size, band_offset(size, 16, 256, 16))
-        dns_slot = int(self.s.dns_ip) - first
+        dns_slot = int(self.settings.dns_ip) - first
         pool.claim(dns_slot, DNS_SERVICE)
-        by_key = {s.ref.key: s for s in self.o.services}
+        by_key = {s.ref.key: s for s in self.objects.services}
         # a recorded address is held while its Service still wants an allocated one
-        held = {ip: key for key, ip in self.prev.cluster_ips.items()
+        held = {ip: key for key, ip in self.previous.cluster_ips.items()
                 if key in by_key and self._auto(by_key[key])}
         ips: dict[str, str] = {}
         wanting: list[str] = []
-        for svc in self.o.services:
+        for svc in self.objects.services:
             key = svc.ref.key
             if svc.headless or svc.type == "ExternalName":
                 continue
@@ -522,7 +523,7 @@ class _Builder:
             except ValueError:
                 return None
 
-        slots, full = keep_or_allocate(wanting, self.prev.cluster_ips, to_slot, pool,
+        slots, full = keep_or_allocate(wanting, self.previous.cluster_ips, to_slot, pool,
                                        pool.hashed)
         for key, slot in slots.items():
             ips[key] = str(IPv4Address(first + slot))
@@ -540,10 +541,10 @@ class _Builder:
         still wanted, and only then new ones. Ports of one Service with the same number (TCP
         and UDP 53) share one NodePort, as Kubernetes allocates them.
         """
-        lo, hi = self.s.nodeport_range
+        lo, hi = self.settings.nodeport_range
         size = hi - lo + 1
         pool = Pool(size, band_offset(size, 16, 128, 32))
-        services = [s for s in self.o.services if s.needs_node_ports]
+        services = [s for s in self.objects.services if s.needs_node_ports]
         local_lbs = [s for s in services
                      if s.type == "LoadBalancer" and s.external_policy == "Local"]
         hc_owner = {svc.ref.key: f"{svc.ref.key} (health check)" for svc in local_lbs}
@@ -551,10 +552,10 @@ class _Builder:
         wanted_keys = {self.port_key(s, sp.name): s.ref.key
                        for s in services for sp in s.ports if sp.node_port is None}
         held: dict[int, str] = {}
-        for key, port in self.prev.node_ports.items():
+        for key, port in self.previous.node_ports.items():
             if key in wanted_keys:
                 held.setdefault(port, wanted_keys[key])
-        for key, port in self.prev.health_check_node_ports.items():
+        for key, port in self.previous.health_check_node_ports.items():
             svc = next((s for s in local_lbs if s.ref.key == key), None)
             if svc is not None and svc.health_check_node_port is None:
                 held.setdefault(port, hc_owner[key])
@@ -609,13 +610,13 @@ class _Builder:
             for sp in svc.ports:
                 key = self.port_key(svc, sp.name)
                 if sp.node_port is None:
-                    got = reclaim(key, f"Service {svc.ref.key}", self.prev.node_ports)
+                    got = reclaim(key, f"Service {svc.ref.key}", self.previous.node_ports)
                     if got is not None:
                         ports[key] = got
         for svc in local_lbs:
             if svc.ref.key not in health and svc.health_check_node_port is None:
                 got = reclaim(svc.ref.key, hc_owner[svc.ref.key],
-                              self.prev.health_check_node_ports)
+                              self.previous.health_check_node_ports)
                 if got is not None:
                     health[svc.ref.key] = got
 
@@ -654,8 +655,8 @@ class _Builder:
         return ports, health
 
     def lb_ips(self) -> dict[str, str]:
-        wanting = [s for s in self.o.services if s.type == "LoadBalancer"]
-        pool_net = self.s.lb_pool
+        wanting = [s for s in self.objects.services if s.type == "LoadBalancer"]
+        pool_net = self.settings.lb_pool
         if not wanting:
             return {}
         if pool_net is None:
@@ -666,14 +667,14 @@ class _Builder:
         base = int(pool_net.network_address)
         size = pool_net.num_addresses
         pool = Pool(size)
-        reserved = {self.s.underlay.network_address: "the underlay's network address",
-                    self.s.underlay.broadcast_address: "the underlay's broadcast address"}
+        reserved = {self.settings.underlay.network_address: "the underlay's network address",
+                    self.settings.underlay.broadcast_address: "the underlay's broadcast address"}
         reserved.update({h.address: f"host {h.name}" for h in self.hosts})
         for addr, what in reserved.items():
             if addr in pool_net:
                 pool.claim(int(addr) - base, what)
         usable = size - len(pool.holders)
-        held = {ip: key for key, ip in self.prev.lb_ips.items()
+        held = {ip: key for key, ip in self.previous.lb_ips.items()
                 if any(s.ref.key == key and s.lb_ip is None for s in wanting)}
         ips: dict[str, str] = {}
         automatic: list[Service] = []
@@ -704,7 +705,7 @@ class _Builder:
             except ValueError:
                 return None
 
-        slots, full = keep_or_allocate([s.ref.key for s in automatic], self.prev.lb_ips,
+        slots, full = keep_or_allocate([s.ref.key for s in automatic], self.previous.lb_ips,
                                        to_slot, pool, lambda _k: pool.first_free())
         ips.update({k: str(IPv4Address(base + s)) for k, s in slots.items()})
         for svc in automatic:
@@ -720,7 +721,7 @@ class _Builder:
         by_key = {s.key: s for s in services}
         routes: list[RoutePlan] = []
         seen: dict[tuple[str | None, str, str], str] = {}
-        for ing in self.o.ingresses:
+        for ing in self.objects.ingresses:
             tls_hosts = {h: t.secret_name for t in ing.tls for h in t.hosts}
             pairs = [(rule.host, p) for rule in ing.rules for p in rule.paths]
             entries = [(host, p.path, p.path_type, p.backend) for host, p in pairs]
