@@ -8,8 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from modelkit import deployment, errors_of, make_plan, service
-from test_dns_records import plan_and_ips
+from modelkit import deployment, errors_of, make_plan, plan_and_ips, service
 
 from podnet import clusterdns, dns, kubeproxy, proxier
 from podnet.plan import DNS_SERVICE, Plan

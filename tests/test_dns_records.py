@@ -2,44 +2,10 @@
 
 from __future__ import annotations
 
-from modelkit import deployment, make_plan, service
+from modelkit import plan_and_ips
 
 from podnet import dns, endpoints
 from podnet.plan import EndpointPlan
-
-DB = """\
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: db}}
-spec:
-{extra}  containers:
-    - name: c
-      image: podnet/netexec
-      ports: [{{name: pg, containerPort: {port}}}]
-"""
-
-TEXT = (
-    deployment("web", 2)
-    + service("web", ports="  ports:\n    - {name: http, port: 80, targetPort: http}\n"
-              "    - {name: dns, port: 53, protocol: UDP}\n")
-    + service("db", selector="db", body="  clusterIP: None\n",
-              ports="  ports:\n    - {name: pg, port: 5432, targetPort: pg}\n")
-    + DB.format(name="db-0", extra="  hostname: db-0\n  subdomain: db\n", port=5432)
-    + DB.format(name="db-1", extra="", port=5433)
-    + DB.format(name="db-2", extra="  hostname: db-2\n  subdomain: db\n", port=5432)
-    + service("ext", body="  type: ExternalName\n  externalName: www.example.test.\n",
-              ports="").replace("  selector:\n    app: ext\n", "")
-)
-
-
-def plan_and_ips():  # type: ignore[no-untyped-def]
-    plan = make_plan(TEXT)
-    ips = {p.key: f"10.244.{i}.{i + 10}" for i, p in enumerate(plan.pods)}
-    ips.pop("default/db-2")  # db-2 is not running: not ready, no records
-    return plan, ips
 
 
 def lines(found: list[dns.DNSRecord]) -> set[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from test_podnet_iptables import sandbox  # the same throwaway namespace
+from nodekit import sandbox  # the throwaway namespace podnet-iptables' tests use
 
 ROLES = Path(__file__).resolve().parents[1] / "roles"
 ENDPOINTS = ROLES / "kube_proxy" / "files" / "podnet-endpoints"
