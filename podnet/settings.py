@@ -12,7 +12,7 @@ from podnet.addresses import parse_address, parse_network, subnet_count
 from podnet.problems import Problems
 
 BACKENDS = ("host-gw",)
-PLANNED_BACKENDS = ("vxlan", "bgp")  # in DESIGN.md, not built yet
+PLANNED_BACKENDS = ("vxlan", "bgp")  # docs/design.md "Planned, not built"
 PROXY_MODES = ("iptables",)
 PLANNED_PROXY_MODES = ("nftables",)
 
