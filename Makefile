@@ -75,7 +75,9 @@ lint: setup
 
 unit: setup
 	@echo "==> unit: pytest tests/"
-	PODNET_NO_SKIPS=1 $(BIN)/pytest tests -ra --cov --cov-report=term --cov-fail-under=90
+	PODNET_NO_SKIPS=1 PYTHONPATH=$(CURDIR)/tests/coverage_hook$(if $(PYTHONPATH),:$(PYTHONPATH)) \
+		PODNET_COVERAGE_SITE="$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+		$(BIN)/pytest tests -ra --cov --cov-report=term --cov-fail-under=90
 
 molecule: setup
 	@echo "==> molecule test: create the lab, converge, idempotence, verify, destroy"
