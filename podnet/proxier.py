@@ -19,7 +19,7 @@ category (cluster-wide, or this node's for Local policy) is unready, podnet keep
 fails open): kube-proxy falls back to serving-terminating endpoints and else has none (REJECT);
 podnet has no terminating state, and its probes run from each node alone, so one node whose
 probes cannot reach the pods would otherwise reject a Service every other node serves (see
-``categorize``).
+``_usable``, which ``categorize`` applies).
 
 Differences from kube-proxy, on purpose: no nfacct counters unless ``nfacct`` is set (they need
 the nfacct tool and module); localhost NodePorts (and the KUBE-FIREWALL rule that guards them)
