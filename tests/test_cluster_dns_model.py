@@ -481,29 +481,49 @@ def test_readiness_skips_pods_without_an_ip(ready_plan: tuple[Any, dict[str, str
     assert proxier.readiness(plan.data(), {}) == []
 
 
-def test_readiness_chains_are_the_clusterip_endpoint_chains(
+def test_readiness_endpoints_are_the_clusterip_service_endpoints(
         ready_plan: tuple[Any, dict[str, str]]) -> None:
     plan, ips = ready_plan
     got = {e["pod"]: e for e in proxier.readiness(plan.data(), ips)}
     for key in web_pods(plan):
         ip = ips[key]
-        assert got[key]["chains"] == sorted([
-            kubeproxy.endpoint_chain("default", "web", "http", "TCP", ip, 8080),
-            kubeproxy.endpoint_chain("default", "web", "echo", "UDP", ip, 8081),
-            kubeproxy.endpoint_chain("default", "web-np", "", "TCP", ip, 8080),
+        assert got[key]["endpoints"] == sorted([
+            f"default/web:http -> {ip}:8080",
+            f"default/web:echo -> {ip}:8081",
+            f"default/web-np -> {ip}:8080",
         ])  # nothing for the headless web-h nor the ExternalName ext
         assert got[key]["udp"] == [f"{ip}:8081"]
     for key in plan.service(DNS_SERVICE).pods:
         ip = ips[key]
-        assert got[key]["chains"] == sorted([
-            kubeproxy.endpoint_chain("kube-system", "kube-dns", "dns", "UDP", ip, 53),
-            kubeproxy.endpoint_chain("kube-system", "kube-dns", "dns-tcp", "TCP", ip, 53)])
+        assert got[key]["endpoints"] == sorted([
+            f"kube-system/kube-dns:dns -> {ip}:53",
+            f"kube-system/kube-dns:dns-tcp -> {ip}:53"])
         assert got[key]["udp"] == [f"{ip}:53"]
 
 
-def test_readiness_chains_appear_in_the_rules(ready_plan: tuple[Any, dict[str, str]]) -> None:
+def test_readiness_endpoints_leave_the_rules_while_unready(
+        ready_plan: tuple[Any, dict[str, str]]) -> None:
+    # what podnet-endpoints reports (pod, ip) takes exactly the endpoints readiness() names
+    # out of the rules the node renders from the role's input
     plan, ips = ready_plan
     got = proxier.node_rules(plan.data(), ips, "node1", {})
     assert got["readiness"] == proxier.readiness(plan.data(), ips)
-    chains = [c for entry in got["readiness"] for c in entry["chains"]]
-    assert chains and all(f":{c} - [0:0]" in got["rules"] for c in chains)
+    chains = {entry["pod"]: [endpoint_chain(plan, name) for name in entry["endpoints"]]
+              for entry in got["readiness"]}
+    every = [c for cs in chains.values() for c in cs]
+    ready = proxier.rules_file(*proxier.from_input(got["input"]))
+    assert every and all(f":{c} - [0:0]" in ready for c in every)
+    victim = web_pods(plan)[0]
+    without = proxier.rules_file(*proxier.from_input(got["input"], {(victim, ips[victim])}))
+    assert chains[victim] and not any(c in without for c in chains[victim])
+    assert all(f":{c} - [0:0]" in without for p, cs in chains.items() if p != victim for c in cs)
+
+
+def endpoint_chain(plan: Any, name: str) -> str:
+    """The KUBE-SEP chain of "ns/svc:port -> ip:port" in ``plan``."""
+    service, _, address = name.partition(" -> ")
+    key, _, port_name = service.partition(":")
+    svc = plan.service(key)
+    protocol = next(p.protocol for p in svc.ports if p.name == port_name)
+    ip, _, port = address.rpartition(":")
+    return kubeproxy.endpoint_chain(svc.namespace, svc.name, port_name, protocol, ip, int(port))

@@ -28,8 +28,9 @@ def podnet_node_pods(plan: dict[str, Any], node: str) -> list[dict[str, Any]]:
 
 def podnet_kube_proxy(plan: dict[str, Any], pods: Any, node: str,
                       options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """kube-proxy's iptables rules for ``node`` from the plan and the pods' facts (a list of
-    {namespace, name, ip}, as ansible_local.podnet.pods of every node)."""
+    """What the kube_proxy role writes on ``node`` (the input its renderer turns into
+    kube-proxy's iptables rules there, the jumps, the pods to probe) from the plan and the pods'
+    facts (a list of {namespace, name, ip}, as ansible_local.podnet.pods of every node)."""
     try:
         return proxier.node_rules(plan, endpoints.observed_ips(pods), node, options or {})
     except (KeyError, TypeError, ValueError, StopIteration) as exc:
