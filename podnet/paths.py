@@ -27,7 +27,10 @@ class NodePaths:
     iptables_dir: str = "/etc/podnet/iptables"  # the rule files podnet-iptables applies
     routes_file: str = "/etc/podnet/routes.conf"  # the routes podnet-routes keeps
     dns_dir: str = "/etc/podnet/cluster-dns"  # the cluster DNS records, shared by its pods
-    kube_proxy_state_dir: str = "/var/lib/podnet/kube-proxy"  # the prober's inputs
+    kube_proxy_state_dir: str = "/var/lib/podnet/kube-proxy"  # its renderer's and prober's inputs
+    # pods failing their readinessProbe, kept by podnet-endpoints; in /run, so that after a
+    # reboot every pod starts ready again, as in Kubernetes
+    unready_pods: str = "/run/podnet/unready-pods"
     facts_dir: str = "/etc/ansible/facts.d"  # Ansible local facts (ansible_local.podnet)
     # names the same components share
     cni_network: str = "podnet"  # the conflist's name: host-local's and libcni's cache folders
@@ -40,6 +43,21 @@ class NodePaths:
     @property
     def cni_runtime(self) -> str:
         return self.tool("podnet-cni")
+
+    @property
+    def lib_dir(self) -> str:
+        """podnet's renderer shipped to the node (podnet-kube-proxy imports it from here)."""
+        return f"{self.bin_dir.rsplit('/', 1)[0]}/lib/podnet"
+
+    @property
+    def kube_proxy_rules(self) -> str:
+        """The rules podnet-kube-proxy renders on the node (not written by Ansible)."""
+        return f"{self.iptables_dir}/50-kube-proxy.rules"
+
+    @property
+    def kube_proxy_input(self) -> str:
+        """What the node renders its rules from: its Service ports, endpoints and options."""
+        return f"{self.kube_proxy_state_dir}/rules-input.json"
 
     @property
     def netexec(self) -> str:
@@ -79,7 +97,8 @@ class NodePaths:
     def as_dict(self) -> dict[str, Any]:
         """Every path by name, the derived ones too (what roles read from the plan)."""
         derived = ("cni_runtime", "netexec", "network_conf", "loopback_conf", "dns_records",
-                   "dns_pods", "cni_reservations")
+                   "dns_pods", "cni_reservations", "lib_dir", "kube_proxy_rules",
+                   "kube_proxy_input")
         return {**self.__dict__, **{name: getattr(self, name) for name in derived}}
 
 

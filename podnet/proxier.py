@@ -33,9 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podnet import kubeproxy
+
+if TYPE_CHECKING:  # the node has only this file and kubeproxy.py: no import of the plan there
+    from podnet.plan import Plan
 
 MASQ_MARK = "0x4000"
 NODEPORTS_LAST = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
@@ -434,64 +437,61 @@ def jumps(opts: Options) -> list[str]:
     return out
 
 
-def readiness(plan: Mapping[str, Any], observed: Mapping[str, str]) -> list[dict[str, Any]]:
+def readiness(plan: Plan, observed: Mapping[str, str]) -> list[dict[str, Any]]:
     """The pods with a readinessProbe that back a Service port: per pod its IP, the probe,
     the Service endpoints it governs ("ns/svc:port -> ip:port", as kube-proxy's rule comments
     name them; every node's podnet-endpoints reports the pod unready by its key and IP, and
     ``from_input`` leaves these endpoints out while it is) and its UDP endpoints (whose
     conntrack flows are cleared when it goes unready)."""
     out = []
-    for pod in plan["pods"]:
-        key = f"{pod['namespace']}/{pod['name']}"
-        probe = next((c["readiness"] for c in pod["containers"] if c.get("readiness")), None)
-        ip = observed.get(key)
+    for pod in plan.pods:
+        probe = pod.readiness
+        ip = observed.get(pod.key)
         if not probe or not ip:
             continue
         governed, udp = set(), set()
-        for svc in plan["services"]:
-            if svc["type"] == "ExternalName" or svc["headless"] or not svc["cluster_ip"]:
+        for svc in plan.services:
+            if not svc.proxied:
                 continue
-            for port in svc["ports"]:
-                for e in port["endpoints"]:
-                    if e["pod"] == key:
-                        name = kubeproxy.service_port_name(svc["namespace"], svc["name"],
-                                                           port["name"])
-                        governed.add(f"{name} -> {ip}:{int(e['port'])}")
-                        if port["protocol"] == "UDP":
-                            udp.add(f"{ip}:{e['port']}")
+            for port in svc.ports:
+                for e in port.endpoints:
+                    if e.pod == pod.key:
+                        name = kubeproxy.service_port_name(svc.namespace, svc.name, port.name)
+                        governed.add(f"{name} -> {ip}:{e.port}")
+                        if port.protocol == "UDP":
+                            udp.add(f"{ip}:{e.port}")
         if governed:
-            out.append({"pod": key, "ip": ip, "probe": probe, "endpoints": sorted(governed),
+            out.append({"pod": pod.key, "ip": ip, "probe": probe, "endpoints": sorted(governed),
                         "udp": sorted(udp)})
     return out
 
 
-def from_plan(plan: Mapping[str, Any], observed: Mapping[str, str],
+def from_plan(plan: Plan, observed: Mapping[str, str],
               external_ips: Mapping[str, Sequence[str]] | None = None) -> list[ServicePort]:
-    """Service ports of the plan (as data) with endpoints at the pods' observed IPs."""
+    """kube-proxy's Service ports for the plan's Services that have a ClusterIP, with
+    endpoints at the pods' observed IPs (a pod not running yet is no endpoint)."""
     out = []
-    pods = {p["namespace"] + "/" + p["name"]: p for p in plan["pods"]}
-    for svc in plan["services"]:
-        if svc["type"] == "ExternalName" or svc["headless"] or not svc["cluster_ip"]:
+    for svc in plan.services:
+        if not svc.proxied:
             continue
-        for port in svc["ports"]:
-            eps = tuple(Endpoint(observed[e["pod"]], int(e["port"]), pods[e["pod"]]["node"],
-                                 pod=e["pod"])
-                        for e in port["endpoints"] if observed.get(e["pod"]))
+        for port in svc.ports:
+            eps = tuple(Endpoint(observed[e.pod], e.port, e.node, pod=e.pod)
+                        for e in port.endpoints if observed.get(e.pod))
             eps = tuple(sorted(eps, key=lambda e: (tuple(int(x) for x in e.ip.split(".")),
                                                    e.port)))
             out.append(ServicePort(
-                namespace=svc["namespace"], name=svc["name"], port_name=port["name"],
-                protocol=port["protocol"], cluster_ip=svc["cluster_ip"], port=int(port["port"]),
-                endpoints=eps, node_port=int(port["node_port"] or 0),
-                external_ips=tuple((external_ips or {}).get(svc["namespace"] + "/" + svc["name"],
-                                                            ())),
-                lb_ips=(svc["lb_ip"],) if svc["lb_ip"] else (),
-                source_ranges=tuple(svc["load_balancer_source_ranges"]),
-                health_check_node_port=int(svc["health_check_node_port"] or 0),
-                affinity_timeout=svc["session_affinity_timeout"],
-                external_local=svc["external_traffic_policy"] == "Local"
-                and svc["type"] in ("NodePort", "LoadBalancer"),
-                internal_local=svc["internal_traffic_policy"] == "Local",
+                namespace=svc.namespace, name=svc.name, port_name=port.name,
+                protocol=port.protocol, cluster_ip=str(svc.cluster_ip), port=port.port,
+                endpoints=eps, node_port=port.node_port or 0,
+                external_ips=tuple((external_ips or {}).get(svc.key, ())),
+                lb_ips=(svc.lb_ip,) if svc.lb_ip else (),
+                source_ranges=tuple(svc.load_balancer_source_ranges),
+                health_check_node_port=svc.health_check_node_port or 0,
+                affinity_timeout=svc.session_affinity_timeout,
+                # externalTrafficPolicy only applies to Services reachable from outside
+                external_local=svc.external_traffic_policy == "Local"
+                and svc.type in ("NodePort", "LoadBalancer"),
+                internal_local=svc.internal_traffic_policy == "Local",
             ))
     return out
 
@@ -549,15 +549,14 @@ def from_input(data: Mapping[str, Any], unready: Collection[tuple[str, str]] = (
     return services, opts
 
 
-def node_rules(plan: Mapping[str, Any], observed: Mapping[str, str], node: str,
+def node_rules(plan: Plan, observed: Mapping[str, str], node: str,
                options: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the kube_proxy role writes on ``node``: the renderer's input (rendered there
     with the node's readiness by podnet-kube-proxy), the jumps into kube-proxy's chains, the
     chain prefixes podnet-iptables may delete when stale, the UDP services' endpoints (for
     conntrack cleanup) and the pods to probe."""
-    address = next(n["address"] for n in plan["nodes"] if n["name"] == node)
-    opts = Options(node_name=node, node_ip=address,
-                   cluster_cidr=plan["settings"]["cluster_cidr"],
+    opts = Options(node_name=node, node_ip=plan.node(node).address,
+                   cluster_cidr=str(plan.settings.cluster_cidr),
                    masquerade_mark=str(options.get("masquerade_mark", MASQ_MARK)),
                    random_fully=bool(options.get("random_fully", True)),
                    localhost_nodeports=bool(options.get("localhost_nodeports", False)),

@@ -371,7 +371,7 @@ def test_probe_exec_only_is_not_run_and_warned_about() -> None:
                                       "readinessProbe.exec.command[") for t in texts), texts
     assert all("podnet does not act on this field; it has no effect here; fix: " in t
                for t in texts)
-    assert proxier.readiness(plan.data(), {"default/p": "10.244.1.5"}) == []
+    assert proxier.readiness(Plan.from_data(plan.data()), {"default/p": "10.244.1.5"}) == []
 
 
 PROBE_ERRORS = [
@@ -464,7 +464,7 @@ def web_pods(plan: Any) -> list[str]:
 
 def test_readiness_lists_probed_pods_with_an_ip(ready_plan: tuple[Any, dict[str, str]]) -> None:
     plan, ips = ready_plan
-    got = proxier.readiness(plan.data(), ips)
+    got = proxier.readiness(Plan.from_data(plan.data()), ips)
     dns_keys = plan.service(DNS_SERVICE).pods
     assert sorted(e["pod"] for e in got) == sorted([*dns_keys, *web_pods(plan)])
     assert all(e["ip"] == ips[e["pod"]] for e in got)
@@ -476,15 +476,15 @@ def test_readiness_skips_pods_without_an_ip(ready_plan: tuple[Any, dict[str, str
     plan, ips = ready_plan
     first, second = web_pods(plan)
     partial = {k: v for k, v in ips.items() if k != first}
-    assert [e["pod"] for e in proxier.readiness(plan.data(), partial)
+    assert [e["pod"] for e in proxier.readiness(Plan.from_data(plan.data()), partial)
             if e["pod"].startswith("default/")] == [second]
-    assert proxier.readiness(plan.data(), {}) == []
+    assert proxier.readiness(Plan.from_data(plan.data()), {}) == []
 
 
 def test_readiness_endpoints_are_the_clusterip_service_endpoints(
         ready_plan: tuple[Any, dict[str, str]]) -> None:
     plan, ips = ready_plan
-    got = {e["pod"]: e for e in proxier.readiness(plan.data(), ips)}
+    got = {e["pod"]: e for e in proxier.readiness(Plan.from_data(plan.data()), ips)}
     for key in web_pods(plan):
         ip = ips[key]
         assert got[key]["endpoints"] == sorted([
@@ -506,8 +506,8 @@ def test_readiness_endpoints_leave_the_rules_while_unready(
     # what podnet-endpoints reports (pod, ip) takes exactly the endpoints readiness() names
     # out of the rules the node renders from the role's input
     plan, ips = ready_plan
-    got = proxier.node_rules(plan.data(), ips, "node1", {})
-    assert got["readiness"] == proxier.readiness(plan.data(), ips)
+    got = proxier.node_rules(Plan.from_data(plan.data()), ips, "node1", {})
+    assert got["readiness"] == proxier.readiness(Plan.from_data(plan.data()), ips)
     chains = {entry["pod"]: [endpoint_chain(plan, name) for name in entry["endpoints"]]
               for entry in got["readiness"]}
     every = [c for cs in chains.values() for c in cs]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.testing import patch_module_args
+from modelkit import make_plan
 from nodekit import ROOT, load
 
 model_filters = load("podnet_model_filter", ROOT / "plugins/filter/podnet_model.py")
@@ -30,19 +31,22 @@ def run_module(main: Callable[[], None], args: dict[str, Any],
     return result
 
 
-PLAN = {"nodes": [{"name": "n1"}, {"name": "n2"}]}
+PLAN = make_plan().data()  # the plan as the roles get it (nodes node1, node2, node3)
 POD = {"namespace": "demo", "name": "web-1", "ip": "10.244.1.5"}
+EMPTY = {"ansible_local": {"podnet": {"pods": []}}}
+DNS_NODE = next(p["node"] for p in PLAN["pods"] if p["namespace"] == "kube-system")
 
 
 def test_cluster_pods_joins_every_nodes_fact() -> None:
-    hostvars = {"n1": {"ansible_local": {"podnet": {"pods": [POD]}}},
-                "n2": {"ansible_local": {"podnet": {"pods": []}}}}
+    hostvars = {"node1": {"ansible_local": {"podnet": {"pods": [POD]}}},
+                "node2": EMPTY, "node3": EMPTY}
     assert model_filters.podnet_cluster_pods(hostvars, PLAN) == [POD]
 
 
 def test_cluster_pods_refuses_a_node_without_its_fact_unless_not_strict() -> None:
-    hostvars = {"n1": {"ansible_local": {"podnet": {"pods": [POD]}}}, "n2": {}}
-    with pytest.raises(AnsibleFilterError, match=r"node n2 has not reported its pods .*"
+    hostvars = {"node1": {"ansible_local": {"podnet": {"pods": [POD]}}}, "node2": {},
+                "node3": EMPTY}
+    with pytest.raises(AnsibleFilterError, match=r"node node2 has not reported its pods .*"
                                                  r"run the node play on all nodes"):
         model_filters.podnet_cluster_pods(hostvars, PLAN)
     # a first dry run: no pod runs yet, so no node has the fact
@@ -50,11 +54,16 @@ def test_cluster_pods_refuses_a_node_without_its_fact_unless_not_strict() -> Non
 
 
 @pytest.mark.parametrize(("name", "args", "says"), [
-    ("podnet_cluster_pods", ({}, {"nodes": [{"name": "n1"}]}), "podnet_cluster_pods: 'n1'"),
+    ("podnet_cluster_pods", ({}, {"nodes": [{"name": "n1"}]}),
+     "podnet_cluster_pods: not a podnet plan: it has no 'allocations'"),
+    ("podnet_cluster_pods", ({}, PLAN), "podnet_cluster_pods: 'node1'"),
     ("podnet_node_pods", ({}, "n1"), "podnet_node_pods: not a podnet plan"),
-    ("podnet_kube_proxy", ({}, [], "n1"), "podnet_kube_proxy: KeyError"),
-    ("podnet_cluster_dns", ({}, [], "n1", ""), "podnet_cluster_dns: KeyError"),
-    ("podnet_kube_proxy", ({}, [{"name": "web-1"}], "n1"), "podnet_kube_proxy: ValueError"),
+    ("podnet_kube_proxy", ({}, [], "n1"), "podnet_kube_proxy: not a podnet plan"),
+    ("podnet_cluster_dns", ({}, [], "n1", ""), "podnet_cluster_dns: not a podnet plan"),
+    ("podnet_kube_proxy", (PLAN, [{"name": "web-1"}], "node1"), "podnet_kube_proxy: ValueError"),
+    ("podnet_kube_proxy", (PLAN, [], "n1"), "podnet_kube_proxy: StopIteration"),
+    ("podnet_cluster_dns", (PLAN, [], DNS_NODE, "nameserver 127.0.0.53\n"),
+     "cluster_dns: the node's /etc/resolv.conf names no resolver"),
 ])
 def test_a_filter_given_no_plan_names_itself_and_the_problem(name: str, args: tuple[Any, ...],
                                                              says: str) -> None:

@@ -31,8 +31,9 @@ def podnet_kube_proxy(plan: dict[str, Any], pods: Any, node: str,
     """What the kube_proxy role writes on ``node`` (the input its renderer turns into
     kube-proxy's iptables rules there, the jumps, the pods to probe) from the plan and the pods'
     facts (a list of {namespace, name, ip}, as ansible_local.podnet.pods of every node)."""
+    typed = _plan(plan, "podnet_kube_proxy")
     try:
-        return proxier.node_rules(plan, endpoints.observed_ips(pods), node, options or {})
+        return proxier.node_rules(typed, endpoints.observed_ips(pods), node, options or {})
     except (KeyError, TypeError, ValueError, StopIteration) as exc:
         raise AnsibleFilterError(f"podnet_kube_proxy: {type(exc).__name__}: {exc}") from exc
 
