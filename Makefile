@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 INVENTORY ?= inventory/lab
+MYPY_SCRIPT_DIRS := tests verify bench
 PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -72,6 +73,9 @@ lint: setup
 	$(BIN)/ansible-lint
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	@# tests/, verify/ and bench/ import their helpers as top-level modules, and tests/ and
+	@# verify/ both have a conftest: one mypy run per folder, with the folder on mypy's path
+	for d in $(MYPY_SCRIPT_DIRS); do MYPYPATH=$$d $(BIN)/mypy $$d || exit 1; done
 
 unit: setup
 	@echo "==> unit: pytest tests/"

@@ -243,5 +243,6 @@ def test_new_node_port_services_never_renumber_health_check_ports(names: list[st
     assert after_a.health_check_node_port == before_a.health_check_node_port
     assert after_a.ports[0].node_port == before_a.ports[0].node_port
     used = [p.node_port for s in after.services for p in s.ports if p.node_port]
+    assert after_a.health_check_node_port is not None
     used.append(after_a.health_check_node_port)
     assert len(used) == len(set(used))

@@ -15,6 +15,7 @@ def lines(found: list[dns.DNSRecord]) -> set[str]:
 def test_clusterip_service_records() -> None:
     plan, ips = plan_and_ips()
     web = plan.service("default/web")
+    assert web.cluster_ip
     rev = ".".join(reversed(web.cluster_ip.split(".")))
     got = lines(dns.records(plan, ips))
     assert {

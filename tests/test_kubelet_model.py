@@ -96,4 +96,5 @@ def test_dns_pods_run_unbound_with_a_placeholder_config() -> None:
 
 
 def test_default_config_for_other_kinds_is_none() -> None:
-    assert kubelet.default_config("netexec", {"name": "x"}, []) is None
+    pod = Plan.from_data(make_plan(TEXT).data()).pod("default/proxy")
+    assert kubelet.default_config("netexec", pod, []) is None

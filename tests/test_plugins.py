@@ -33,7 +33,7 @@ def run_module(main: Callable[[], None], args: dict[str, Any],
 
 PLAN = make_plan().data()  # the plan as the roles get it (nodes node1, node2, node3)
 POD = {"namespace": "demo", "name": "web-1", "ip": "10.244.1.5"}
-EMPTY = {"ansible_local": {"podnet": {"pods": []}}}
+EMPTY: dict[str, Any] = {"ansible_local": {"podnet": {"pods": []}}}
 DNS_NODE = next(p["node"] for p in PLAN["pods"] if p["namespace"] == "kube-system")
 
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from nodekit import sandbox  # the throwaway namespace podnet-iptables' tests use
@@ -76,7 +77,7 @@ def test_the_default_thresholds_are_the_kubelets() -> None:
     assert endpoint.observe(None) and endpoint.ready  # one success is enough
 
 
-def by_pod(endpoints: dict) -> dict:  # type: ignore[type-arg]
+def by_pod(endpoints: dict[str, Any]) -> dict[str, Any]:
     return {e.entry["pod"]: e for e in endpoints.values()}
 
 

@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import testinfra
@@ -225,7 +226,10 @@ DEMO = INVENTORY_PATH.resolve() == (ROOT / "inventory" / "lab").resolve()
 FLOORS = {"servers": 10, "service ports": 8} if DEMO else {"servers": 1, "service ports": 1}
 
 
-def at_least(what: str, found: list) -> list:  # type: ignore[type-arg]
+T = TypeVar("T")
+
+
+def at_least(what: str, found: list[T]) -> list[T]:
     """``found``, once it holds at least the floor of ``what``; a collection error otherwise."""
     if len(found) < FLOORS[what]:
         raise pytest.UsageError(f"{INVENTORY_PATH}: {len(found)} {what} to test, fewer than "

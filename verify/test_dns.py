@@ -99,7 +99,7 @@ def test_dns_pod_reports_healthy_and_ready_with_the_models_serial(dns_pod: str) 
 
 
 def test_dns_pods_run_on_different_nodes() -> None:
-    nodes = [plan().pod(p["key"]).node for p in dns_pods()]  # type: ignore[index]
+    nodes = [plan().pod(str(p["key"])).node for p in dns_pods()]
     assert len(nodes) == plan().settings.dns_replicas == len(set(nodes)), nodes
 
 
