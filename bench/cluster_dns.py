@@ -27,7 +27,7 @@ from service_rules import ssh  # noqa: E402  (bench/ is on sys.path: the script'
 
 from podnet import cluster, dns, endpoints  # noqa: E402
 from podnet.kubelet import pod_id  # noqa: E402
-from podnet.model import Plan  # noqa: E402
+from podnet.plan import Plan  # noqa: E402
 
 COREDNS_QPS = 33669  # 2 vCPUs, cluster names, Scaling_CoreDNS.md
 SECONDS = int(os.environ.get("PODNET_BENCH_DNS_SECONDS", "15"))
@@ -79,10 +79,10 @@ def main() -> int:
     client_key = os.environ.get("PODNET_BENCH_POD", "other/client")
     client = plan.pod(client_key)
     ips = observed(plan)
-    served = dns.served(plan.data(), ips)
+    served = dns.served(plan, ips)
     cluster_names = "".join(f"{r.name} {r.type}\n" for r in served)
     external = "www.example.test. A\n"
-    dns_ip = str(plan.settings.dns_ip)
+    dns_ip = str(plan.settings.dns_service_ip)
     dns_pods = sorted(p.key for p in plan.pods if p.namespace == "kube-system")
     netns = pod_id(client.namespace, client.name)
     print(f"dnsperf from pod {client_key} on {client.node}: {SECONDS} s per run, {CLIENTS} "

@@ -19,7 +19,7 @@ from podnet.inventory import InventoryError
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from podnet import cluster, report
+    from podnet import cluster, dns, report
     from podnet.problems import InvalidInput, Problem
 
     try:
@@ -46,7 +46,7 @@ def _plan(args: argparse.Namespace) -> int:
                 print(f"  {problem}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(plan.as_dict(), indent=2))
+        print(json.dumps(dns.printable(plan), indent=2))
     else:
         sys.stdout.write(report.render(plan))
     return 0

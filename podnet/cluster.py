@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from podnet.allocate import RECORD_FILE, Record
-from podnet.model import Plan, build
+from podnet.model import build
+from podnet.plan import Plan
 from podnet.problems import Problems
 from podnet.yamlsource import load_dir
 

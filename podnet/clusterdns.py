@@ -1,8 +1,8 @@
 """What the cluster_dns role puts on a node: the records every DNS pod serves and, per DNS pod
 planned on the node, where its unbound finds its configuration and control socket.
 
-Pure functions over the plan as data (what Ansible holds as ``cluster_model_plan``) and the
-pods' observed IPs, so the role's templates only print.
+Pure functions over the typed plan and the pods' observed IPs, so the role's templates only
+print.
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from podnet import dns, kubelet
-from podnet.model import DNS_SERVICE
+from podnet.plan import Plan
 from podnet.settings import upstream_problem
 
-DNS_DIR = "/etc/podnet/cluster-dns"
-RECORDS = f"{DNS_DIR}/records.conf"
-PODS = f"{DNS_DIR}/pods.json"  # the node's DNS pods, for podnet-dns converge
 SERVER_CONTAINER = "unbound"
 
 
@@ -31,15 +28,14 @@ def resolv_nameservers(text: str) -> list[str]:
     return out
 
 
-def upstreams(plan: Mapping[str, Any], resolv_conf: str) -> list[str]:
+def upstreams(plan: Plan, resolv_conf: str) -> list[str]:
     """The resolvers DNS pods forward to: ``podnet_dns_upstreams``, else the node's
     resolv.conf. Raises ValueError naming the fix when none is usable from a pod."""
-    given = list(plan["settings"].get("dns_upstreams") or [])
+    given = list(plan.settings.dns_upstreams)
     if given:
         return given
     found = resolv_nameservers(resolv_conf)
-    cluster, service = (ipaddress.IPv4Network(plan["settings"][k])
-                        for k in ("cluster_cidr", "service_cidr"))
+    cluster, service = plan.settings.cluster_cidr, plan.settings.service_cidr
     usable, looping = [], []
     for text in found:
         try:
@@ -63,21 +59,18 @@ def upstreams(plan: Mapping[str, Any], resolv_conf: str) -> list[str]:
     return usable
 
 
-def allowed_sources(plan: Mapping[str, Any]) -> list[str]:
+def allowed_sources(plan: Plan) -> list[str]:
     """Who may query the cluster DNS: pods, the nodes, and the pod itself (its health check)."""
-    nodes = sorted({f"{n['address']}/32" for n in plan["nodes"]})
-    return [plan["settings"]["cluster_cidr"], *nodes, "127.0.0.0/8"]
+    nodes = sorted({f"{n.address}/32" for n in plan.nodes})
+    return [str(plan.settings.cluster_cidr), *nodes, "127.0.0.0/8"]
 
 
-def dns_pods(plan: Mapping[str, Any], observed: Mapping[str, str],
-             node: str) -> list[dict[str, Any]]:
+def dns_pods(plan: Plan, observed: Mapping[str, str], node: str) -> list[dict[str, Any]]:
     """The pods of the kube-dns Service planned on ``node``, with their server's paths."""
-    service = next(s for s in plan["services"]
-                   if f"{s['namespace']}/{s['name']}" == DNS_SERVICE)
-    chosen = set(service["pods"])
-    ports = {f"{p['namespace']}/{p['name']}": next(
-        (port["port"] for c in p["containers"] if c["name"] == SERVER_CONTAINER
-         for port in c["ports"] if port["protocol"] == "UDP"), 53) for p in plan["pods"]}
+    chosen = set(plan.dns_service.pods)
+    ports = {p.key: next((port.port for c in p.containers if c.name == SERVER_CONTAINER
+                          for port in c.ports if port.protocol == "UDP"), 53)
+             for p in plan.pods}
     out = []
     for pod in kubelet.node_pods(plan, node):  # where the kubelet put each pod's files
         key = f"{pod['namespace']}/{pod['name']}"
@@ -96,17 +89,17 @@ def dns_pods(plan: Mapping[str, Any], observed: Mapping[str, str],
     return out
 
 
-def node_config(plan: Mapping[str, Any], observed: Mapping[str, str], node: str,
+def node_config(plan: Plan, observed: Mapping[str, str], node: str,
                 resolv_conf: str) -> dict[str, Any]:
     """Everything the cluster_dns role renders on ``node``."""
     served = dns.served(plan, observed)
     pods = dns_pods(plan, observed, node)
     return {
-        "zone": plan["settings"]["cluster_domain"].lower().rstrip(".") + ".",
+        "zone": plan.settings.cluster_domain.lower().rstrip(".") + ".",
         "serial": int(str(served[0].data).split()[2]),
         "records": [dns.rr_line(r) for r in served],
-        "records_path": RECORDS,
-        "pods_path": PODS,
+        "records_path": plan.paths.dns_records,
+        "pods_path": plan.paths.dns_pods,
         "upstreams": upstreams(plan, resolv_conf) if pods else [],
         "allow": allowed_sources(plan),
         "pods": pods,

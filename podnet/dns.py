@@ -20,12 +20,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from podnet.addresses import dashed, reverse_name
-
-if TYPE_CHECKING:
-    from podnet.model import Plan
+from podnet.plan import Plan, ServicePlan
 
 SCHEMA_VERSION = "1.1.0"
 TTL = 5
@@ -48,49 +46,47 @@ class DNSRecord:
         return f"{self.name} {self.ttl} IN {self.type} {data}"
 
 
-def records(plan: Plan | Mapping[str, Any],
-            observed: Mapping[str, str] | None = None) -> list[DNSRecord]:
-    """Every record of the zone; ``plan`` is a Plan or its data (``Plan.data()``, as Ansible
-    holds it); ``observed`` maps pod keys (ns/name) to their running IPs."""
-    data = plan if isinstance(plan, Mapping) else plan.data()
-    zone = data["settings"]["cluster_domain"].lower()
-    pods = {f"{p['namespace']}/{p['name']}": p for p in data["pods"]}
+def records(plan: Plan, observed: Mapping[str, str] | None = None) -> list[DNSRecord]:
+    """Every record of the zone; ``observed`` maps pod keys (ns/name) to their running IPs
+    (without it, records that need a pod's IP come back waiting for it)."""
+    zone = plan.settings.cluster_domain.lower()
     out = [DNSRecord(f"dns-version.{zone}.", "TXT", VERSION_TTL, f'"{SCHEMA_VERSION}"')]
-    for svc in data["services"]:
-        fqdn = f"{svc['fqdn'].lower()}."
-        if svc["type"] == "ExternalName":
-            out.append(DNSRecord(fqdn, "CNAME", TTL, f"{svc['external_name'].lower()}."))
-        elif svc["headless"]:
-            out.extend(_headless(pods, svc, fqdn, observed))
-        elif svc["cluster_ip"]:
-            out.append(DNSRecord(fqdn, "A", TTL, svc["cluster_ip"]))
-            out.append(DNSRecord(f"{reverse_name(svc['cluster_ip'])}.", "PTR", TTL, fqdn))
-            for port in svc["ports"]:
-                if port["name"]:
-                    out.append(DNSRecord(f"_{port['name']}._{port['protocol'].lower()}.{fqdn}",
-                                         "SRV", TTL, f"0 100 {port['port']} {fqdn}"))
-    for key, pod in pods.items():
-        ip = None if observed is None else observed.get(key)
+    for svc in plan.services:
+        fqdn = f"{svc.fqdn.lower()}."
+        if svc.type == "ExternalName":
+            out.append(DNSRecord(fqdn, "CNAME", TTL, f"{str(svc.external_name).lower()}."))
+        elif svc.headless:
+            out.extend(_headless(plan, svc, fqdn, observed))
+        elif svc.cluster_ip:
+            out.append(DNSRecord(fqdn, "A", TTL, svc.cluster_ip))
+            out.append(DNSRecord(f"{reverse_name(svc.cluster_ip)}.", "PTR", TTL, fqdn))
+            for port in svc.ports:
+                # an unnamed port has no SRV record (DNS-Based Service Discovery 2.4.1)
+                if port.name:
+                    out.append(DNSRecord(f"_{port.name}._{port.protocol.lower()}.{fqdn}",
+                                         "SRV", TTL, f"0 100 {port.port} {fqdn}"))
+    for pod in plan.pods:
+        ip = None if observed is None else observed.get(pod.key)
         if observed is None:
-            out.append(DNSRecord(f"<ip>.{pod['namespace']}.pod.{zone}.", "A", TTL, None, key))
+            out.append(DNSRecord(f"<ip>.{pod.namespace}.pod.{zone}.", "A", TTL, None, pod.key))
         elif ip:
-            out.append(DNSRecord(f"{dashed(ip)}.{pod['namespace']}.pod.{zone}.", "A", TTL, ip))
+            out.append(DNSRecord(f"{dashed(ip)}.{pod.namespace}.pod.{zone}.", "A", TTL, ip))
     return out
 
 
-def _headless(pods: Mapping[str, Mapping[str, Any]], svc: Mapping[str, Any], fqdn: str,
+def _headless(plan: Plan, svc: ServicePlan, fqdn: str,
               observed: Mapping[str, str] | None) -> list[DNSRecord]:
     out: list[DNSRecord] = []
     names: dict[str, str] = {}
     # every selected pod is in the EndpointSlice (without ports if it lacks a named one),
     # so it has its A and PTR records; SRV records need the port
-    for key in sorted(svc["pods"]):
-        pod = pods[key]
+    for key in sorted(svc.pods):
+        pod = plan.pod(key)
         ip = None if observed is None else observed.get(key)
         if observed is not None and not ip:
             continue  # not ready: not an endpoint
-        if pod["hostname"] and pod["subdomain"] == svc["name"]:
-            label = pod["hostname"].lower()
+        if pod.hostname and pod.subdomain == svc.name:
+            label = pod.hostname.lower()
         else:
             label = dashed(ip) if ip else "<ip>"
         host = f"{label}.{fqdn}"
@@ -99,16 +95,16 @@ def _headless(pods: Mapping[str, Mapping[str, Any]], svc: Mapping[str, Any], fqd
         out.append(DNSRecord(host, "A", TTL, ip, None if ip else key))
         if ip:
             out.append(DNSRecord(f"{reverse_name(ip)}.", "PTR", TTL, host))
-    for port in svc["ports"]:
-        if not port["name"]:
+    for port in svc.ports:
+        if not port.name:
             continue
-        ready = [e for e in port["endpoints"] if e["pod"] in names]
+        ready = [e for e in port.endpoints if e.pod in names]
         if not ready:
             continue
         weight = max(1, 100 // len(ready))
         for e in ready:
-            out.append(DNSRecord(f"_{port['name']}._{port['protocol'].lower()}.{fqdn}", "SRV",
-                                 TTL, f"0 {weight} {e['port']} {names[e['pod']]}"))
+            out.append(DNSRecord(f"_{port.name}._{port.protocol.lower()}.{fqdn}", "SRV",
+                                 TTL, f"0 {weight} {e.port} {names[e.pod]}"))
     return out
 
 
@@ -131,13 +127,17 @@ def serial(found: list[DNSRecord]) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") or 1
 
 
-def served(plan: Plan | Mapping[str, Any], observed: Mapping[str, str]) -> list[DNSRecord]:
+def served(plan: Plan, observed: Mapping[str, str]) -> list[DNSRecord]:
     """What the DNS pods serve: the apex, then every record whose data is known, sorted."""
-    data = plan if isinstance(plan, Mapping) else plan.data()
-    settings = data["settings"]
-    found = sorted({r for r in records(data, observed) if r.data is not None},
+    found = sorted({r for r in records(plan, observed) if r.data is not None},
                    key=lambda r: (r.name, r.type, r.data or ""))
-    return apex(settings["cluster_domain"], settings["dns_service_ip"], serial(found)) + found
+    settings = plan.settings
+    return apex(settings.cluster_domain, str(settings.dns_service_ip), serial(found)) + found
+
+
+def printable(plan: Plan) -> dict[str, Any]:
+    """The plan as data with the DNS records known before any pod runs (``podnet plan``)."""
+    return {**plan.data(), "dns_records": [r.as_dict() for r in records(plan)]}
 
 
 def rr_line(record: DNSRecord) -> str:

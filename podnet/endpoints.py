@@ -1,24 +1,9 @@
-"""Endpoints of Services for the pods that actually run, with the IPs their nodes reported."""
+"""The pods that actually run, with the IPs their nodes reported (the ansible_local.podnet
+facts), as the renderers take them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from podnet.model import Plan, ServicePlan
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    pod: str  # ns/name
-    node: str
-    ip: str
-    port: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def observed_ips(pods: object) -> dict[str, str]:
@@ -31,22 +16,4 @@ def observed_ips(pods: object) -> dict[str, str]:
             raise ValueError(f"observed pod [{i}] needs namespace and name, got {pod!r}")
         if pod.get("ip"):
             out[f"{pod['namespace']}/{pod['name']}"] = str(pod["ip"])
-    return out
-
-
-def for_port(service: ServicePlan, port_name: str, protocol: str,
-             observed: Mapping[str, str]) -> list[Endpoint]:
-    """Ready endpoints (pods with an IP) of one port, in the plan's order."""
-    port = next(p for p in service.ports if p.name == port_name and p.protocol == protocol)
-    return [Endpoint(e.pod, e.node, observed[e.pod], e.port)
-            for e in port.endpoints if observed.get(e.pod)]
-
-
-def all_endpoints(plan: Plan, observed: Mapping[str, str]) -> dict[str, dict[str, list[Endpoint]]]:
-    """``{ns/svc: {"name/PROTO": [Endpoint, ...]}}`` for every Service with a selector."""
-    out: dict[str, dict[str, list[Endpoint]]] = {}
-    for svc in plan.services:
-        out[svc.key] = {f"{p.name or p.port}/{p.protocol}": for_port(svc, p.name, p.protocol,
-                                                                      observed)
-                        for p in svc.ports}
     return out

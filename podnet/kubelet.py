@@ -1,7 +1,7 @@
 """What the kubelet role puts on a node for each pod planned there: names, units, commands.
 
-Pure functions over the plan as data (``Plan.as_dict()``, which is what Ansible holds as
-``cluster_model_plan``), so the role's templates only print.
+Pure functions over the typed plan (the filters turn the role's ``kubelet_plan`` into one), so
+the role's templates only print. Paths come from the plan's ``paths`` (podnet/paths.py).
 """
 
 from __future__ import annotations
@@ -11,13 +11,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from podnet.model import pod_hostname
+from podnet.paths import NodePaths
+from podnet.plan import Plan, PodPlan, PortPlan
+from podnet.settings import Settings
 
-PODS_DIR = "/etc/podnet/pods"
-NETEXEC = "/usr/local/bin/podnet-netexec"
-CONF_DIR = "/etc/cni/net.d"
-NETWORK_CONF = f"{CONF_DIR}/10-podnet.conflist"
-LOOPBACK_CONF = f"{CONF_DIR}/99-loopback.conf"
 RESTART = {"Always": "always", "OnFailure": "on-failure", "Never": "no"}
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 
@@ -54,18 +51,17 @@ def systemd_environment(name: str, value: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def resolv_conf(namespace: str, settings: Mapping[str, Any]) -> str:
+def resolv_conf(namespace: str, settings: Settings) -> str:
     """The pod's /etc/resolv.conf, as the kubelet writes it for dnsPolicy ClusterFirst."""
-    zone = settings["cluster_domain"]
-    return (f"nameserver {settings['dns_service_ip']}\n"
+    zone = settings.cluster_domain
+    return (f"nameserver {settings.dns_service_ip}\n"
             f"search {namespace}.svc.{zone} svc.{zone} {zone}\n"
             "options ndots:5\n")
 
 
-def default_config(kind: str, pod: Mapping[str, Any], ports: Sequence[Mapping[str, Any]]
-                   ) -> str | None:
+def default_config(kind: str, pod: PodPlan, ports: Sequence[PortPlan]) -> str | None:
     """A minimal config for a packaged server until its component role writes the real one."""
-    first = {p["protocol"]: p["port"] for p in reversed(ports)}
+    first = {p.protocol: p.port for p in reversed(ports)}
     if kind == "unbound":
         port = first.get("UDP") or first.get("TCP") or 53
         return ("# podnet default: answers nothing until the cluster_dns role configures it\n"
@@ -78,14 +74,15 @@ def default_config(kind: str, pod: Mapping[str, Any], ports: Sequence[Mapping[st
         return ("# podnet default: a placeholder until a component role configures it\n"
                 "pid /dev/null;\nerror_log stderr;\nevents {}\nhttp {\n  access_log off;\n"
                 f"  server {{\n    listen {port};\n"
-                f"    location / {{ return 200 \"podnet nginx {pod['name']}\\n\"; }}\n"
+                f"    location / {{ return 200 \"podnet nginx {pod.name}\\n\"; }}\n"
                 "  }\n}\n")
     return None
 
 
-def _command(kind: str, workload: Mapping[str, Any], config: str | None) -> list[str]:
+def _command(kind: str, workload: Mapping[str, Any], config: str | None, paths: NodePaths
+             ) -> list[str]:
     if kind == "netexec":
-        return [NETEXEC, f"--http-port={workload.get('http_port') or 0}",
+        return [paths.netexec, f"--http-port={workload.get('http_port') or 0}",
                 f"--udp-port={workload.get('udp_port') or 0}"]
     if kind == "unbound":
         return ["/usr/sbin/unbound", "-d", "-p", "-c", str(config), *workload["command"]]
@@ -98,7 +95,8 @@ UNIT_HEADER = ("# Managed by podnet (the kubelet role writes it from the pod's s
                "local changes are overwritten.\n")
 
 
-def container_unit(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+def container_unit(pod: Mapping[str, Any], container: Mapping[str, Any], paths: NodePaths
+                   ) -> str:
     """The systemd unit of one container: it runs in its pod's network namespace, with the
     pod's resolv.conf, bound to the pod's sandbox (stopped and restarted with it)."""
     lines = [
@@ -113,7 +111,7 @@ def container_unit(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:
         f"After={pod['sandbox_unit']}",
         "",
         "[Service]",
-        f"NetworkNamespacePath=/run/netns/{pod['id']}",
+        f"NetworkNamespacePath={paths.netns(pod['id'])}",
         f"BindReadOnlyPaths={pod['dir']}/resolv.conf:/etc/resolv.conf",
         *(f"Environment={line}" for line in container["environment"]),
         f"ExecStart={container['exec_start']}",
@@ -126,48 +124,48 @@ def container_unit(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def node_pods(plan: Mapping[str, Any], node: str) -> list[dict[str, Any]]:
+def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
     """Everything the kubelet role renders for the pods planned on ``node``."""
+    paths = plan.paths
     out = []
-    for pod in plan["pods"]:
-        if pod["node"] != node:
-            continue
-        ident = pod_id(pod["namespace"], pod["name"])
-        folder = f"{PODS_DIR}/{ident}"
+    for pod in plan.pods_on(node):
+        ident = pod_id(pod.namespace, pod.name)
+        folder = paths.pod_dir(ident)
         containers = []
-        for c in pod["containers"]:
-            kind = c["workload"]["kind"]
-            config_text = default_config(kind, pod, c["ports"])
-            config = f"{folder}/{c['name']}.conf" if config_text is not None else None
-            hostname = pod_hostname(pod["name"], pod["hostname"])
+        for c in pod.containers:
+            kind = c.workload["kind"]
+            config_text = default_config(kind, pod, c.ports)
+            config = f"{folder}/{c.name}.conf" if config_text is not None else None
             containers.append({
-                "name": c["name"],
+                "name": c.name,
                 "kind": kind,
-                "unit": f"podnet-{ident}-{c['name']}.service",
-                "exec_start": systemd_quote(_command(kind, c["workload"], config)),
+                "unit": f"podnet-{ident}-{c.name}.service",
+                "exec_start": systemd_quote(_command(kind, c.workload, config, paths)),
                 "environment": [systemd_environment(k, v) for k, v in
-                                {"PODNET_HOSTNAME": hostname, "HOSTNAME": hostname,
-                                 **c["env"]}.items()],
-                "restart": RESTART[pod["restart_policy"]],
+                                {"PODNET_HOSTNAME": pod.host_name, "HOSTNAME": pod.host_name,
+                                 **c.env}.items()],
+                "restart": RESTART[pod.restart_policy],
                 "config_path": config,
                 "config_default": config_text,
             })
         entry: dict[str, Any] = {
             "id": ident,
-            "namespace": pod["namespace"],
-            "name": pod["name"],
+            "namespace": pod.namespace,
+            "name": pod.name,
             "dir": folder,
+            "netns_path": paths.netns(ident),
+            "state_file": f"{paths.pod_state_dir}/{ident}/state.json",  # podnet-cni's
             "sandbox_unit": f"podnet-sandbox@{ident}.service",
-            "resolv_conf": resolv_conf(pod["namespace"], plan["settings"]),
+            "resolv_conf": resolv_conf(pod.namespace, plan.settings),
             "containers": containers,
             "spec": {
-                "namespace": pod["namespace"], "name": pod["name"], "node": node,
-                "netns": ident, "container_id": container_id(pod["namespace"], pod["name"]),
-                "ifname": "eth0", "network": NETWORK_CONF, "loopback": LOOPBACK_CONF,
+                "namespace": pod.namespace, "name": pod.name, "node": node,
+                "netns": ident, "container_id": container_id(pod.namespace, pod.name),
+                "ifname": "eth0", "network": paths.network_conf, "loopback": paths.loopback_conf,
                 "units": [c["unit"] for c in containers],
             },
         }
-        for c in containers:
-            c["unit_text"] = container_unit(entry, c)
+        for unit in containers:
+            unit["unit_text"] = container_unit(entry, unit, paths)
         out.append(entry)
     return out

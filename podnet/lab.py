@@ -31,7 +31,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-NETNS_DIR = Path("/run/netns")
+from podnet.paths import PATHS
+
+NETNS_DIR = Path(PATHS.netns_dir)  # iproute2's named namespaces, as on the nodes
 NSPAWN_RUNTIME_DIRS = (
     Path("/run/systemd/nspawn/propagate"),
     Path("/run/systemd/nspawn/unix-export"),

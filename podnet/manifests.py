@@ -27,7 +27,7 @@ from podnet.objects import (
     Probe,
     Ref,
     Service,
-    ServicePort,
+    ServicePortSpec,
 )
 from podnet.problems import Problems
 from podnet.yamlsource import Document, FieldPath, fmt_path
@@ -365,7 +365,7 @@ def _service(check: _Checker, data: dict[str, Any]) -> Service:
         check.error(("spec", "externalName"), f"is only used by type ExternalName, not {kind}",
                     "remove externalName or set type: ExternalName")
 
-    ports: list[ServicePort] = []
+    ports: list[ServicePortSpec] = []
     raw_ports = spec.get("ports") or []
     if not raw_ports and kind != "ExternalName" and not headless:
         check.error(("spec", "ports"), "is empty", "give the Service at least one port")
@@ -403,7 +403,7 @@ def _service(check: _Checker, data: dict[str, Any]) -> Service:
                             f"not {kind}", "remove nodePort or change the type")
             else:
                 check.port(node_port, (*path, "nodePort"), "nodePort")
-        ports.append(ServicePort(name, proto, number, target, node_port, i))
+        ports.append(ServicePortSpec(name, proto, number, target, node_port, i))
 
     affinity = spec.get("sessionAffinity") or "None"
     timeout = None

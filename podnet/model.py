@@ -10,201 +10,55 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Network, ip_address
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from podnet import kubeproxy, manifests, schedule
-from podnet.addresses import gateway, host_range, nth_subnet, subnet_count, subnet_index
-from podnet.allocate import Pool, Record, band_offset, keep_or_allocate
+from podnet import allocate, manifests, schedule
+from podnet.addresses import gateway
+from podnet.allocate import (
+    Allocated,
+    Allocator,
+    Full,
+    HeldByRecord,
+    NotInRange,
+    Record,
+    Refusal,
+    Reserved,
+    V,
+)
 from podnet.objects import Manifests, PodSpec, Ref, Service
-from podnet.problems import InvalidInput, Problem, Problems
+from podnet.paths import PATHS
+from podnet.plan import (
+    DNS_SERVICE,
+    ContainerPlan,
+    EndpointPlan,
+    HostPlan,
+    IngressRoutePlan,
+    NodePlan,
+    Plan,
+    PodPlan,
+    PortPlan,
+    ServicePlan,
+    ServicePortPlan,
+)
+from podnet.problems import InvalidInput, Problems
 from podnet.settings import HostSpec, Settings, read_hosts, read_settings
 from podnet.yamlsource import Document, fmt_path, load_text
 
 ADDON = Path(__file__).parent / "addons" / "cluster-dns.yaml"
 ADDON_LABEL = "podnet:addons/cluster-dns.yaml"
 BUILTIN_NAMESPACES = ("default", "kube-system")
-DNS_SERVICE = "kube-system/kube-dns"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString alphabet
-
-
-def pod_hostname(name: str, hostname: str | None) -> str:
-    """A pod's hostname: spec.hostname, else its name cut to a 63-character label."""
-    return hostname or name[:63].rstrip("-.")
-
-
-@dataclass(frozen=True)
-class NodePlan:
-    name: str
-    address: str
-    labels: dict[str, str]
-    pod_cidr: str
-    gateway: str
-
-
-@dataclass(frozen=True)
-class HostPlan:
-    name: str
-    address: str
-    groups: list[str]
-
-
-@dataclass(frozen=True)
-class PortPlan:
-    name: str | None
-    port: int
-    protocol: str
-
-
-@dataclass(frozen=True)
-class ContainerPlan:
-    name: str
-    image: str
-    workload: dict[str, Any]
-    ports: list[PortPlan]
-    env: dict[str, str]
-    readiness: dict[str, Any] | None = None  # the readinessProbe podnet runs (objects.Probe)
-
-
-@dataclass(frozen=True)
-class PodPlan:
-    namespace: str
-    name: str
-    node: str
-    owner: str
-    labels: dict[str, str]
-    hostname: str | None  # spec.hostname as given
-    subdomain: str | None
-    restart_policy: str
-    containers: list[ContainerPlan]
-    source: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def host_name(self) -> str:
-        return pod_hostname(self.name, self.hostname)
-
-    def named_port(self, name: str, protocol: str) -> int | None:
-        for container in self.containers:
-            for port in container.ports:
-                if port.name == name and port.protocol == protocol:
-                    return port.port
-        return None
-
-
-@dataclass(frozen=True)
-class EndpointPlan:
-    pod: str  # ns/name
-    node: str
-    port: int  # the target port on this pod
-
-
-@dataclass(frozen=True)
-class ServicePortPlan:
-    name: str
-    protocol: str
-    port: int
-    target_port: int | str
-    node_port: int | None
-    chains: dict[str, str]
-    endpoints: list[EndpointPlan]
-
-
-@dataclass(frozen=True)
-class ServicePlan:
-    namespace: str
-    name: str
-    type: str
-    cluster_ip: str | None  # None for headless and ExternalName
-    headless: bool
-    external_name: str | None
-    lb_ip: str | None
-    selector: dict[str, str] | None
-    ports: list[ServicePortPlan]
-    session_affinity_timeout: int | None
-    external_traffic_policy: str
-    internal_traffic_policy: str
-    load_balancer_source_ranges: list[str]
-    health_check_node_port: int | None
-    fqdn: str
-    source: str
-    pods: list[str]  # ns/name of the pods the selector picks (ready or not)
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class RoutePlan:
-    ingress: str  # ns/name
-    host: str | None  # None: any host
-    path: str
-    path_type: str
-    service: str
-    service_port: int
-    tls: bool
-    secret_name: str | None
-
-
-@dataclass
-class Plan:
-    settings: Settings
-    nodes: list[NodePlan]
-    hosts: list[HostPlan]
-    namespaces: list[str]
-    pods: list[PodPlan]
-    services: list[ServicePlan]
-    routes: list[RoutePlan]
-    record: Record
-    warnings: list[Problem] = field(default_factory=list)
-
-    def node(self, name: str) -> NodePlan:
-        return next(n for n in self.nodes if n.name == name)
-
-    def service(self, key: str) -> ServicePlan:
-        return next(s for s in self.services if s.key == key)
-
-    def pod(self, key: str) -> PodPlan:
-        return next(p for p in self.pods if p.key == key)
-
-    def pods_on(self, node: str) -> list[PodPlan]:
-        return [p for p in self.pods if p.node == node]
-
-    def as_dict(self) -> dict[str, Any]:
-        """The plan as data, with the DNS records known before any pod runs."""
-        from podnet import dns
-
-        data = self.data()
-        data["dns_records"] = [r.as_dict() for r in dns.records(data)]
-        return data
-
-    def data(self) -> dict[str, Any]:
-        """The plan as data (what Ansible holds), without derived DNS records."""
-        from dataclasses import asdict
-
-        return {
-            "settings": self.settings.as_dict(),
-            "nodes": [asdict(n) for n in self.nodes],
-            "hosts": [asdict(h) for h in self.hosts],
-            "namespaces": list(self.namespaces),
-            "pods": [asdict(p) for p in self.pods],
-            "services": [asdict(s) for s in self.services],
-            "ingress_routes": [asdict(r) for r in self.routes],
-            "allocations": self.record.as_dict(),
-            "warnings": [w.as_dict() for w in self.warnings],
-        }
 
 
 def addon_documents(settings: Settings, problems: Problems) -> list[Document]:
     text = string.Template(ADDON.read_text(encoding="utf-8")).substitute(
-        dns_ip=str(settings.dns_ip), domain=settings.domain, replicas=settings.dns_replicas)
+        dns_ip=str(settings.dns_service_ip), domain=settings.cluster_domain,
+        replicas=settings.dns_replicas, dns_tool=PATHS.tool("podnet-dns"),
+        records=PATHS.dns_records)
     return load_text(text, ADDON_LABEL, problems)
 
 
@@ -257,11 +111,11 @@ def build(
 class _Builder:
     def __init__(self, settings: Settings, hosts: list[HostSpec], objects: Manifests,
                  previous: Record, problems: Problems, record_where: str) -> None:
-        self.s = settings
+        self.settings = settings
         self.hosts = hosts
         self.nodes = [h for h in hosts if h.is_node(settings)]
-        self.o = objects
-        self.prev = previous
+        self.objects = objects
+        self.previous = previous
         self.problems = problems
         self.record_where = record_where
         self.record = Record()
@@ -280,32 +134,23 @@ class _Builder:
         services = self.services(pods)
         routes = self.routes(services)
         hosts = [HostPlan(h.name, str(h.address), list(h.groups)) for h in self.hosts]
-        return Plan(self.s, nodes, hosts, namespaces, pods, services, routes, self.record)
+        return Plan(self.settings, nodes, hosts, namespaces, pods, services, routes, self.record)
 
     # -- nodes ---------------------------------------------------------------------------------
     def node_cidrs(self) -> list[NodePlan]:
-        cluster, prefix = self.s.cluster_cidr, self.s.node_prefix
-        pool = Pool(subnet_count(cluster, prefix))
+        cidrs = allocate.pod_cidrs(self.settings.cluster_cidr, self.settings.node_cidr_prefix)
         for node in self.nodes:
             if node.pod_cidr is not None:
-                pool.claim(subnet_index(cluster, node.pod_cidr), node.name)
-
-        def to_slot(text: str) -> int | None:
-            try:
-                net = IPv4Network(text)
-                if net.prefixlen == prefix and net.subnet_of(cluster):
-                    return subnet_index(cluster, net)
-            except ValueError:
-                pass
-            return None
-
+                # read_hosts checked it: a /prefix inside the cluster CIDR, no other node's
+                cidrs.allocate(node.pod_cidr, node.name)
         free = [n.name for n in self.nodes if n.pod_cidr is None]
-        slots, _ = keep_or_allocate(free, self.prev.node_cidrs, to_slot, pool,
-                                    lambda _key: pool.first_free())
+        chosen = cidrs.keep_or_allocate(free, self.previous.node_cidrs)
         out = []
         for node in self.nodes:
-            cidr = node.pod_cidr or nth_subnet(cluster, prefix, slots[node.name])
-            old = self.prev.node_cidrs.get(node.name)
+            cidr = node.pod_cidr or chosen[node.name]
+            if isinstance(cidr, Full):  # read_hosts lets in no more nodes than there are CIDRs
+                raise AssertionError(f"no pod CIDR left for node {node.name}")
+            old = self.previous.node_cidrs.get(node.name)
             if old and old != str(cidr):
                 self.problems.warn(self.record_where, f"host {node.name}", "podnet_pod_cidr",
                                    f"pod CIDR changes from {old} to {cidr}",
@@ -318,8 +163,9 @@ class _Builder:
 
     # -- namespaces and pods ---------------------------------------------------------------------
     def namespaces(self) -> list[str]:
-        known = set(BUILTIN_NAMESPACES) | {n.ref.name for n in self.o.namespaces}
-        for group in (self.o.pods, self.o.deployments, self.o.services, self.o.ingresses):
+        known = set(BUILTIN_NAMESPACES) | {n.ref.name for n in self.objects.namespaces}
+        objects = self.objects
+        for group in (objects.pods, objects.deployments, objects.services, objects.ingresses):
             for obj in group:
                 if obj.ref.namespace not in known:
                     self.error(obj.ref, ("metadata", "namespace"),
@@ -330,10 +176,10 @@ class _Builder:
     def pod_drafts(self) -> list[tuple[Ref, str, str, dict[str, str], PodSpec, str]]:
         """(ref, pod name, owner, labels, spec, source) for every pod, in a stable order."""
         drafts: list[tuple[Ref, str, str, dict[str, str], PodSpec, str]] = []
-        for pod in self.o.pods:
+        for pod in self.objects.pods:
             drafts.append((pod.ref, pod.ref.name, f"Pod {pod.ref.key}", pod.labels, pod.spec,
                            pod.ref.where()))
-        for dep in self.o.deployments:
+        for dep in self.objects.deployments:
             tmpl = template_hash(dep.template)
             for i in range(dep.replicas):
                 name = replica_name(dep.ref.name, tmpl, i)
@@ -359,7 +205,7 @@ class _Builder:
                                          spec.node_selector)
                       for ref, name, owner, _labels, spec, _src in drafts]
         node_labels = {n.name: n.labels for n in self.nodes}
-        placed, failed = schedule.place(candidates, node_labels, self.prev.pods)
+        placed, failed = schedule.place(candidates, node_labels, self.previous.pods)
         by_key = {f"{d[0].namespace}/{d[1]}": d for d in drafts}
         for miss in failed:
             ref = by_key[miss.key][0]
@@ -387,7 +233,7 @@ class _Builder:
         node_ports, health_ports = self.node_ports()
         lb_ips = self.lb_ips()
         out = []
-        for svc in self.o.services:
+        for svc in self.objects.services:
             selected = self.selected(svc, pods)
             ports = []
             for sp in svc.ports:
@@ -395,7 +241,6 @@ class _Builder:
                 ports.append(ServicePortPlan(
                     sp.name, sp.protocol, sp.port, sp.target_port,
                     node_ports.get(self.port_key(svc, sp.name)),
-                    kubeproxy.chains(svc.ref.namespace, svc.ref.name, sp.name, sp.protocol),
                     endpoints,
                 ))
             self.check_hostnames(svc, selected)
@@ -409,13 +254,13 @@ class _Builder:
                 internal_traffic_policy=svc.internal_policy,
                 load_balancer_source_ranges=list(svc.source_ranges),
                 health_check_node_port=health_ports.get(svc.ref.key),
-                fqdn=f"{svc.ref.name}.{svc.ref.namespace}.svc.{self.s.domain}",
+                fqdn=f"{svc.ref.name}.{svc.ref.namespace}.svc.{self.settings.cluster_domain}",
                 source=svc.ref.where(),
                 pods=[p.key for p in selected],
             ))
-        for pod in self.o.pods:
+        for pod in self.objects.pods:
             self.check_subdomain(pod.ref, pod.spec, ("spec", "subdomain"))
-        for dep in self.o.deployments:
+        for dep in self.objects.deployments:
             self.check_subdomain(dep.ref, dep.spec, ("spec", "template", "spec", "subdomain"))
         return out
 
@@ -423,7 +268,7 @@ class _Builder:
         if not spec.subdomain:
             return
         if not any(s.ref.namespace == ref.namespace and s.ref.name == spec.subdomain
-                   and s.headless for s in self.o.services):
+                   and s.headless for s in self.objects.services):
             self.warn(ref, path, f"no headless Service '{spec.subdomain}' in namespace "
                       f"{ref.namespace}, so the pod gets no hostname record",
                       "add a Service with clusterIP: None of that name selecting the pod")
@@ -475,106 +320,114 @@ class _Builder:
         """Whether the Service still wants an allocated ClusterIP."""
         return svc.cluster_ip is None and svc.type != "ExternalName"
 
+    def claim(self, pool: Allocator[V], value: V, owner: str, ref: Ref,
+              path: tuple[str | int, ...], words: Callable[[Refusal], tuple[str, str]]) -> bool:
+        """Give ``owner`` the value its manifest asks for, or report why not in ``words``."""
+        refusal = pool.allocate(value, owner)
+        if refusal is not None:
+            self.error(ref, path, *words(refusal))
+        return refusal is None
+
+    def allocate_rest(self, pool: Allocator[V], wanting: list[Service],
+                      previous: Mapping[str, str], path: tuple[str | int, ...],
+                      words: Callable[[Refusal], tuple[str, str]]) -> dict[str, str]:
+        """Values for Services that ask for none: the recorded one, else a new one; an error
+        for each Service the range has none left for."""
+        by_key = {s.ref.key: s for s in wanting}
+        values: dict[str, str] = {}
+        for key, got in pool.keep_or_allocate(by_key, previous).items():
+            if isinstance(got, Full):
+                self.error(by_key[key].ref, path, *words(got))
+            else:
+                values[key] = str(got)
+        return values
+
+    def cluster_ip_refusal(self, refusal: Refusal) -> tuple[str, str]:
+        net = self.settings.service_cidr
+        match refusal:
+            case NotInRange(addr):
+                return (f"{addr} is outside podnet_service_cidr {net} (or is its network or "
+                        "broadcast address)", f"choose an address inside {net} or leave "
+                        "clusterIP out")
+            case Reserved(addr, what):
+                return (f"{addr} is {what}, reserved for the kube-dns Service",
+                        "choose another address or leave it out")
+            case Allocated(addr, holder):
+                return (f"{addr} is already taken by Service {holder}",
+                        "give each Service its own clusterIP")
+            case HeldByRecord(addr, holder):
+                return (f"{addr} is already allocated to Service {holder} ({self.record_where})",
+                        "choose a free address or leave clusterIP out")
+            case Full():
+                return (f"podnet_service_cidr {net} has no free address left",
+                        "widen podnet_service_cidr")
+
     def cluster_ips(self) -> dict[str, str]:
-        net = self.s.service_cidr
-        first, last = host_range(net)
-        size = last - first + 1
-        pool = Pool(size, band_offset(size, 16, 256, 16))
-        dns_slot = int(self.s.dns_ip) - first
-        pool.claim(dns_slot, DNS_SERVICE)
-        by_key = {s.ref.key: s for s in self.o.services}
+        pool = allocate.cluster_ips(self.settings.service_cidr)
+        pool.reserve(self.settings.dns_service_ip, "podnet_dns_service_ip", DNS_SERVICE)
+        by_key = {s.ref.key: s for s in self.objects.services}
         # a recorded address is held while its Service still wants an allocated one
-        held = {ip: key for key, ip in self.prev.cluster_ips.items()
-                if key in by_key and self._auto(by_key[key])}
+        for key, ip in self.previous.cluster_ips.items():
+            if key in by_key and self._auto(by_key[key]):
+                pool.hold(ip, key)
         ips: dict[str, str] = {}
-        wanting: list[str] = []
-        for svc in self.o.services:
-            key = svc.ref.key
+        wanting: list[Service] = []
+        for svc in self.objects.services:
             if svc.headless or svc.type == "ExternalName":
                 continue
             if svc.cluster_ip is None:
-                wanting.append(key)
+                wanting.append(svc)
                 continue
             addr = ip_address(svc.cluster_ip)
-            slot = int(addr) - first
-            path = ("spec", "clusterIP")
-            if addr not in net or not 0 <= slot < size:
-                self.error(svc.ref, path, f"{addr} is outside podnet_service_cidr {net} "
-                           "(or is its network or broadcast address)",
-                           f"choose an address inside {net} or leave clusterIP out")
-            elif key != DNS_SERVICE and slot == dns_slot:
-                self.error(svc.ref, path, f"{addr} is podnet_dns_service_ip, reserved for "
-                           "the kube-dns Service", "choose another address or leave it out")
-            elif pool.holder(slot) not in (None, key):
-                self.error(svc.ref, path, f"{addr} is already taken by Service "
-                           f"{pool.holder(slot)}", "give each Service its own clusterIP")
-            elif held.get(str(addr), key) != key:
-                self.error(svc.ref, path, f"{addr} is already allocated to Service "
-                           f"{held[str(addr)]} ({self.record_where})",
-                           "choose a free address or leave clusterIP out")
-            else:
-                pool.claim(slot, key)
-                ips[key] = str(addr)
-
-        def to_slot(text: str) -> int | None:
-            try:
-                return int(IPv4Address(text)) - first
-            except ValueError:
-                return None
-
-        slots, full = keep_or_allocate(wanting, self.prev.cluster_ips, to_slot, pool,
-                                       pool.hashed)
-        for key, slot in slots.items():
-            ips[key] = str(IPv4Address(first + slot))
-        for key in full:
-            self.error(by_key[key].ref, ("spec", "clusterIP"),
-                       f"podnet_service_cidr {net} has no free address left",
-                       "widen podnet_service_cidr")
+            if self.claim(pool, addr, svc.ref.key, svc.ref, ("spec", "clusterIP"),
+                          self.cluster_ip_refusal):
+                ips[svc.ref.key] = str(addr)
+        ips.update(self.allocate_rest(pool, wanting, self.previous.cluster_ips,
+                                      ("spec", "clusterIP"), self.cluster_ip_refusal))
         self.record.cluster_ips = dict(ips)
         return ips
+
+    def node_port_refusal(self, refusal: Refusal) -> tuple[str, str]:
+        lo, hi = self.settings.nodeport_range
+        match refusal:
+            case NotInRange(port):
+                return (f"{port} is outside podnet_nodeport_range {lo}-{hi}",
+                        f"choose a port from {lo} to {hi} or leave it out")
+            case Allocated(port, holder) | Reserved(port, holder):
+                return (f"{port} is already the nodePort of {holder}",
+                        "give each Service its own nodePort or leave it out")
+            case HeldByRecord(port, holder):
+                return (f"{port} is already allocated to {holder} ({self.record_where})",
+                        "choose a free port or leave it out")
+            case Full():
+                return (f"podnet_nodeport_range {lo}-{hi} has no free port left",
+                        "widen podnet_nodeport_range")
 
     def node_ports(self) -> tuple[dict[str, int], dict[str, int]]:
         """NodePorts per service port (by record key) and health-check ports per Service.
 
         Order keeps what exists: first the ports given in manifests, then every recorded port
         still wanted, and only then new ones. Ports of one Service with the same number (TCP
-        and UDP 53) share one NodePort, as Kubernetes allocates them.
+        and UDP 53) share one NodePort, as Kubernetes allocates them: the allocator lets an
+        owner ask again for a port it holds.
         """
-        lo, hi = self.s.nodeport_range
-        size = hi - lo + 1
-        pool = Pool(size, band_offset(size, 16, 128, 32))
-        services = [s for s in self.o.services if s.needs_node_ports]
+        pool = allocate.node_ports(*self.settings.nodeport_range)
+        services = [s for s in self.objects.services if s.needs_node_ports]
         local_lbs = [s for s in services
                      if s.type == "LoadBalancer" and s.external_policy == "Local"]
         hc_owner = {svc.ref.key: f"{svc.ref.key} (health check)" for svc in local_lbs}
-        # recorded values still wanted, and who holds them
+        # recorded values still wanted, and who holds them: a Service's port is held for the
+        # Service, not for its own owner name, so one port number given to another of its ports
+        # cannot leave two port numbers on one NodePort
         wanted_keys = {self.port_key(s, sp.name): s.ref.key
                        for s in services for sp in s.ports if sp.node_port is None}
-        held: dict[int, str] = {}
-        for key, port in self.prev.node_ports.items():
+        for key, port in self.previous.node_ports.items():
             if key in wanted_keys:
-                held.setdefault(port, wanted_keys[key])
-        for key, port in self.prev.health_check_node_ports.items():
+                pool.hold(port, wanted_keys[key])
+        for key, port in self.previous.health_check_node_ports.items():
             svc = next((s for s in local_lbs if s.ref.key == key), None)
             if svc is not None and svc.health_check_node_port is None:
-                held.setdefault(port, hc_owner[key])
-
-        def claim_given(svc: Service, port: int, owner: str, path: tuple[str | int, ...],
-                        ) -> bool:
-            holder = pool.holder(port - lo) if lo <= port <= hi else None
-            if not lo <= port <= hi:
-                self.error(svc.ref, path, f"{port} is outside podnet_nodeport_range {lo}-{hi}",
-                           f"choose a port from {lo} to {hi} or leave it out")
-            elif holder not in (None, owner):
-                self.error(svc.ref, path, f"{port} is already the nodePort of {holder}",
-                           "give each Service its own nodePort or leave it out")
-            elif held.get(port, owner) != owner:
-                self.error(svc.ref, path, f"{port} is already allocated to {held[port]} "
-                           f"({self.record_where})", "choose a free port or leave it out")
-            else:
-                pool.claim(port - lo, owner)
-                return True
-            return False
+                pool.hold(port, hc_owner[key])
 
         ports: dict[str, int] = {}
         health: dict[str, int] = {}
@@ -589,44 +442,36 @@ class _Builder:
                                "give each port its own nodePort")
                     continue
                 seen.add((sp.node_port, sp.protocol))
-                if claim_given(svc, sp.node_port, f"Service {svc.ref.key}", path):
+                if self.claim(pool, sp.node_port, f"Service {svc.ref.key}", svc.ref, path,
+                              self.node_port_refusal):
                     ports[self.port_key(svc, sp.name)] = sp.node_port
         for svc in local_lbs:
-            if svc.health_check_node_port is not None and claim_given(
-                    svc, svc.health_check_node_port, hc_owner[svc.ref.key],
-                    ("spec", "healthCheckNodePort")):
+            if svc.health_check_node_port is not None and self.claim(
+                    pool, svc.health_check_node_port, hc_owner[svc.ref.key], svc.ref,
+                    ("spec", "healthCheckNodePort"), self.node_port_refusal):
                 health[svc.ref.key] = svc.health_check_node_port
-
-        def reclaim(key: str, owner: str, previous: dict[str, int]) -> int | None:
-            port = previous.get(key)
-            if port is None or not lo <= port <= hi or pool.holder(port - lo) not in (None,
-                                                                                     owner):
-                return None
-            pool.claim(port - lo, owner)
-            return port
 
         for svc in services:
             for sp in svc.ports:
                 key = self.port_key(svc, sp.name)
-                if sp.node_port is None:
-                    got = reclaim(key, f"Service {svc.ref.key}", self.prev.node_ports)
+                if sp.node_port is None and key in self.previous.node_ports:
+                    got = pool.keep(self.previous.node_ports[key], f"Service {svc.ref.key}")
                     if got is not None:
                         ports[key] = got
         for svc in local_lbs:
-            if svc.ref.key not in health and svc.health_check_node_port is None:
-                got = reclaim(svc.ref.key, hc_owner[svc.ref.key],
-                              self.prev.health_check_node_ports)
+            key = svc.ref.key
+            if (key not in health and svc.health_check_node_port is None
+                    and key in self.previous.health_check_node_ports):
+                got = pool.keep(self.previous.health_check_node_ports[key], hc_owner[key])
                 if got is not None:
-                    health[svc.ref.key] = got
+                    health[key] = got
 
-        def allocate(svc: Service, key: str, owner: str) -> int | None:
-            slot = pool.hashed(key)
-            if slot is None:
-                self.error(svc.ref, ("spec", "type"), f"podnet_nodeport_range {lo}-{hi} has no "
-                           "free port left", "widen podnet_nodeport_range")
+        def allocate_next(svc: Service, key: str, owner: str) -> int | None:
+            got = pool.allocate_next(key, owner)
+            if isinstance(got, Full):
+                self.error(svc.ref, ("spec", "type"), *self.node_port_refusal(got))
                 return None
-            pool.claim(slot, owner)
-            return lo + slot
+            return got
 
         for svc in services:
             by_number: dict[int, int] = {}
@@ -639,88 +484,74 @@ class _Builder:
                 if key in ports or sp.node_port is not None:
                     continue
                 shared = by_number.get(sp.port)
-                got = shared if shared is not None else allocate(svc, key,
-                                                                 f"Service {svc.ref.key}")
+                got = shared if shared is not None else allocate_next(svc, key,
+                                                                      f"Service {svc.ref.key}")
                 if got is not None:
                     ports[key] = got
                     by_number.setdefault(sp.port, got)
         for svc in local_lbs:
             if svc.ref.key not in health and svc.health_check_node_port is None:
-                got = allocate(svc, f"{svc.ref.key} health check", hc_owner[svc.ref.key])
+                got = allocate_next(svc, f"{svc.ref.key} health check", hc_owner[svc.ref.key])
                 if got is not None:
                     health[svc.ref.key] = got
         self.record.node_ports = dict(ports)
         self.record.health_check_node_ports = dict(health)
         return ports, health
 
+    def lb_ip_refusal(self, refusal: Refusal) -> tuple[str, str]:
+        pool = self.settings.lb_pool
+        match refusal:
+            case NotInRange(addr):
+                return (f"{addr} is outside podnet_lb_pool {pool}",
+                        f"choose an address inside {pool} or leave it out")
+            case Reserved(addr, holder) | Allocated(addr, holder):
+                return (f"{addr} is already taken by {holder}",
+                        "choose a free pool address or leave it out")
+            case HeldByRecord(addr, holder):
+                return (f"{addr} is already allocated to Service {holder} ({self.record_where})",
+                        "choose a free pool address or leave it out")
+            case Full(usable):
+                return (f"podnet_lb_pool {pool} is exhausted: its {usable} usable addresses are "
+                        "all taken", "widen podnet_lb_pool")
+
     def lb_ips(self) -> dict[str, str]:
-        wanting = [s for s in self.o.services if s.type == "LoadBalancer"]
-        pool_net = self.s.lb_pool
+        wanting = [s for s in self.objects.services if s.type == "LoadBalancer"]
         if not wanting:
             return {}
-        if pool_net is None:
+        if self.settings.lb_pool is None:
             for svc in wanting:
                 self.error(svc.ref, ("spec", "type"), "podnet_lb_pool is not set, so there is "
                            "no LoadBalancer address to give", "set podnet_lb_pool in the inventory")
             return {}
-        base = int(pool_net.network_address)
-        size = pool_net.num_addresses
-        pool = Pool(size)
-        reserved = {self.s.underlay.network_address: "the underlay's network address",
-                    self.s.underlay.broadcast_address: "the underlay's broadcast address"}
-        reserved.update({h.address: f"host {h.name}" for h in self.hosts})
-        for addr, what in reserved.items():
-            if addr in pool_net:
-                pool.claim(int(addr) - base, what)
-        usable = size - len(pool.holders)
-        held = {ip: key for key, ip in self.prev.lb_ips.items()
-                if any(s.ref.key == key and s.lb_ip is None for s in wanting)}
+        pool = allocate.lb_ips(self.settings.lb_pool)
+        underlay = self.settings.underlay_cidr
+        pool.reserve(underlay.network_address, "the underlay's network address")
+        pool.reserve(underlay.broadcast_address, "the underlay's broadcast address")
+        for host in self.hosts:
+            pool.reserve(host.address, f"host {host.name}")
+        automatic = [s for s in wanting if s.lb_ip is None]
+        for key, ip in self.previous.lb_ips.items():
+            if any(s.ref.key == key for s in automatic):
+                pool.hold(ip, key)
         ips: dict[str, str] = {}
-        automatic: list[Service] = []
         for svc in wanting:
             if svc.lb_ip is None:
-                automatic.append(svc)
                 continue
-            lb_addr = ip_address(svc.lb_ip)
-            slot = int(lb_addr) - base
-            path = ("spec", "loadBalancerIP")
-            if lb_addr not in pool_net:
-                self.error(svc.ref, path, f"{lb_addr} is outside podnet_lb_pool {pool_net}",
-                           f"choose an address inside {pool_net} or leave it out")
-            elif pool.holder(slot) is not None:
-                self.error(svc.ref, path, f"{lb_addr} is already taken by "
-                           f"{pool.holder(slot)}", "choose a free pool address or leave it out")
-            elif held.get(str(lb_addr), svc.ref.key) != svc.ref.key:
-                self.error(svc.ref, path, f"{lb_addr} is already allocated to Service "
-                           f"{held[str(lb_addr)]} ({self.record_where})",
-                           "choose a free pool address or leave it out")
-            else:
-                pool.claim(slot, f"Service {svc.ref.key}")
-                ips[svc.ref.key] = str(lb_addr)
-
-        def to_slot(text: str) -> int | None:
-            try:
-                return int(IPv4Address(text)) - base
-            except ValueError:
-                return None
-
-        slots, full = keep_or_allocate([s.ref.key for s in automatic], self.prev.lb_ips,
-                                       to_slot, pool, lambda _k: pool.first_free())
-        ips.update({k: str(IPv4Address(base + s)) for k, s in slots.items()})
-        for svc in automatic:
-            if svc.ref.key in full:
-                self.error(svc.ref, ("spec", "type"),
-                           f"podnet_lb_pool {pool_net} is exhausted: its {usable} usable "
-                           f"addresses are all taken", "widen podnet_lb_pool")
+            addr = ip_address(svc.lb_ip)
+            if self.claim(pool, addr, f"Service {svc.ref.key}", svc.ref,
+                          ("spec", "loadBalancerIP"), self.lb_ip_refusal):
+                ips[svc.ref.key] = str(addr)
+        ips.update(self.allocate_rest(pool, automatic, self.previous.lb_ips, ("spec", "type"),
+                                      self.lb_ip_refusal))
         self.record.lb_ips = dict(ips)
         return ips
 
     # -- ingress ---------------------------------------------------------------------------------
-    def routes(self, services: list[ServicePlan]) -> list[RoutePlan]:
+    def routes(self, services: list[ServicePlan]) -> list[IngressRoutePlan]:
         by_key = {s.key: s for s in services}
-        routes: list[RoutePlan] = []
+        routes: list[IngressRoutePlan] = []
         seen: dict[tuple[str | None, str, str], str] = {}
-        for ing in self.o.ingresses:
+        for ing in self.objects.ingresses:
             tls_hosts = {h: t.secret_name for t in ing.tls for h in t.hosts}
             pairs = [(rule.host, p) for rule in ing.rules for p in rule.paths]
             entries = [(host, p.path, p.path_type, p.backend) for host, p in pairs]
@@ -754,6 +585,6 @@ class _Builder:
                     continue
                 seen[ident] = ing.ref.key
                 secret = tls_hosts.get(host) if host else None
-                routes.append(RoutePlan(ing.ref.key, host, path, path_type, svc.key, port.port,
-                                        host in tls_hosts, secret))
+                routes.append(IngressRoutePlan(ing.ref.key, host, path, path_type, svc.key,
+                                               port.port, host in tls_hosts, secret))
         return routes

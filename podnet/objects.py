@@ -93,7 +93,9 @@ class Deployment:
 
 
 @dataclass(frozen=True)
-class ServicePort:
+class ServicePortSpec:
+    """A port of a Service manifest (spec.ports[i]); the plan's is ServicePortPlan."""
+
     name: str
     protocol: str
     port: int
@@ -107,7 +109,7 @@ class Service:
     ref: Ref
     type: str
     selector: dict[str, str] | None
-    ports: tuple[ServicePort, ...]
+    ports: tuple[ServicePortSpec, ...]
     cluster_ip: str | None  # None: allocate; "None": headless
     external_name: str | None
     affinity_timeout: int | None  # seconds when sessionAffinity is ClientIP

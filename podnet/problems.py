@@ -7,6 +7,7 @@ so one run shows the user the whole list.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 ERROR = "error"
@@ -36,6 +37,11 @@ class Problem:
             "severity": self.severity,
             "text": str(self),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, str]) -> Problem:
+        return cls(data["where"], data["subject"], data["field"], data["message"], data["fix"],
+                   data["severity"])
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from podnet import dns
-from podnet.model import Plan
+from podnet import dns, kubeproxy
+from podnet.plan import Plan, ServicePlan
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -20,9 +20,9 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -
     return "\n".join(lines)
 
 
-def _ports(svc: object) -> str:
+def _ports(svc: ServicePlan) -> str:
     out = []
-    for p in svc.ports:  # type: ignore[attr-defined]
+    for p in svc.ports:
         text = f"{p.port}/{p.protocol}->{p.target_port}"
         if p.node_port:
             text += f" (node {p.node_port})"
@@ -33,8 +33,8 @@ def _ports(svc: object) -> str:
 def render(plan: Plan) -> str:
     s = plan.settings
     parts = [
-        f"cluster {s.cluster_name}: pods {s.cluster_cidr} (/{s.node_prefix} per node), "
-        f"services {s.service_cidr}, DNS {s.dns_ip} ({s.domain}), NodePorts "
+        f"cluster {s.cluster_name}: pods {s.cluster_cidr} (/{s.node_cidr_prefix} per node), "
+        f"services {s.service_cidr}, DNS {s.dns_service_ip} ({s.cluster_domain}), NodePorts "
         f"{s.nodeport_range[0]}-{s.nodeport_range[1]}, LB pool {s.lb_pool or '-'}, "
         f"{s.backend} routing, {s.proxy_mode} proxy",
         table("Nodes", ("node", "address", "pod CIDR", "gateway", "labels"),
@@ -61,14 +61,15 @@ def render(plan: Plan) -> str:
                 if v.session_affinity_timeout else "None",
                 v.external_traffic_policy, v.internal_traffic_policy,
                 ",".join(v.load_balancer_source_ranges) or None, v.health_check_node_port,
-                v.ports[0].chains["svc"] if v.ports else None)
+                kubeproxy.chains(v.namespace, v.name, v.ports[0].name, v.ports[0].protocol)["svc"]
+                if v.ports else None)
                for v in plan.services if v.type != "ExternalName"]),
         table("DNS names", ("name", "type", "ttl", "data"),
               [(r.name, r.type, r.ttl, r.data if r.data is not None else f"<IP of {r.pod}>")
                for r in dns.records(plan)]),
         table("Ingress routes", ("ingress", "host", "path", "match", "service", "port", "tls"),
               [(r.ingress, r.host or "*", r.path, r.path_type, r.service, r.service_port,
-                r.secret_name or ("yes" if r.tls else "no")) for r in plan.routes]),
+                r.secret_name or ("yes" if r.tls else "no")) for r in plan.ingress_routes]),
     ]
     if plan.warnings:
         parts.append(f"Warnings ({len(plan.warnings)})\n" +

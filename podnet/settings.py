@@ -12,7 +12,7 @@ from podnet.addresses import parse_address, parse_network, subnet_count
 from podnet.problems import Problems
 
 BACKENDS = ("host-gw",)
-PLANNED_BACKENDS = ("vxlan", "bgp")  # in DESIGN.md, not built yet
+PLANNED_BACKENDS = ("vxlan", "bgp")  # docs/design.md "Planned, not built"
 PROXY_MODES = ("iptables",)
 PLANNED_PROXY_MODES = ("nftables",)
 
@@ -37,12 +37,12 @@ REQUIRED = ("podnet_underlay_cidr",)
 @dataclass(frozen=True)
 class Settings:
     cluster_name: str
-    underlay: IPv4Network
+    underlay_cidr: IPv4Network
     cluster_cidr: IPv4Network
-    node_prefix: int
+    node_cidr_prefix: int
     service_cidr: IPv4Network
-    dns_ip: IPv4Address
-    domain: str
+    dns_service_ip: IPv4Address
+    cluster_domain: str
     nodeport_range: tuple[int, int]
     lb_pool: IPv4Network | None
     backend: str
@@ -54,12 +54,12 @@ class Settings:
     def as_dict(self) -> dict[str, Any]:
         return {
             "cluster_name": self.cluster_name,
-            "underlay_cidr": str(self.underlay),
+            "underlay_cidr": str(self.underlay_cidr),
             "cluster_cidr": str(self.cluster_cidr),
-            "node_cidr_prefix": self.node_prefix,
+            "node_cidr_prefix": self.node_cidr_prefix,
             "service_cidr": str(self.service_cidr),
-            "dns_service_ip": str(self.dns_ip),
-            "cluster_domain": self.domain,
+            "dns_service_ip": str(self.dns_service_ip),
+            "cluster_domain": self.cluster_domain,
             "nodeport_range": list(self.nodeport_range),
             "lb_pool": str(self.lb_pool) if self.lb_pool else None,
             "backend": self.backend,
@@ -68,6 +68,23 @@ class Settings:
             "dns_replicas": self.dns_replicas,
             "dns_upstreams": list(self.dns_upstreams),
         }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Settings:
+        """The settings from :meth:`as_dict`'s data (the plan as Ansible holds it)."""
+        pool = data["lb_pool"]
+        return cls(
+            cluster_name=data["cluster_name"], underlay_cidr=IPv4Network(data["underlay_cidr"]),
+            cluster_cidr=IPv4Network(data["cluster_cidr"]),
+            node_cidr_prefix=int(data["node_cidr_prefix"]),
+            service_cidr=IPv4Network(data["service_cidr"]),
+            dns_service_ip=IPv4Address(data["dns_service_ip"]),
+            cluster_domain=data["cluster_domain"],
+            nodeport_range=(int(data["nodeport_range"][0]), int(data["nodeport_range"][1])),
+            lb_pool=IPv4Network(pool) if pool else None, backend=data["backend"],
+            proxy_mode=data["proxy_mode"], nodes_group=data["nodes_group"],
+            dns_replicas=int(data["dns_replicas"]), dns_upstreams=tuple(data["dns_upstreams"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -221,8 +238,9 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         return None
     assert underlay and cluster and service and dns_ip and prefix is not None
     return Settings(
-        cluster_name=name, underlay=underlay, cluster_cidr=cluster, node_prefix=prefix,
-        service_cidr=service, dns_ip=dns_ip, domain=domain, nodeport_range=nodeports,
+        cluster_name=name, underlay_cidr=underlay, cluster_cidr=cluster, node_cidr_prefix=prefix,
+        service_cidr=service, dns_service_ip=dns_ip, cluster_domain=domain,
+        nodeport_range=nodeports,
         lb_pool=pool, backend=backend, proxy_mode=mode,
         nodes_group=str(v["podnet_nodes_group"]), dns_replicas=replicas, dns_upstreams=upstreams,
     )
@@ -309,10 +327,10 @@ def read_hosts(
                            f"{address} is also host {seen_addr[address]}'s address",
                            "give every host its own address")
         seen_addr[address] = name
-        if node and address not in settings.underlay:
+        if node and address not in settings.underlay_cidr:
             problems.error(
                 where, subject, "ansible_host",
-                f"{address} is outside podnet_underlay_cidr {settings.underlay}; "
+                f"{address} is outside podnet_underlay_cidr {settings.underlay_cidr}; "
                 f"the {settings.backend} backend needs every node on that one network",
                 "put the node's address on the underlay or correct podnet_underlay_cidr",
             )
@@ -354,11 +372,11 @@ def read_hosts(
                 seen_cidr[pod_cidr] = name
         hosts.append(HostSpec(name, address, groups, labels, pod_cidr))
     nodes = [h for h in hosts if h.is_node(settings)]
-    capacity = subnet_count(settings.cluster_cidr, settings.node_prefix)
+    capacity = subnet_count(settings.cluster_cidr, settings.node_cidr_prefix)
     if len(nodes) > capacity:
         problems.error(
             where, "inventory", "podnet_cluster_cidr",
-            f"{len(nodes)} nodes need {len(nodes)} /{settings.node_prefix} pod CIDRs but "
+            f"{len(nodes)} nodes need {len(nodes)} /{settings.node_cidr_prefix} pod CIDRs but "
             f"{settings.cluster_cidr} holds only {capacity}",
             "widen podnet_cluster_cidr or lengthen podnet_node_cidr_prefix",
         )
@@ -381,12 +399,12 @@ def _read_pod_cidr(value: Any, name: str, node: bool, settings: Settings, where:
         cidr = parse_network(value)
     except ValueError as exc:
         problems.error(where, subject, "podnet_pod_cidr", str(exc),
-                       f"give a /{settings.node_prefix} inside {settings.cluster_cidr}")
+                       f"give a /{settings.node_cidr_prefix} inside {settings.cluster_cidr}")
         return None
-    if cidr.prefixlen != settings.node_prefix or not cidr.subnet_of(settings.cluster_cidr):
+    if cidr.prefixlen != settings.node_cidr_prefix or not cidr.subnet_of(settings.cluster_cidr):
         problems.error(where, subject, "podnet_pod_cidr",
-                       f"{cidr} is not a /{settings.node_prefix} inside podnet_cluster_cidr "
+                       f"{cidr} is not a /{settings.node_cidr_prefix} inside podnet_cluster_cidr "
                        f"{settings.cluster_cidr}",
-                       f"give a /{settings.node_prefix} inside {settings.cluster_cidr}")
+                       f"give a /{settings.node_cidr_prefix} inside {settings.cluster_cidr}")
         return None
     return cidr

@@ -1,4 +1,5 @@
-"""A small valid cluster for model tests, and helpers to break it one way at a time."""
+"""A small valid cluster for model tests, helpers to break it one way at a time, and a cluster
+that gives every kind of DNS record (DNS_TEXT, plan_and_ips)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 import pytest
 
 from podnet.allocate import Record
-from podnet.model import Plan, build
+from podnet.model import build
+from podnet.plan import Plan
 from podnet.problems import InvalidInput, Problems
 from podnet.yamlsource import Document, load_text
 
@@ -110,3 +112,41 @@ def errors_of(text: str = "", variables: dict[str, Any] | None = None,
     with pytest.raises(InvalidInput) as caught:
         make_plan(text, variables, host_list, record)
     return [str(p) for p in caught.value.problems]
+
+
+_DB_POD = """\
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: db}}
+spec:
+{extra}  containers:
+    - name: c
+      image: podnet/netexec
+      ports: [{{name: pg, containerPort: {port}}}]
+"""
+
+# pods and Services that give every kind of DNS record: a ClusterIP Service with TCP and UDP
+# ports, a headless one with hostnames, subdomains and a pod off the subdomain, an ExternalName
+DNS_TEXT = (
+    deployment("web", 2)
+    + service("web", ports="  ports:\n    - {name: http, port: 80, targetPort: http}\n"
+              "    - {name: dns, port: 53, protocol: UDP}\n")
+    + service("db", selector="db", body="  clusterIP: None\n",
+              ports="  ports:\n    - {name: pg, port: 5432, targetPort: pg}\n")
+    + _DB_POD.format(name="db-0", extra="  hostname: db-0\n  subdomain: db\n", port=5432)
+    + _DB_POD.format(name="db-1", extra="", port=5433)
+    + _DB_POD.format(name="db-2", extra="  hostname: db-2\n  subdomain: db\n", port=5432)
+    + service("ext", body="  type: ExternalName\n  externalName: www.example.test.\n",
+              ports="").replace("  selector:\n    app: ext\n", "")
+)
+
+
+def plan_and_ips() -> tuple[Plan, dict[str, str]]:
+    """The DNS_TEXT plan and a pod IP for every pod but db-2."""
+    plan = make_plan(DNS_TEXT)
+    ips = {p.key: f"10.244.{i}.{i + 10}" for i, p in enumerate(plan.pods)}
+    ips.pop("default/db-2")  # db-2 is not running: not ready, no records
+    return plan, ips

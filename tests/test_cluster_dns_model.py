@@ -8,11 +8,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from modelkit import deployment, errors_of, make_plan, service
-from test_dns_records import plan_and_ips
+from modelkit import deployment, errors_of, make_plan, plan_and_ips, service
 
 from podnet import clusterdns, dns, kubeproxy, proxier
-from podnet.model import DNS_SERVICE
+from podnet.plan import DNS_SERVICE, Plan
 
 SOA = "ns.dns.{z}. hostmaster.{z}. {s} 7200 1800 86400 5"
 
@@ -27,11 +26,12 @@ def all_ips(plan: Any) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def base() -> SimpleNamespace:
-    """The default cluster (just the DNS add-on) as data, every pod running, its DNS nodes."""
+    """The default cluster (just the DNS add-on) as the roles get it (its data, turned back into
+    a plan as the filters do), every pod running, its DNS nodes."""
     plan = make_plan()
-    data = plan.data()
-    dns_nodes = [p["node"] for p in data["pods"] if p["namespace"] == "kube-system"]
-    other = next(n["name"] for n in data["nodes"] if n["name"] not in dns_nodes)
+    data = Plan.from_data(plan.data())
+    dns_nodes = [p.node for p in data.pods if p.namespace == "kube-system"]
+    other = next(n.name for n in data.nodes if n.name not in dns_nodes)
     return SimpleNamespace(plan=plan, data=data, ips=all_ips(plan), dns_node=dns_nodes[0],
                            dns_nodes=dns_nodes, other=other)
 
@@ -107,18 +107,20 @@ def test_served_leaves_out_pods_without_an_observed_ip() -> None:
     plan, ips = plan_and_ips()
     assert not any("db-2" in str(r) for r in dns.served(plan, ips))  # db-2 has no IP
     pod_a = [r for r in dns.served(plan, ips) if ".pod." in r.name]
-    assert sorted(r.data for r in pod_a) == sorted(ips.values())
+    assert sorted(str(r.data) for r in pod_a) == sorted(ips.values())
     nothing = dns.served(plan, {})
     assert not any(".pod." in r.name for r in nothing)
     assert not any(r.name.startswith("db.default") for r in nothing)
 
 
-def test_served_and_records_take_a_plan_or_its_data() -> None:
+def test_records_are_the_same_from_the_plan_and_from_its_data() -> None:
     plan, ips = plan_and_ips()
-    assert dns.served(plan, ips) == dns.served(plan.data(), ips)
-    assert dns.records(plan, ips) == dns.records(plan.data(), ips)
-    assert dns.records(plan) == dns.records(plan.data())
-    assert plan.as_dict()["dns_records"] == [r.as_dict() for r in dns.records(plan)]
+    crossed = Plan.from_data(plan.data())  # what the roles' filters work on
+    assert crossed == plan
+    assert dns.served(plan, ips) == dns.served(crossed, ips)
+    assert dns.records(plan, ips) == dns.records(crossed, ips)
+    assert dns.records(plan) == dns.records(crossed)
+    assert dns.printable(plan)["dns_records"] == [r.as_dict() for r in dns.records(plan)]
     assert "dns_records" not in plan.data()
 
 
@@ -133,7 +135,7 @@ def test_resolv_nameservers_reads_only_nameserver_lines() -> None:
 
 
 def test_upstreams_prefer_the_setting() -> None:
-    data = make_plan(variables={"podnet_dns_upstreams": ["192.168.56.1"]}).data()
+    data = make_plan(variables={"podnet_dns_upstreams": ["192.168.56.1"]})
     assert clusterdns.upstreams(data, "nameserver 127.0.0.53\n") == ["192.168.56.1"]
     assert clusterdns.upstreams(data, "nameserver 8.8.8.8\n") == ["192.168.56.1"]
 
@@ -175,7 +177,7 @@ def test_allowed_sources(base: SimpleNamespace) -> None:
 # -- clusterdns: DNS pods and node config ------------------------------------------------------
 def test_dns_pods_on_a_node() -> None:
     plan = make_plan(deployment("web", 3))
-    data, ips = plan.data(), all_ips(plan)
+    data, ips = Plan.from_data(plan.data()), all_ips(plan)
     dns_keys = plan.service(DNS_SERVICE).pods
     for node in ("node1", "node2", "node3"):
         found = clusterdns.dns_pods(data, ips, node)
@@ -193,8 +195,8 @@ def test_dns_pods_on_a_node() -> None:
 
 def test_default_two_dns_replicas_on_two_nodes(base: SimpleNamespace) -> None:
     assert len(base.plan.service(DNS_SERVICE).pods) == 2
-    nodes = [n["name"] for n in base.data["nodes"]
-             for _ in clusterdns.dns_pods(base.data, base.ips, n["name"])]
+    nodes = [n.name for n in base.data.nodes
+             for _ in clusterdns.dns_pods(base.data, base.ips, n.name)]
     assert sorted(nodes) == sorted(base.dns_nodes) and len(set(nodes)) == 2
 
 
@@ -369,7 +371,7 @@ def test_probe_exec_only_is_not_run_and_warned_about() -> None:
                                       "readinessProbe.exec.command[") for t in texts), texts
     assert all("podnet does not act on this field; it has no effect here; fix: " in t
                for t in texts)
-    assert proxier.readiness(plan.data(), {"default/p": "10.244.1.5"}) == []
+    assert proxier.readiness(Plan.from_data(plan.data()), {"default/p": "10.244.1.5"}) == []
 
 
 PROBE_ERRORS = [
@@ -462,7 +464,7 @@ def web_pods(plan: Any) -> list[str]:
 
 def test_readiness_lists_probed_pods_with_an_ip(ready_plan: tuple[Any, dict[str, str]]) -> None:
     plan, ips = ready_plan
-    got = proxier.readiness(plan.data(), ips)
+    got = proxier.readiness(Plan.from_data(plan.data()), ips)
     dns_keys = plan.service(DNS_SERVICE).pods
     assert sorted(e["pod"] for e in got) == sorted([*dns_keys, *web_pods(plan)])
     assert all(e["ip"] == ips[e["pod"]] for e in got)
@@ -474,34 +476,54 @@ def test_readiness_skips_pods_without_an_ip(ready_plan: tuple[Any, dict[str, str
     plan, ips = ready_plan
     first, second = web_pods(plan)
     partial = {k: v for k, v in ips.items() if k != first}
-    assert [e["pod"] for e in proxier.readiness(plan.data(), partial)
+    assert [e["pod"] for e in proxier.readiness(Plan.from_data(plan.data()), partial)
             if e["pod"].startswith("default/")] == [second]
-    assert proxier.readiness(plan.data(), {}) == []
+    assert proxier.readiness(Plan.from_data(plan.data()), {}) == []
 
 
-def test_readiness_chains_are_the_clusterip_endpoint_chains(
+def test_readiness_endpoints_are_the_clusterip_service_endpoints(
         ready_plan: tuple[Any, dict[str, str]]) -> None:
     plan, ips = ready_plan
-    got = {e["pod"]: e for e in proxier.readiness(plan.data(), ips)}
+    got = {e["pod"]: e for e in proxier.readiness(Plan.from_data(plan.data()), ips)}
     for key in web_pods(plan):
         ip = ips[key]
-        assert got[key]["chains"] == sorted([
-            kubeproxy.endpoint_chain("default", "web", "http", "TCP", ip, 8080),
-            kubeproxy.endpoint_chain("default", "web", "echo", "UDP", ip, 8081),
-            kubeproxy.endpoint_chain("default", "web-np", "", "TCP", ip, 8080),
+        assert got[key]["endpoints"] == sorted([
+            f"default/web:http -> {ip}:8080",
+            f"default/web:echo -> {ip}:8081",
+            f"default/web-np -> {ip}:8080",
         ])  # nothing for the headless web-h nor the ExternalName ext
         assert got[key]["udp"] == [f"{ip}:8081"]
     for key in plan.service(DNS_SERVICE).pods:
         ip = ips[key]
-        assert got[key]["chains"] == sorted([
-            kubeproxy.endpoint_chain("kube-system", "kube-dns", "dns", "UDP", ip, 53),
-            kubeproxy.endpoint_chain("kube-system", "kube-dns", "dns-tcp", "TCP", ip, 53)])
+        assert got[key]["endpoints"] == sorted([
+            f"kube-system/kube-dns:dns -> {ip}:53",
+            f"kube-system/kube-dns:dns-tcp -> {ip}:53"])
         assert got[key]["udp"] == [f"{ip}:53"]
 
 
-def test_readiness_chains_appear_in_the_rules(ready_plan: tuple[Any, dict[str, str]]) -> None:
+def test_readiness_endpoints_leave_the_rules_while_unready(
+        ready_plan: tuple[Any, dict[str, str]]) -> None:
+    # what podnet-endpoints reports (pod, ip) takes exactly the endpoints readiness() names
+    # out of the rules the node renders from the role's input
     plan, ips = ready_plan
-    got = proxier.node_rules(plan.data(), ips, "node1", {})
-    assert got["readiness"] == proxier.readiness(plan.data(), ips)
-    chains = [c for entry in got["readiness"] for c in entry["chains"]]
-    assert chains and all(f":{c} - [0:0]" in got["rules"] for c in chains)
+    got = proxier.node_rules(Plan.from_data(plan.data()), ips, "node1", {})
+    assert got["readiness"] == proxier.readiness(Plan.from_data(plan.data()), ips)
+    chains = {entry["pod"]: [endpoint_chain(plan, name) for name in entry["endpoints"]]
+              for entry in got["readiness"]}
+    every = [c for cs in chains.values() for c in cs]
+    ready = proxier.rules_file(*proxier.from_input(got["input"]))
+    assert every and all(f":{c} - [0:0]" in ready for c in every)
+    victim = web_pods(plan)[0]
+    without = proxier.rules_file(*proxier.from_input(got["input"], {(victim, ips[victim])}))
+    assert chains[victim] and not any(c in without for c in chains[victim])
+    assert all(f":{c} - [0:0]" in without for p, cs in chains.items() if p != victim for c in cs)
+
+
+def endpoint_chain(plan: Any, name: str) -> str:
+    """The KUBE-SEP chain of "ns/svc:port -> ip:port" in ``plan``."""
+    service, _, address = name.partition(" -> ")
+    key, _, port_name = service.partition(":")
+    svc = plan.service(key)
+    protocol = next(p.protocol for p in svc.ports if p.name == port_name)
+    ip, _, port = address.rpartition(":")
+    return kubeproxy.endpoint_chain(svc.namespace, svc.name, port_name, protocol, ip, int(port))

@@ -2,43 +2,10 @@
 
 from __future__ import annotations
 
-from modelkit import deployment, make_plan, service
+from modelkit import plan_and_ips
 
 from podnet import dns, endpoints
-
-DB = """\
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: db}}
-spec:
-{extra}  containers:
-    - name: c
-      image: podnet/netexec
-      ports: [{{name: pg, containerPort: {port}}}]
-"""
-
-TEXT = (
-    deployment("web", 2)
-    + service("web", ports="  ports:\n    - {name: http, port: 80, targetPort: http}\n"
-              "    - {name: dns, port: 53, protocol: UDP}\n")
-    + service("db", selector="db", body="  clusterIP: None\n",
-              ports="  ports:\n    - {name: pg, port: 5432, targetPort: pg}\n")
-    + DB.format(name="db-0", extra="  hostname: db-0\n  subdomain: db\n", port=5432)
-    + DB.format(name="db-1", extra="", port=5433)
-    + DB.format(name="db-2", extra="  hostname: db-2\n  subdomain: db\n", port=5432)
-    + service("ext", body="  type: ExternalName\n  externalName: www.example.test.\n",
-              ports="").replace("  selector:\n    app: ext\n", "")
-)
-
-
-def plan_and_ips():  # type: ignore[no-untyped-def]
-    plan = make_plan(TEXT)
-    ips = {p.key: f"10.244.{i}.{i + 10}" for i, p in enumerate(plan.pods)}
-    ips.pop("default/db-2")  # db-2 is not running: not ready, no records
-    return plan, ips
+from podnet.plan import EndpointPlan
 
 
 def lines(found: list[dns.DNSRecord]) -> set[str]:
@@ -48,6 +15,7 @@ def lines(found: list[dns.DNSRecord]) -> set[str]:
 def test_clusterip_service_records() -> None:
     plan, ips = plan_and_ips()
     web = plan.service("default/web")
+    assert web.cluster_ip
     rev = ".".join(reversed(web.cluster_ip.split(".")))
     got = lines(dns.records(plan, ips))
     assert {
@@ -103,15 +71,19 @@ def test_every_name_is_lower_case_and_absolute() -> None:
 
 def test_endpoints_resolve_named_ports_per_pod() -> None:
     plan, ips = plan_and_ips()
-    db = plan.service("default/db")
-    found = endpoints.for_port(db, "pg", "TCP", ips)
+
+    def running(service: str, name: str, protocol: str) -> list[EndpointPlan]:
+        port = next(p for p in plan.service(service).ports
+                    if p.name == name and p.protocol == protocol)
+        return [e for e in port.endpoints if ips.get(e.pod)]
+
+    found = running("default/db", "pg", "TCP")
     assert sorted((e.pod, e.port) for e in found) == [("default/db-0", 5432),
                                                       ("default/db-1", 5433)]
-    everything = endpoints.all_endpoints(plan, ips)
-    assert len(everything["default/web"]["http/TCP"]) == 2
-    assert everything["default/web"]["dns/UDP"] and all(
-        e.port == 53 for e in everything["default/web"]["dns/UDP"])
-    assert everything["default/ext"] == {}
+    assert len(running("default/web", "http", "TCP")) == 2
+    assert running("default/web", "dns", "UDP") and all(
+        e.port == 53 for e in running("default/web", "dns", "UDP"))
+    assert plan.service("default/ext").ports == []
 
 
 def test_observed_ips_from_pod_facts() -> None:

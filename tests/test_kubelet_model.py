@@ -8,6 +8,8 @@ import pytest
 from modelkit import deployment, make_plan
 
 from podnet import kubelet
+from podnet.paths import PATHS
+from podnet.plan import Plan
 
 TEXT = deployment("web", 2) + """\
 ---
@@ -35,7 +37,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def pods() -> list[dict]:
-    plan = make_plan(TEXT).as_dict()
+    plan = Plan.from_data(make_plan(TEXT).data())
     return kubelet.node_pods(plan, "node1")
 
 
@@ -67,10 +69,10 @@ def test_commands_are_quoted_for_systemd(pods: list[dict]) -> None:
 
 
 def test_netexec_and_packaged_servers(pods: list[dict]) -> None:
-    plan = make_plan(TEXT).as_dict()
+    plan = Plan.from_data(make_plan(TEXT).data())
     everywhere = [p for n in ("node1", "node2", "node3") for p in kubelet.node_pods(plan, n)]
     web = next(p for p in everywhere if p["name"].startswith("web-"))["containers"][0]
-    assert shlex.split(web["exec_start"]) == [kubelet.NETEXEC, "--http-port=8080",
+    assert shlex.split(web["exec_start"]) == [PATHS.netexec, "--http-port=8080",
                                               "--udp-port=8081"]
     assert web["config_path"] is None and web["restart"] == "always"
     nginx = by_name(pods, "proxy")["containers"][0]
@@ -80,7 +82,7 @@ def test_netexec_and_packaged_servers(pods: list[dict]) -> None:
 
 
 def test_dns_pods_run_unbound_with_a_placeholder_config() -> None:
-    plan = make_plan("").as_dict()
+    plan = Plan.from_data(make_plan("").data())
     dns = [c for node in ("node1", "node2", "node3") for p in kubelet.node_pods(plan, node)
            for c in p["containers"] if c["name"] == "unbound"]
     assert len(dns) == 2
@@ -94,4 +96,5 @@ def test_dns_pods_run_unbound_with_a_placeholder_config() -> None:
 
 
 def test_default_config_for_other_kinds_is_none() -> None:
-    assert kubelet.default_config("netexec", {"name": "x"}, []) is None
+    pod = Plan.from_data(make_plan(TEXT).data()).pod("default/proxy")
+    assert kubelet.default_config("netexec", pod, []) is None

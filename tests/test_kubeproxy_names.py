@@ -47,9 +47,15 @@ def test_protocol_is_lower_cased_and_unnamed_ports_have_no_colon() -> None:
     assert len(kubeproxy.chains("a", "b", "c", "UDP")["fw"]) == len("KUBE-FW-") + 16
 
 
-def test_the_plan_carries_the_chain_names() -> None:
+def test_chain_names_are_the_renderers_not_the_plans() -> None:
+    """kube-proxy's chain names are renderer knowledge: the plan (what the API would hold)
+    has none, and the plan report names each Service's chain from kubeproxy."""
     from modelkit import make_plan, service
 
+    from podnet import report
+
     plan = make_plan(service("svc1", ns="default"))
-    port = plan.service("default/svc1").ports[0]
-    assert port.chains == kubeproxy.chains("default", "svc1", "http", "TCP")
+    port = plan.data()["services"][-1]["ports"][0]
+    assert plan.service("default/svc1").ports[0].name == "http"
+    assert "chains" not in port and not hasattr(plan.service("default/svc1").ports[0], "chains")
+    assert kubeproxy.chains("default", "svc1", "http", "TCP")["svc"] in report.render(plan)

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,7 @@ def independent_residue() -> list[str]:
 
 
 @pytest.fixture
-def lab_inventory(tmp_path: Path):
+def lab_inventory(tmp_path: Path) -> Iterator[Path]:
     inv = make_inventory(tmp_path, {"t1": "192.168.56.21", "t2": "192.168.56.22"})
     yield inv
     ansible("ansible-playbook", inv, "playbooks/lab-down.yml")

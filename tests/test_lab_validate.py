@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from podnet import lab
@@ -13,7 +15,8 @@ GOOD_HOSTS = [
 ]
 
 
-def errors(hosts=GOOD_HOSTS, name="podnet", cidr="192.168.56.0/24", ctrl="192.168.56.1", **kw):
+def errors(hosts: Any = GOOD_HOSTS, name: str = "podnet", cidr: str = "192.168.56.0/24",
+           ctrl: str = "192.168.56.1", **kw: Any) -> list[str]:
     return lab.validate(name, cidr, ctrl, hosts, **kw)
 
 

@@ -179,6 +179,6 @@ def test_ingress_routes_resolve_ports_and_tls() -> None:
           - {path: /, pathType: Exact, backend: {service: {name: web, port: {number: 80}}}}
 """))
     routes = [(r.host, r.path, r.path_type, r.service_port, r.tls, r.secret_name)
-              for r in plan.routes]
+              for r in plan.ingress_routes]
     assert routes == [("a.example.test", "/x", "ImplementationSpecific", 80, True, "a-tls"),
                       ("*.example.test", "/", "Exact", 80, False, None)]

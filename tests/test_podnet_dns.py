@@ -90,8 +90,8 @@ def results(run: subprocess.CompletedProcess[str]) -> list[dict]:
 
 def facts(run: subprocess.CompletedProcess[str]) -> dict[str, str]:
     """``key=value`` lines the script echoed (the last one wins)."""
-    return dict(m.groups() for line in run.stdout.splitlines()
-                if (m := re.match(r"^(\S+?)=(.*)$", line)))
+    return {m.group(1): m.group(2) for line in run.stdout.splitlines()
+            if (m := re.match(r"^(\S+?)=(.*)$", line))}
 
 
 def load() -> ModuleType:

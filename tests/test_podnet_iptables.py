@@ -10,8 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-TOOL = Path(__file__).resolve().parents[1] / "roles" / "pod_network" / "files" / "podnet-iptables"
+from nodekit import sandbox  # $TOOL is podnet-iptables, $DIR the rules folder
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("iptables-restore") or not shutil.which("unshare"),
@@ -25,16 +24,6 @@ RULES = """*nat
 COMMIT
 """
 JUMPS = 'nat PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n'
-
-
-def sandbox(tmp: Path, script: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TOOL": str(TOOL), "DIR": str(tmp / "rules")}
-    body = ("set -u\n"
-            "for d in /var/lib/podnet /run/podnet; do mkdir -p $d && "
-            "mount -t tmpfs podnet-test $d; done\n" + script)
-    return subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--fork",
-                           "bash", "-c", body], env=env, capture_output=True, text=True,
-                          check=False, timeout=60)
 
 
 @pytest.fixture

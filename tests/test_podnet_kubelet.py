@@ -14,6 +14,7 @@ from modelkit import deployment, make_plan
 from nodekit import ROOT, load, utils
 
 from podnet import kubelet
+from podnet.plan import Plan
 
 kubelet_module = load("podnet_kubelet_module", ROOT / "plugins/modules/podnet_kubelet.py")
 
@@ -50,7 +51,7 @@ class Node:
                             lambda report: self.calls.append(("daemon-reload", [])))
         monkeypatch.setattr(kubelet_module, "network_gone", lambda pod: self.gone.get(pod["id"]))
         self.gone: dict[str, str] = {}
-        plan = make_plan(TEXT).as_dict()
+        plan = Plan.from_data(make_plan(TEXT).data())
         self.pods = kubelet.node_pods(plan, "node1")
         for pod in self.pods:  # into tmp_path
             pod["dir"] = str(tmp_path / "pods" / pod["id"])

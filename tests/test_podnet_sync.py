@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nodekit import ROOT, load, utils
@@ -157,7 +158,12 @@ def test_unit_states_pairs_systemctls_answers_with_the_units_asked(monkeypatch: 
               "Id=b.timer\nLoadState=not-found\nActiveState=inactive\nUnitFileState=\n"
               "ExecMainStartTimestampMonotonic=0\n")
     seen: list[list[str]] = []
-    monkeypatch.setattr(utils, "must", lambda argv, what, timeout=300: seen.append(argv) or answer)
+
+    def must(argv: list[str], what: str, timeout: int = 300) -> str:
+        seen.append(argv)
+        return answer
+
+    monkeypatch.setattr(utils, "must", must)
     states = utils.unit_states(["a.service", "b.timer"])
     assert utils.is_active(states["a.service"]) and utils.is_enabled(states["a.service"])
     assert not utils.is_active(states["b.timer"]) and not utils.is_enabled(states["b.timer"])
@@ -240,7 +246,7 @@ def test_finish_answers_changes_outcome_and_diffs_or_fails_with_the_message(tmp_
     assert result["changed"] and result["changes"] == [f"created {tmp_path / 'a'}"]
     assert result["tools"] == [] and result["diff"][0]["after"] == "x\n"
 
-    def broken(report: utils.Report) -> dict:
+    def broken(report: Any) -> dict[str, Any]:
         report.note("did one thing")
         raise utils.SyncError("then this went wrong")
 

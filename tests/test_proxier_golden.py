@@ -1,14 +1,18 @@
 """podnet's kube-proxy rules equal kube-proxy's own expected dumps (proxier_test.go), compared
-the way kube-proxy's tests compare them (podnet.proxier.sort_dump)."""
+the way kube-proxy's tests compare them (goldenkit.sort_dump), and what that sorting cannot
+see (the place of the must-be-last rule) asserted on the raw render."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
+from goldenkit import NODEPORTS_LAST, sort_dump
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podnet.proxier import Endpoint, Options, ServicePort, render, sort_dump
+from podnet.proxier import Endpoint, Options, ServicePort, render
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -49,6 +53,32 @@ OVERALL = [
 def test_overall_rules_equal_kube_proxys() -> None:
     expected = (GOLDEN / "kube-proxy-overall.rules").read_text()
     assert sort_dump(render(OVERALL, OVERALL_OPTIONS)) == sort_dump(expected)
+
+
+@pytest.mark.parametrize("options", [OVERALL_OPTIONS, Options(
+    node_name="test-hostname", node_ip="192.168.0.2", cluster_cidr="10.0.0.0/8")],
+    ids=["kube-proxy-test-options", "podnet-defaults"])
+def test_the_nodeports_jump_is_the_last_rule_of_kube_services(options: Options) -> None:
+    # sort_dump puts it last whatever its place, so the golden comparisons cannot see it: a
+    # NodePort rule placed after it would never be reached for a ClusterIP on a node address
+    nat = render(OVERALL, options).split("*nat\n", 1)[1]
+    services = [line for line in nat.splitlines() if line.startswith("-A KUBE-SERVICES ")]
+    assert len(services) > 1, services
+    assert NODEPORTS_LAST in services[-1], services[-1]
+    assert services[-1].endswith("-j KUBE-NODEPORTS"), services[-1]
+    assert not any(NODEPORTS_LAST in line for line in services[:-1]), services
+
+
+@pytest.mark.parametrize(("dump", "message"), [
+    ("*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SVC-X -j ACCEPT\nCOMMIT\n",
+     "table nat: rule of a chain the table does not declare: '-A KUBE-SVC-X -j ACCEPT'"),
+    ("*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n-A KUBE-SERVICES -j ACCEPT\n",
+     "line 4: '-A KUBE-SERVICES -j ACCEPT' is outside a table"),
+], ids=["undeclared-chain", "outside-a-table"])
+def test_sort_dump_refuses_rules_it_cannot_place(dump: str, message: str) -> None:
+    # kube-proxy's parser raises here; dropping such rules would hide them from the comparison
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        sort_dump(dump)
 
 
 def test_bad_ips_case_with_its_addresses_normalised() -> None:

@@ -1,6 +1,8 @@
-"""Endpoint readiness: podnet-endpoints' probe state machine, config reloads and probes against
-real local servers, podnet-iptables' removal of unready endpoints from the Service chains
-(pure, and end to end in a throwaway network namespace)."""
+"""Endpoint readiness on the node: podnet-endpoints' probe state machine, config reloads,
+probes against real local servers and how it publishes; podnet-kube-proxy's render step (check
+mode, atomic write, validation), and unready endpoints leaving the Service chains end to end in
+a throwaway network namespace (render, then podnet-iptables apply). What the renderer leaves
+out is tested on proxier itself in test_proxier_readiness.py."""
 
 from __future__ import annotations
 
@@ -15,13 +17,19 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
-from test_podnet_iptables import sandbox  # the same throwaway namespace
+from nodekit import sandbox  # the throwaway namespace podnet-iptables' tests use
 
-ROLES = Path(__file__).resolve().parents[1] / "roles"
+from podnet import kubeproxy, proxier
+from podnet.proxier import Endpoint as ProxyEndpoint
+from podnet.proxier import Options, ServicePort
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES = ROOT / "roles"
 ENDPOINTS = ROLES / "kube_proxy" / "files" / "podnet-endpoints"
-TOOL = ROLES / "pod_network" / "files" / "podnet-iptables"
+RENDER = ROLES / "kube_proxy" / "files" / "podnet-kube-proxy"
 
 
 def load(path: Path) -> ModuleType:
@@ -35,11 +43,11 @@ def load(path: Path) -> ModuleType:
 
 
 ep = load(ENDPOINTS)
-without_unready = load(TOOL).without_unready
+kp = load(RENDER)
 
 
 def entry(pod: str, ip: str, port: int = 8080, **probe: object) -> dict:
-    return {"pod": pod, "ip": ip, "chains": [f"KUBE-SEP-{pod.upper()}"], "udp": [],
+    return {"pod": pod, "ip": ip, "endpoints": [f"ns/svc:p -> {ip}:{port}"], "udp": [],
             "probe": {"kind": "http", "port": port, "path": "/ready", **probe}}
 
 
@@ -69,7 +77,7 @@ def test_the_default_thresholds_are_the_kubelets() -> None:
     assert endpoint.observe(None) and endpoint.ready  # one success is enough
 
 
-def by_pod(endpoints: dict) -> dict:  # type: ignore[type-arg]
+def by_pod(endpoints: dict[str, Any]) -> dict[str, Any]:
     return {e.entry["pod"]: e for e in endpoints.values()}
 
 
@@ -83,22 +91,24 @@ def test_load_keeps_the_state_of_the_same_pod_ip_and_probe(tmp_path: Path) -> No
     for endpoint in first.values():
         endpoint.observe("down")
     # a backs one more Service now; b's probe changed; c left the file
-    a2 = {**a, "chains": [*a["chains"], "KUBE-SEP-NEW"]}
+    a2 = {**a, "endpoints": [*a["endpoints"], "ns/new:p -> 10.0.0.1:8080"]}
     config.write_text(json.dumps([a2, {**b, "probe": {**b["probe"], "port": 9090}}]))
     second = by_pod(ep.load(config, old))
     assert sorted(second) == ["a", "b"]
     assert second["a"] is first["a"] and not second["a"].ready
-    assert second["a"].entry["chains"] == a2["chains"]  # the new chain goes out too
+    assert second["a"].entry["endpoints"] == a2["endpoints"]  # the new one is named too
+    assert ep.unready_pods(ep.load(config, old)) == {("a", "10.0.0.1")}  # out of every Service
     assert second["b"] is not first["b"]
     assert second["b"].ready and second["b"].failures == 0
 
 
 def test_load_seeds_new_endpoints_from_what_was_published(tmp_path: Path) -> None:
     config = tmp_path / "endpoints.json"
-    a, b = entry("a", "10.0.0.1"), entry("b", "10.0.0.2")
-    config.write_text(json.dumps([a, b]))
-    got = by_pod(ep.load(config, {}, set(a["chains"])))
-    assert not got["a"].ready and got["b"].ready
+    a, b, c = entry("a", "10.0.0.1"), entry("b", "10.0.0.2"), entry("c", "10.0.0.3")
+    config.write_text(json.dumps([a, b, c]))
+    # c was published unready at another IP: the pod came back with a new one and starts ready
+    got = by_pod(ep.load(config, {}, {("a", "10.0.0.1"), ("c", "10.0.0.9")}))
+    assert not got["a"].ready and got["b"].ready and got["c"].ready
 
 
 @pytest.mark.parametrize("text", [None, "[{", "not json"])
@@ -111,12 +121,48 @@ def test_load_keeps_the_old_set_when_the_file_is_unreadable(tmp_path: Path,
     assert ep.load(config, old) is old
 
 
-def test_unready_chains_are_those_of_unready_endpoints() -> None:
+def test_unready_pods_are_those_of_unready_endpoints() -> None:
     up, down = ep.Endpoint(entry("a", "10.0.0.1")), ep.Endpoint(entry("b", "10.0.0.2"))
-    down.entry["chains"].append("KUBE-SEP-B2")  # the pod backs two Services
-    assert ep.unready_chains({"a": up, "b": down}) == set()
+    down.entry["endpoints"].append("ns/two:p -> 10.0.0.2:8080")  # the pod backs two Services
+    assert ep.unready_pods({"a": up, "b": down}) == set()
     down.ready = False
-    assert ep.unready_chains({"a": up, "b": down}) == {"KUBE-SEP-B", "KUBE-SEP-B2"}
+    # the pod and its IP: the renderer leaves its endpoints out of both Services
+    # (test_proxier_readiness.py::test_from_input_marks_a_pods_endpoints_in_every_service_unready)
+    assert ep.unready_pods({"a": up, "b": down}) == {("b", "10.0.0.2")}
+
+
+FAKE_TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$CALLS"
+[ "$(basename "$0")" != "$FAIL" ]
+"""
+
+
+@pytest.mark.parametrize("fail", ["", "podnet-kube-proxy", "podnet-iptables"])
+def test_publish_writes_the_pods_then_renders_then_applies(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           fail: str) -> None:
+    for name in ("podnet-kube-proxy", "podnet-iptables", "conntrack"):
+        tool = tmp_path / "bin" / name
+        tool.parent.mkdir(exist_ok=True)
+        tool.write_text(FAKE_TOOL)
+        tool.chmod(0o755)
+    calls = tmp_path / "calls"
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("CALLS", str(calls))
+    monkeypatch.setenv("FAIL", fail)
+    rules = tmp_path / "iptables" / "50-kube-proxy.rules"
+    publisher = ep.Publisher(tmp_path / "in.json", tmp_path / "run" / "unready", rules)
+    gone = ep.Endpoint({**entry("a", "10.0.0.1"), "udp": ["10.0.0.1:53"]})
+    done = publisher.publish({("b", "10.0.0.2"), ("a", "10.0.0.1")}, [gone])
+    assert done == (fail == "")
+    assert (tmp_path / "run" / "unready").read_text() == "a 10.0.0.1\nb 10.0.0.2\n"
+    assert ep.read_pods(tmp_path / "run" / "unready") == {("a", "10.0.0.1"), ("b", "10.0.0.2")}
+    want = [f"podnet-kube-proxy render {tmp_path}/in.json {tmp_path}/run/unready {rules}",
+            f"podnet-iptables apply {rules.parent}",
+            "conntrack -D -p udp --reply-src 10.0.0.1 --reply-port-src 53"]
+    # a failed step stops there (the next tick publishes again)
+    stop = {"": 3, "podnet-kube-proxy": 1, "podnet-iptables": 2}[fail]
+    assert calls.read_text().splitlines() == want[:stop]
 
 
 CODES = {"/ok": 200, "/fail": 500, "/missing": 404, "/moved": 302, "/moved-nowhere": 302}
@@ -181,102 +227,152 @@ def test_tcp_probe() -> None:
     assert isinstance(reason, str) and "refused" in reason.lower(), reason
 
 
-def svc_rule(sep: str, ip: str, tail: str) -> str:
-    return f'-A KUBE-SVC-X -m comment --comment "ns/svc:p -> {ip}:80"{tail} -j KUBE-SEP-{sep}'
+OPTS = Options(node_name="me", node_ip="192.168.56.11", cluster_cidr="10.0.0.0/8")
+IPS = {"A": "10.0.0.1", "B": "10.0.0.2", "C": "10.0.0.3"}
+SVC_X = kubeproxy.chains("ns", "svc", "p", "TCP")["svc"]
 
 
-SEPS = {"A": "10.0.0.1", "B": "10.0.0.2", "C": "10.0.0.3"}
-AFFINITY = [svc_rule(s, ip, f" -m recent --name KUBE-SEP-{s} --rcheck --seconds 10800 --reap")
-            for s, ip in SEPS.items()]
+def sep(name: str) -> str:
+    return kubeproxy.endpoint_chain("ns", "svc", "p", "TCP", IPS[name], 80)
+
+
+def svc_rule(name: str, tail: str) -> str:
+    return (f'-A {SVC_X} -m comment --comment "ns/svc:p -> {IPS[name]}:80"{tail} '
+            f"-j {sep(name)}")
+
+
+def write_input(folder: Path, **options: object) -> Path:
+    """The renderer's input for ns/svc:p (three endpoints, ClientIP affinity), as the role
+    writes it."""
+    svc = ServicePort(namespace="ns", name="svc", port_name="p", protocol="TCP",
+                      cluster_ip="10.96.0.10", port=80, affinity_timeout=10800,
+                      endpoints=tuple(ProxyEndpoint(ip, 80, "me", pod=f"ns/{n.lower()}")
+                                      for n, ip in IPS.items()))
+    opts = Options(**{**OPTS.__dict__, **options})
+    path = folder / "rules-input.json"
+    path.write_text(json.dumps(proxier.rules_input([svc], opts)))
+    return path
+
+
+def test_rendered_is_the_renderers_file_with_the_pods_left_out(tmp_path: Path) -> None:
+    source = write_input(tmp_path)
+    unready = tmp_path / "unready"
+    unready.write_text("ns/a 10.0.0.1\n")
+    text = kp.rendered(source, unready)
+    services, opts = proxier.from_input(json.loads(source.read_text()), {("ns/a", "10.0.0.1")})
+    assert text.endswith(proxier.rules_file(services, opts))
+    assert text.startswith("# kube-proxy, iptables mode: 1 service ports, 3 endpoints, 1 not "
+                           "ready\n")
+    assert sep("A") not in text and sep("B") in text
+    none = kp.rendered(source, tmp_path / "missing")  # no file: none unready
+    assert sep("A") in none and ", 0 not ready\n" in none
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{", "rules-input.json: Expecting property name"),
+    ('{"version": 7}', "rules-input.json: version: 7 is not 1"),
+])
+def test_rendered_names_a_bad_input(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "rules-input.json").write_text(content)
+    with pytest.raises(kp.RenderError, match=message):
+        kp.rendered(tmp_path / "rules-input.json", tmp_path / "unready")
+
+
+def test_a_bad_unready_line_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "unready").write_text("ns/a 10.0.0.1\nKUBE-SEP-OLDSTYLE\n")
+    with pytest.raises(kp.RenderError, match=r"unready:2: 'KUBE-SEP-OLDSTYLE' is not "):
+        kp.read_unready(tmp_path / "unready")
+
+
+# how iptables-save prints the affinity rule of A
+AFFINITY_SAVED = svc_rule("A", " -m recent --rcheck --seconds 10800 --reap --name "
+                          f"{sep('A')} --mask 255.255.255.255 --rsource")
 STAT = " -m statistic --mode random --probability "
-BALANCE = [svc_rule("A", SEPS["A"], STAT + "0.3333333333"),
-           svc_rule("B", SEPS["B"], STAT + "0.5000000000"), svc_rule("C", SEPS["C"], "")]
-RULES = "\n".join([
-    "*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-SVC-X - [0:0]", ":KUBE-SVC-Y - [0:0]",
-    *[f":KUBE-SEP-{s} - [0:0]" for s in [*SEPS, "D"]],
-    '-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "ns/svc:p cluster IP" '
-    "-m tcp --dport 80 -j KUBE-SVC-X",
-    '-A KUBE-SERVICES -d 10.96.0.11/32 -p tcp -m comment --comment "ns/one:p cluster IP" '
-    "-m tcp --dport 80 -j KUBE-SVC-Y",
-    *AFFINITY, *BALANCE,
-    '-A KUBE-SVC-Y -m comment --comment "ns/one:p -> 10.0.0.4:80" -j KUBE-SEP-D',
-    *[f'-A KUBE-SEP-{s} -p tcp -m comment --comment "ns/svc:p" -m recent --name KUBE-SEP-{s} '
-      f"--set -m tcp -j DNAT --to-destination {ip}:80" for s, ip in SEPS.items()],
-    '-A KUBE-SEP-D -p tcp -m comment --comment "ns/one:p" -m tcp -j DNAT '
-    "--to-destination 10.0.0.4:80",
-    "COMMIT", ""])
-
-
-def svc_x(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("-A KUBE-SVC-X ")]
-
-
-def test_an_unready_endpoint_leaves_the_others_renumbered() -> None:
-    out = without_unready(RULES, {"KUBE-SEP-A"})
-    assert svc_x(out) == [AFFINITY[1], AFFINITY[2],
-                          svc_rule("B", SEPS["B"], STAT + "0.5000000000"), BALANCE[2]]
-
-
-def test_the_unready_endpoint_chain_itself_stays() -> None:
-    out = without_unready(RULES, {"KUBE-SEP-A"})
-    assert ":KUBE-SEP-A - [0:0]" in out.splitlines()
-    assert [x for x in out.splitlines() if x.startswith("-A KUBE-SEP-A ")] == [
-        x for x in RULES.splitlines() if x.startswith("-A KUBE-SEP-A ")]
-
-
-def test_the_last_endpoint_unready_makes_the_one_before_it_last() -> None:
-    out = without_unready(RULES, {"KUBE-SEP-C"})
-    assert svc_x(out)[2:] == [svc_rule("A", SEPS["A"], STAT + "0.5000000000"),
-                              svc_rule("B", SEPS["B"], "")]
-    assert svc_x(out)[:2] == AFFINITY[:2]
-
-
-@pytest.mark.parametrize("unready", [
-    {"KUBE-SEP-A", "KUBE-SEP-B", "KUBE-SEP-C"}, set(), {"KUBE-SEP-D"}, {"KUBE-SEP-OTHER"}])
-def test_nothing_changes_without_a_ready_endpoint_left_or_an_unready_one(unready: set) -> None:
-    assert without_unready(RULES, unready) == RULES  # all (or the only one) unready: fail open
-
-
-def test_other_chains_are_untouched() -> None:
-    out = without_unready(RULES, {"KUBE-SEP-B"})
-    assert [x for x in out.splitlines() if not x.startswith("-A KUBE-SVC-X ")] == [
-        x for x in RULES.splitlines() if not x.startswith("-A KUBE-SVC-X ")]
-
-
-# how iptables-save prints AFFINITY[0]
-AFFINITY_SAVED = svc_rule("A", "10.0.0.1", " -m recent --rcheck --seconds 10800 --reap --name "
-                          "KUBE-SEP-A --mask 255.255.255.255 --rsource")
 needs_sandbox = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("iptables-restore") or not shutil.which("unshare"),
     reason="needs root, unshare and iptables (make setup installs them)")
+# the tool runs under the system python, which finds podnet through PYTHONPATH here (on a node,
+# in ../lib/podnet beside it)
+KP = f"PYTHONPATH={ROOT} {RENDER}"
 
 
 @needs_sandbox
-def test_apply_leaves_unready_endpoints_out_until_they_are_ready(tmp_path: Path) -> None:
+def test_render_writes_atomically_only_on_change_and_check_writes_nothing(tmp_path: Path
+                                                                          ) -> None:
     folder = tmp_path / "rules"
     folder.mkdir()
-    (folder / "50-kp.rules").write_text(RULES)
+    source = write_input(tmp_path)
+    run = sandbox(tmp_path, f"""
+U=/run/podnet/unready-pods; R=$DIR/50-kp.rules
+{KP} render {source} $U $R; stat -c 'inode=%i' $R
+{KP} render {source} $U $R; stat -c 'inode=%i' $R
+echo "ns/b 10.0.0.2" > $U
+cp $R $DIR/../before
+{KP} render {source} $U $R --check; cmp -s $R $DIR/../before && echo same
+{KP} render {source} $U $R; stat -c 'inode=%i' $R; ls -a $DIR
+""")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    first, second, check, again = (json.loads(x) for x in lines if x.startswith("{"))
+    inodes = [x for x in lines if x.startswith("inode=")]
+    assert first == {"changed": True} and second == {"changed": False}
+    assert inodes[0] == inodes[1]  # nothing to change: the file is not touched
+    assert check == {"changed": True} and "same" in lines  # --check wrote nothing
+    assert again == {"changed": True} and inodes[2] != inodes[1]  # renamed over the old file
+    assert sorted(x for x in lines[lines.index(inodes[2]) + 1:]) == [".", "..", "50-kp.rules"]
+    text = (folder / "50-kp.rules").read_text()
+    assert sep("B") not in text and "1 not ready" in text
+
+
+@needs_sandbox
+def test_a_render_iptables_refuses_leaves_the_old_file(tmp_path: Path) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "50-kp.rules").write_text("old\n")
+    source = write_input(tmp_path, masquerade_mark="0xnotamark")
+    run = sandbox(tmp_path, f"""
+{KP} render {source} /run/podnet/unready-pods $DIR/50-kp.rules; echo rc=$?
+ls -a $DIR
+""")
+    assert "rc=1" in run.stdout, run.stdout + run.stderr
+    assert "50-kp.rules: iptables-restore --test refused the rendered rules, the old file " \
+           "stays:" in run.stderr, run.stderr
+    assert (folder / "50-kp.rules").read_text() == "old\n"
+    assert run.stdout.split("rc=1\n")[1].split() == [".", "..", "50-kp.rules"]  # no temp left
+
+
+@needs_sandbox
+def test_unready_endpoints_leave_the_applied_rules_until_they_are_ready(tmp_path: Path
+                                                                        ) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
     (folder / "50-kp.owns").write_text("nat KUBE-SVC- KUBE-SEP-\n")
-    run = sandbox(tmp_path, """
-echo KUBE-SEP-A > /run/podnet/unready
-$TOOL apply $DIR
-echo "== unready"; iptables-save -t nat | grep -e '-A KUBE-SVC-X' -e ':KUBE-SEP-A'
+    source = write_input(tmp_path)
+    render = f"{KP} render {source} /run/podnet/unready-pods $DIR/50-kp.rules >/dev/null"
+    run = sandbox(tmp_path, f"""
+{render}; $TOOL apply $DIR >/dev/null
+echo "ns/a 10.0.0.1" > /run/podnet/unready-pods
+{render}; $TOOL apply $DIR
+echo "== unready"; iptables-save -t nat | grep -e '-A {SVC_X}' -e ':KUBE-SEP-'
 echo "== repair"; $TOOL repair $DIR 2>&1; echo "rc=$?"
-rm /run/podnet/unready
-echo "== ready"; $TOOL apply $DIR; iptables-save -t nat | grep -- '-A KUBE-SVC-X'
+rm /run/podnet/unready-pods
+echo "== ready"; {render}; $TOOL apply $DIR; iptables-save -t nat | grep -- '-A {SVC_X}'
 """)
     assert run.returncode == 0 and run.stdout.startswith('{"changed": true'), run.stderr
     got = sections(run.stdout)
-    assert ":KUBE-SEP-A - [0:0]" in got["unready"]  # the chain stays, nothing jumps to it
-    assert not [x for x in got["unready"] if x.endswith("-j KUBE-SEP-A")], got["unready"]
-    assert got["unready"][-2].endswith("--probability 0.50000000000 -j KUBE-SEP-B")
-    assert got["unready"][-1].endswith('10.0.0.3:80" -j KUBE-SEP-C')  # last, no statistic
+    # the unready endpoint's chain is no longer written, so it goes as a stale chain, and
+    # nothing jumps to it
+    assert f":{sep('A')} - [0:0]" not in got["unready"], got["unready"]
+    assert f":{sep('B')} - [0:0]" in got["unready"], got["unready"]
+    assert not [x for x in got["unready"] if x.endswith(f"-j {sep('A')}")], got["unready"]
+    jumps = [x for x in got["unready"] if not x.startswith(":") and "-m recent" not in x
+             and "-j KUBE-SEP-" in x]
+    assert jumps[0].endswith(f"--probability 0.50000000000 -j {sep('B')}"), jumps
+    assert jumps[1] == svc_rule("C", ""), jumps  # last, no statistic
     assert got["repair"] == ["rc=0"]  # the snapshot has the rules without A: nothing to repair
     assert got["ready"][0].startswith('{"changed": true')
-    assert [x for x in got["ready"] if x.endswith("-j KUBE-SEP-A")] == [
-        AFFINITY_SAVED, svc_rule("A", "10.0.0.1", STAT + "0.33333333349")]
-
-
+    assert [x for x in got["ready"] if x.endswith(f"-j {sep('A')}")] == [
+        AFFINITY_SAVED, svc_rule("A", STAT + "0.33333333349")]
 def sections(out: str) -> dict[str, list[str]]:
     """The output lines after each ``== name`` marker."""
     got: dict[str, list[str]] = {}

@@ -10,13 +10,14 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import testinfra
 
 from podnet import cluster, kubelet, markers
 from podnet.inventory import Host, Inventory
-from podnet.model import Plan
+from podnet.plan import Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY = Path(os.environ.get("PODNET_INVENTORY", ROOT / "inventory" / "lab"))
@@ -176,7 +177,7 @@ def observed() -> dict[str, dict[str, str]]:
     """``{ns/name: pod state}`` as each node reports it (the ansible_local.podnet fact)."""
     pods: dict[str, dict[str, str]] = {}
     for node in plan().nodes:
-        facts = run(node.name, "/usr/local/sbin/podnet-cni", "facts")
+        facts = run(node.name, plan().paths.cni_runtime, "facts")
         assert facts.rc == 0, facts
         for pod in json.loads(facts.stdout)["pods"]:
             key = f"{pod['namespace']}/{pod['name']}"
@@ -199,7 +200,7 @@ def pod_id(key: str) -> str:
 def container_units(key: str) -> list[str]:
     """The systemd units of a pod's containers, in order, as the kubelet role names them."""
     pod = plan().pod(key)
-    entry = next(p for p in kubelet.node_pods(plan().data(), pod.node)
+    entry = next(p for p in kubelet.node_pods(plan(), pod.node)
                  if f"{p['namespace']}/{p['name']}" == key)
     return [c["unit"] for c in entry["containers"]]
 
@@ -225,7 +226,10 @@ DEMO = INVENTORY_PATH.resolve() == (ROOT / "inventory" / "lab").resolve()
 FLOORS = {"servers": 10, "service ports": 8} if DEMO else {"servers": 1, "service ports": 1}
 
 
-def at_least(what: str, found: list) -> list:  # type: ignore[type-arg]
+T = TypeVar("T")
+
+
+def at_least(what: str, found: list[T]) -> list[T]:
     """``found``, once it holds at least the floor of ``what``; a collection error otherwise."""
     if len(found) < FLOORS[what]:
         raise pytest.UsageError(f"{INVENTORY_PATH}: {len(found)} {what} to test, fewer than "

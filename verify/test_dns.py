@@ -16,8 +16,8 @@ from podnet import clusterdns, dns
 
 pytestmark = pytest.mark.principle("service DNS")
 
-DNS_IP = str(plan().settings.dns_ip)
-ZONE = plan().settings.domain
+DNS_IP = str(plan().settings.dns_service_ip)
+ZONE = plan().settings.cluster_domain
 EXTERNAL = "www.example.test"
 CLIENTS = ["demo", "other"]  # one pod with the test server in each namespace
 
@@ -40,7 +40,7 @@ def in_container(key: str, *argv: str) -> Evidence:
 @cache
 def served() -> list[dns.DNSRecord]:
     ips = {key: pod["ip"] for key, pod in running().items() if pod.get("ip")}
-    return dns.served(plan().data(), ips)
+    return dns.served(plan(), ips)
 
 
 def expected(name: str, rtype: str) -> set[str]:
@@ -69,7 +69,7 @@ def groups() -> dict[str, list[tuple[str, str]]]:
     out: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for svc in plan().services:
         fqdn = f"{svc.fqdn}."
-        for r in dns.records(plan().data()):
+        for r in dns.records(plan()):
             if r.name.endswith(fqdn) and not r.name.startswith("<ip>"):
                 out[svc.key].add((r.name, r.type))
     return {k: sorted(v) for k, v in out.items()}
@@ -78,7 +78,7 @@ def groups() -> dict[str, list[tuple[str, str]]]:
 @cache
 def dns_pods() -> list[dict[str, object]]:
     return [p for node in plan().nodes
-            for p in clusterdns.dns_pods(plan().data(), {k: v["ip"] for k, v in running().items()},
+            for p in clusterdns.dns_pods(plan(), {k: v["ip"] for k, v in running().items()},
                                          node.name)]
 
 
@@ -99,7 +99,7 @@ def test_dns_pod_reports_healthy_and_ready_with_the_models_serial(dns_pod: str) 
 
 
 def test_dns_pods_run_on_different_nodes() -> None:
-    nodes = [plan().pod(p["key"]).node for p in dns_pods()]  # type: ignore[index]
+    nodes = [plan().pod(str(p["key"])).node for p in dns_pods()]
     assert len(nodes) == plan().settings.dns_replicas == len(set(nodes)), nodes
 
 

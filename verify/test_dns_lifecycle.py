@@ -27,8 +27,8 @@ from podnet import cluster, kubeproxy
 
 pytestmark = pytest.mark.principle("service DNS")
 
-DNS_IP = str(plan().settings.dns_ip)
-ZONE = plan().settings.domain
+DNS_IP = str(plan().settings.dns_service_ip)
+ZONE = plan().settings.cluster_domain
 NEW_SERVICE = """\
 apiVersion: v1
 kind: Service

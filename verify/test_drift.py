@@ -88,9 +88,9 @@ def drift() -> Iterator[Drift]:
         "netns_pod": server_on(b), "netns_ip": pods[server_on(b)]["ip"],
         "stopped_pod": server_on(c), "resolv_pod": server_on(c),
         "route": next(n.pod_cidr for n in plan().nodes if n.name != c),
-        "conflist": must(b, "cat", "/etc/cni/net.d/10-podnet.conflist"),
-        "resolv": must(c, "cat", f"/etc/podnet/pods/{pod_id(server_on(c))}/resolv.conf"),
-        "routes_file": must(c, "cat", "/etc/podnet/routes.conf"),
+        "conflist": must(b, "cat", plan().paths.network_conf),
+        "resolv": must(c, "cat", f"{plan().paths.pod_dir(pod_id(server_on(c)))}/resolv.conf"),
+        "routes_file": must(c, "cat", plan().paths.routes_file),
         "kube_services": must(a, "iptables", "-t", "nat", "-S", "KUBE-SERVICES"),
     }
     try:
@@ -104,18 +104,19 @@ def drift() -> Iterator[Drift]:
         must(b, "ip", "netns", "delete", pod_id(d.before["netns_pod"]))
         must(b, "sysctl", "-w", f"{FORWARD}=0")
         must(b, "sed", "-i", "s/\"hairpinMode\": true/\"hairpinMode\": false/",
-             "/etc/cni/net.d/10-podnet.conflist")
+             plan().paths.network_conf)
         # node c: a stopped container, an edited pod resolv.conf, a deleted file and its route
         for unit in container_units(d.before["stopped_pod"]):
             must(c, "systemctl", "stop", unit)
         must(c, "sh", "-c", "echo 'nameserver 192.0.2.53' > "
-             f"/etc/podnet/pods/{pod_id(d.before['resolv_pod'])}/resolv.conf")
-        must(c, "rm", "/etc/podnet/routes.conf")
+             f"{plan().paths.pod_dir(pod_id(d.before['resolv_pod']))}/resolv.conf")
+        must(c, "rm", plan().paths.routes_file)
         must(c, "ip", "route", "del", d.before["route"])
         # a dry run first: it must see the drift and leave it as it is
         d.dry_run = recap(converge(manifests_dir(), check=True))
         d.still_broken = [what for what, broken in (
-            ("netns", run(b, "test", "-e", f"/run/netns/{pod_id(d.before['netns_pod'])}").rc != 0),
+            ("netns", run(b, "test", "-e",
+                          plan().paths.netns(pod_id(d.before['netns_pod']))).rc != 0),
             ("sysctl", must(b, "sysctl", "-n", FORWARD).strip() == "0"),
             ("route", run(c, "ip", "route", "show", d.before["route"]).stdout.strip() == ""),
             ("chain", must(a, "iptables", "-t", "nat", "-S", "KUBE-SERVICES").strip()
@@ -179,11 +180,11 @@ def test_stopped_units_and_a_deleted_unit_file_are_back_and_running(drift: Drift
 @pytest.mark.principle("unique pod IP")
 def test_a_deleted_pod_netns_comes_back_with_the_same_ip(drift: Drift) -> None:
     key, node = drift.before["netns_pod"], drift.nodes[1]
-    assert run(node, "test", "-e", f"/run/netns/{pod_id(key)}").rc == 0
+    assert run(node, "test", "-e", plan().paths.netns(pod_id(key))).rc == 0
     assert observed()[key]["ip"] == drift.before["netns_ip"]
     eth0 = in_pod(key, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
     assert f" {drift.before['netns_ip']}/" in eth0.stdout, eth0
-    check = run(node, "/usr/local/sbin/podnet-cni", "check", pod_id(key))
+    check = run(node, plan().paths.cni_runtime, "check", pod_id(key))
     assert check.rc == 0, check
     assert_answers(key)
 
@@ -195,7 +196,7 @@ def test_a_sysctl_set_back_is_set_again(drift: Drift) -> None:
 
 @pytest.mark.principle("flat network")
 def test_an_edited_cni_conflist_is_written_back(drift: Drift) -> None:
-    assert must(drift.nodes[1], "cat", "/etc/cni/net.d/10-podnet.conflist") == \
+    assert must(drift.nodes[1], "cat", plan().paths.network_conf) == \
         drift.before["conflist"]
 
 
@@ -212,7 +213,7 @@ def test_a_stopped_container_is_started(drift: Drift) -> None:
 def test_an_edited_pod_resolv_conf_is_written_back_and_its_containers_see_it(drift: Drift
                                                                             ) -> None:
     key, node = drift.before["resolv_pod"], drift.nodes[2]
-    path = f"/etc/podnet/pods/{pod_id(key)}/resolv.conf"
+    path = f"{plan().paths.pod_dir(pod_id(key))}/resolv.conf"
     assert must(node, "cat", path) == drift.before["resolv"]
     # the running container sees the file through its bind mount: restarted onto the new one
     unit = container_units(key)[0]
@@ -224,6 +225,6 @@ def test_an_edited_pod_resolv_conf_is_written_back_and_its_containers_see_it(dri
 @pytest.mark.principle("flat network")
 def test_a_deleted_routes_file_and_its_route_come_back(drift: Drift) -> None:
     node = drift.nodes[2]
-    assert must(node, "cat", "/etc/podnet/routes.conf") == drift.before["routes_file"]
+    assert must(node, "cat", plan().paths.routes_file) == drift.before["routes_file"]
     route = run(node, "ip", "route", "show", drift.before["route"])
     assert route.stdout.strip().startswith(drift.before["route"]), route

@@ -32,11 +32,11 @@ def test_pod_ip_is_in_its_nodes_pod_cidr(pod: str) -> None:
 
 def test_fact_cache_and_interface_agree(pod: str) -> None:
     node = plan().pod(pod).node
-    fact = run(node, "/etc/ansible/facts.d/podnet.fact")
+    fact = run(node, f"{plan().paths.facts_dir}/podnet.fact")
     mine = [p for p in json.loads(fact.stdout)["pods"] if f"{p['namespace']}/{p['name']}" == pod]
     assert len(mine) == 1, fact
     ip = mine[0]["ip"]
-    cache = run(node, "cat", f"/var/lib/cni/results/podnet-{mine[0]['container_id']}-eth0")
+    cache = run(node, "cat", plan().paths.cni_result(mine[0]['container_id']))
     cached = json.loads(cache.stdout)["result"]["ips"][0]["address"].split("/")[0]
     eth0 = run(node, "ip", "-n", pod_id(pod), "-4", "-o", "addr", "show", "dev", "eth0")
     assert cached == ip, cache
@@ -44,15 +44,15 @@ def test_fact_cache_and_interface_agree(pod: str) -> None:
 
 
 def test_cni_check_passes(pod: str) -> None:
-    check = run(plan().pod(pod).node, "/usr/local/sbin/podnet-cni", "check", pod_id(pod))
+    check = run(plan().pod(pod).node, plan().paths.cni_runtime, "check", pod_id(pod))
     assert check.rc == 0 and "CHECK passed" in check.stdout, check
 
 
 def test_node_holds_exactly_its_planned_pods(node: str) -> None:
     want = sorted(pod_id(p.key) for p in plan().pods_on(node))
-    folders = run(node, "ls", "/etc/podnet/pods")
+    folders = run(node, "ls", plan().paths.pods_dir)
     namespaces = run(node, "ip", "netns", "list")
-    reserved = run(node, "ls", "/var/lib/cni/networks/podnet")
+    reserved = run(node, "ls", plan().paths.cni_reservations)
     cidr = ipaddress.ip_network(plan().node(node).pod_cidr)
     addresses = [name for name in reserved.stdout.split() if _is_ip(name)]
     assert sorted(folders.stdout.split()) == want, folders

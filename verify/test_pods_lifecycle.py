@@ -128,11 +128,12 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
     try:
         done = converge(copy, tags="workloads")
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        paths = plan().paths
         leftovers = run(node, "sh", "-c",
-                        f"ls -d /etc/podnet/pods/{ident} /var/lib/podnet/pods/{ident} "
-                        f"/run/netns/{ident} /etc/netns/{ident} "
-                        f"/var/lib/cni/results/*{container_id}* "
-                        f"/var/lib/cni/networks/podnet/{ip} /etc/systemd/system/podnet-{ident}-* "
+                        f"ls -d {paths.pod_dir(ident)} {paths.pod_state_dir}/{ident} "
+                        f"{paths.netns(ident)} /etc/netns/{ident} "
+                        f"{paths.cni_cache_dir}/*{container_id}* "
+                        f"{paths.cni_reservations}/{ip} /etc/systemd/system/podnet-{ident}-* "
                         "2>/dev/null || true")
         assert leftovers.stdout.strip() == "", leftovers
 
@@ -144,7 +145,7 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
             name, load, active, *_ = line.split()
             assert (load, active) == ("not-found", "inactive") or (
                 name.startswith("podnet-sandbox@") and active == "inactive"), units
-        ports = run(node, "sh", "-c", "ip -o link show master cni0 | wc -l")
+        ports = run(node, "sh", "-c", f"ip -o link show master {plan().paths.cni_bridge} | wc -l")
         assert int(ports.stdout) == len(plan().pods_on(node)) - 1, ports
         assert victim.key not in observed()
     finally:

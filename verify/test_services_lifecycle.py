@@ -130,7 +130,7 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
     unit = "podnet-verify-udp-client"
     run(client.node, "rm", "-f", log)
     started = run(client.node, "systemd-run", "--unit", unit, "--collect",
-                  f"--property=NetworkNamespacePath=/run/netns/{pod_id(client.key)}",
+                  f"--property=NetworkNamespacePath={plan().paths.netns(pod_id(client.key))}",
                   "python3", "-c", CLIENT, str(echo.cluster_ip), str(udp.port), log)
     assert started.rc == 0, started
     try:

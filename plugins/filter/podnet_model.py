@@ -1,4 +1,8 @@
-"""Filters over the cluster model: thin wrappers over the podnet package."""
+"""Filters over the cluster model: thin wrappers over the podnet package.
+
+Each takes the plan as Ansible holds it (a role's ``<role>_plan``) and turns it into the typed
+plan once (``Plan.from_data``); bad input raises AnsibleFilterError naming the filter.
+"""
 
 from __future__ import annotations
 
@@ -6,55 +10,30 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from podnet import addresses, clusterdns, endpoints, kubelet, kubeproxy, proxier
+from podnet import clusterdns, endpoints, kubelet, proxier
+from podnet.plan import Plan
 
 
-def podnet_service_chains(service: str, port_name: str, protocol: str) -> dict[str, str]:
-    """'ns/name' | podnet_service_chains('http', 'TCP') -> {svc, svl, ext, fw} chain names."""
-    namespace, sep, name = str(service).partition("/")
-    if not sep:
-        raise AnsibleFilterError(f"podnet_service_chains: '{service}' is not 'namespace/name'")
-    return kubeproxy.chains(namespace, name, port_name, protocol)
-
-
-def podnet_endpoint_chain(service: str, port_name: str, protocol: str, ip: str,
-                          port: int) -> str:
-    namespace, sep, name = str(service).partition("/")
-    if not sep:
-        raise AnsibleFilterError(f"podnet_endpoint_chain: '{service}' is not 'namespace/name'")
-    return kubeproxy.endpoint_chain(namespace, name, port_name, protocol, ip, int(port))
-
-
-def podnet_observed_ips(pods: Any) -> dict[str, str]:
-    """Pod facts (a list of {namespace, name, ip}) -> {'ns/name': ip}."""
+def _plan(data: Any, name: str) -> Plan:
     try:
-        return endpoints.observed_ips(pods)
+        return Plan.from_data(data)
     except ValueError as exc:
-        raise AnsibleFilterError(f"podnet_observed_ips: {exc}") from exc
-
-
-def podnet_pods_on(plan: dict[str, Any], node: str) -> list[dict[str, Any]]:
-    """The plan's pods (as data) that run on ``node``."""
-    try:
-        return [p for p in plan["pods"] if p["node"] == node]
-    except (KeyError, TypeError) as exc:
-        raise AnsibleFilterError(f"podnet_pods_on: not a podnet plan ({exc})") from exc
+        raise AnsibleFilterError(f"{name}: {exc}") from exc
 
 
 def podnet_node_pods(plan: dict[str, Any], node: str) -> list[dict[str, Any]]:
     """What the kubelet role renders for the pods the plan puts on ``node``."""
-    try:
-        return kubelet.node_pods(plan, node)
-    except (KeyError, TypeError) as exc:
-        raise AnsibleFilterError(f"podnet_node_pods: not a podnet plan ({exc})") from exc
+    return kubelet.node_pods(_plan(plan, "podnet_node_pods"), node)
 
 
 def podnet_kube_proxy(plan: dict[str, Any], pods: Any, node: str,
                       options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """kube-proxy's iptables rules for ``node`` from the plan and the pods' facts (a list of
-    {namespace, name, ip}, as ansible_local.podnet.pods of every node)."""
+    """What the kube_proxy role writes on ``node`` (the input its renderer turns into
+    kube-proxy's iptables rules there, the jumps, the pods to probe) from the plan and the pods'
+    facts (a list of {namespace, name, ip}, as ansible_local.podnet.pods of every node)."""
+    typed = _plan(plan, "podnet_kube_proxy")
     try:
-        return proxier.node_rules(plan, endpoints.observed_ips(pods), node, options or {})
+        return proxier.node_rules(typed, endpoints.observed_ips(pods), node, options or {})
     except (KeyError, TypeError, ValueError, StopIteration) as exc:
         raise AnsibleFilterError(f"podnet_kube_proxy: {type(exc).__name__}: {exc}") from exc
 
@@ -68,11 +47,11 @@ def podnet_cluster_pods(hostvars: Any, plan: dict[str, Any], strict: bool = True
     """
     pods: list[dict[str, Any]] = []
     try:
-        for node in plan["nodes"]:
-            local = hostvars[node["name"]].get("ansible_local") or {}
+        for node in _plan(plan, "podnet_cluster_pods").nodes:
+            local = hostvars[node.name].get("ansible_local") or {}
             if "podnet" not in local and strict:
                 raise AnsibleFilterError(
-                    f"podnet_cluster_pods: node {node['name']} has not reported its pods "
+                    f"podnet_cluster_pods: node {node.name} has not reported its pods "
                     "(ansible_local.podnet); Services need every node's pods: run the node play "
                     "on all nodes (no --limit), or gather their facts first")
             pods.extend((local.get("podnet") or {}).get("pods") or [])
@@ -85,8 +64,9 @@ def podnet_cluster_dns(plan: dict[str, Any], pods: Any, node: str,
                        resolv_conf: str) -> dict[str, Any]:
     """What the cluster_dns role renders on ``node``: the records (with the pods' observed
     IPs), the zone serial, the upstream resolvers and the node's DNS pods."""
+    typed = _plan(plan, "podnet_cluster_dns")
     try:
-        return clusterdns.node_config(plan, endpoints.observed_ips(pods), node, resolv_conf)
+        return clusterdns.node_config(typed, endpoints.observed_ips(pods), node, resolv_conf)
     except ValueError as exc:
         raise AnsibleFilterError(f"cluster_dns: {exc}") from exc
     except (KeyError, TypeError, StopIteration) as exc:
@@ -103,15 +83,9 @@ def podnet_unbound_local_data(records: list[str]) -> str:
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
-            "podnet_service_chains": podnet_service_chains,
-            "podnet_endpoint_chain": podnet_endpoint_chain,
-            "podnet_observed_ips": podnet_observed_ips,
-            "podnet_pods_on": podnet_pods_on,
             "podnet_node_pods": podnet_node_pods,
             "podnet_kube_proxy": podnet_kube_proxy,
             "podnet_cluster_pods": podnet_cluster_pods,
             "podnet_cluster_dns": podnet_cluster_dns,
             "podnet_unbound_local_data": podnet_unbound_local_data,
-            "podnet_dashed_ip": addresses.dashed,
-            "podnet_reverse_name": addresses.reverse_name,
         }

@@ -73,7 +73,7 @@ class LookupModule(LookupBase):
         except InvalidInput as exc:
             result["errors"] = [str(p) for p in exc.problems]
         else:
-            result["plan"] = plan.as_dict()
+            result["plan"] = plan.data()
             result["record"] = plan.record.dumps()
             # read-only here: the role writes the record only when it changed
             record = Path(result["record_path"])

@@ -86,17 +86,15 @@ from ansible.module_utils.podnet_sync import (
     unit_states,
 )
 
-STATE_DIR = Path("/var/lib/podnet/pods")  # where podnet-cni keeps each running pod's state
-NETNS_DIR = Path("/run/netns")
-
 
 def network_gone(pod: dict[str, Any]) -> str | None:
-    """Why a running pod's network is not what its sandbox made (None when it is)."""
+    """Why a running pod's network is not what its sandbox made (None when it is). The pod's
+    entry names its netns and podnet-cni's state file (podnet/kubelet.py, from podnet/paths.py)."""
     netns = pod["spec"]["netns"]
-    if not (NETNS_DIR / netns).exists():
+    if not Path(pod["netns_path"]).exists():
         return f"network namespace {netns} is gone"
     try:
-        ip = json.loads((STATE_DIR / pod["id"] / "state.json").read_text()).get("ip")
+        ip = json.loads(Path(pod["state_file"]).read_text()).get("ip")
     except (OSError, ValueError):
         return "its sandbox state is gone"
     ifname = pod["spec"].get("ifname", "eth0")

@@ -133,6 +133,7 @@ restarted:
 """
 
 from pathlib import Path
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.podnet_sync import (
@@ -165,7 +166,8 @@ def _mode(text: str, where: str) -> int:
         raise SyncError(f"{where}: mode {text!r} is not an octal number such as '0644'") from None
 
 
-def converge(params: dict, report: Report, diff: bool) -> tuple[list[dict], list[str]]:  # type: ignore[type-arg]
+def converge(params: dict[str, Any], report: Report,
+             diff: bool) -> tuple[list[dict[str, Any]], list[str]]:
     install_packages(report, params["packages"], params["update_cache"])
 
     for d in params["directories"]:

@@ -1,0 +1,261 @@
+"""The cluster plan: what the model decided, as typed values.
+
+The model (podnet/model.py) builds a :class:`Plan`; it crosses Ansible as data
+(:meth:`Plan.data`, the fact ``cluster_model_plan`` and each role's ``<role>_plan`` input), and
+every consumer turns that data back into a Plan once, with :meth:`Plan.from_data`, as CoreDNS
+turns each API object into its own struct at the boundary. Renderers read attributes, never
+string keys. Each field has one name on both sides of the boundary.
+
+The plan holds what Kubernetes' API would hold (nodes and their pod CIDRs, pods and where they
+run, Services with their addresses and the endpoints their selectors pick, Ingress routes) and
+the node paths every component shares; what a component makes of it (kube-proxy's chain names,
+unit files, DNS records) is the renderers' business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from podnet.allocate import Record
+from podnet.paths import PATHS, NodePaths
+from podnet.problems import Problem, Problems
+from podnet.settings import Settings
+
+DNS_SERVICE = "kube-system/kube-dns"  # the cluster DNS addon's Service (podnet/addons)
+
+
+def pod_hostname(name: str, hostname: str | None) -> str:
+    """A pod's hostname: spec.hostname, else its name cut to a 63-character label."""
+    return hostname or name[:63].rstrip("-.")
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    address: str
+    labels: dict[str, str]
+    pod_cidr: str
+    gateway: str
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    address: str
+    groups: list[str]
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    """A container port."""
+
+    name: str | None
+    port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    name: str
+    image: str
+    workload: dict[str, Any]
+    ports: list[PortPlan]
+    env: dict[str, str]
+    readiness: dict[str, Any] | None = None  # the readinessProbe podnet runs (objects.Probe)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> ContainerPlan:
+        return cls(data["name"], data["image"], dict(data["workload"]),
+                   [PortPlan(**p) for p in data["ports"]], dict(data["env"]),
+                   dict(data["readiness"]) if data.get("readiness") else None)
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    namespace: str
+    name: str
+    node: str
+    owner: str
+    labels: dict[str, str]
+    hostname: str | None  # spec.hostname as given
+    subdomain: str | None
+    restart_policy: str
+    containers: list[ContainerPlan]
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def host_name(self) -> str:
+        return pod_hostname(self.name, self.hostname)
+
+    @property
+    def readiness(self) -> dict[str, Any] | None:
+        """The pod's readinessProbe (the first container's that has one)."""
+        return next((c.readiness for c in self.containers if c.readiness), None)
+
+    def named_port(self, name: str, protocol: str) -> int | None:
+        for container in self.containers:
+            for port in container.ports:
+                if port.name == name and port.protocol == protocol:
+                    return port.port
+        return None
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> PodPlan:
+        return cls(**{**data, "labels": dict(data["labels"]),
+                      "containers": [ContainerPlan.from_data(c) for c in data["containers"]]})
+
+
+@dataclass(frozen=True)
+class EndpointPlan:
+    """A pod a Service port's selector picks, and its target port (its IP comes when it runs)."""
+
+    pod: str  # ns/name
+    node: str
+    port: int  # the target port on this pod
+
+
+@dataclass(frozen=True)
+class ServicePortPlan:
+    name: str
+    protocol: str
+    port: int
+    target_port: int | str
+    node_port: int | None
+    endpoints: list[EndpointPlan]
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> ServicePortPlan:
+        return cls(data["name"], data["protocol"], data["port"], data["target_port"],
+                   data["node_port"], [EndpointPlan(**e) for e in data["endpoints"]])
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    namespace: str
+    name: str
+    type: str
+    cluster_ip: str | None  # None for headless and ExternalName
+    headless: bool
+    external_name: str | None
+    lb_ip: str | None
+    selector: dict[str, str] | None
+    ports: list[ServicePortPlan]
+    session_affinity_timeout: int | None
+    external_traffic_policy: str
+    internal_traffic_policy: str
+    load_balancer_source_ranges: list[str]
+    health_check_node_port: int | None
+    fqdn: str
+    source: str
+    pods: list[str]  # ns/name of the pods the selector picks (ready or not)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def proxied(self) -> bool:
+        """Whether kube-proxy writes rules for it: it has a ClusterIP (not headless, not
+        ExternalName)."""
+        return self.type != "ExternalName" and not self.headless and bool(self.cluster_ip)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> ServicePlan:
+        return cls(**{**data,
+                      "selector": dict(data["selector"]) if data["selector"] is not None
+                      else None,
+                      "ports": [ServicePortPlan.from_data(p) for p in data["ports"]],
+                      "load_balancer_source_ranges": list(data["load_balancer_source_ranges"]),
+                      "pods": list(data["pods"])})
+
+
+@dataclass(frozen=True)
+class IngressRoutePlan:
+    ingress: str  # ns/name
+    host: str | None  # None: any host
+    path: str
+    path_type: str
+    service: str
+    service_port: int
+    tls: bool
+    secret_name: str | None
+
+
+@dataclass
+class Plan:
+    settings: Settings
+    nodes: list[NodePlan]
+    hosts: list[HostPlan]
+    namespaces: list[str]
+    pods: list[PodPlan]
+    services: list[ServicePlan]
+    ingress_routes: list[IngressRoutePlan]
+    record: Record
+    warnings: list[Problem] = field(default_factory=list)
+    paths: NodePaths = PATHS
+
+    def node(self, name: str) -> NodePlan:
+        return next(n for n in self.nodes if n.name == name)
+
+    def service(self, key: str) -> ServicePlan:
+        return next(s for s in self.services if s.key == key)
+
+    def pod(self, key: str) -> PodPlan:
+        return next(p for p in self.pods if p.key == key)
+
+    def pods_on(self, node: str) -> list[PodPlan]:
+        return [p for p in self.pods if p.node == node]
+
+    @property
+    def dns_service(self) -> ServicePlan:
+        return self.service(DNS_SERVICE)
+
+    def data(self) -> dict[str, Any]:
+        """The plan as data: what Ansible holds and :meth:`from_data` reads back."""
+        return {
+            "settings": self.settings.as_dict(),
+            "paths": self.paths.as_dict(),
+            "nodes": [asdict(n) for n in self.nodes],
+            "hosts": [asdict(h) for h in self.hosts],
+            "namespaces": list(self.namespaces),
+            "pods": [asdict(p) for p in self.pods],
+            "services": [asdict(s) for s in self.services],
+            "ingress_routes": [asdict(r) for r in self.ingress_routes],
+            "allocations": self.record.as_dict(),
+            "warnings": [w.as_dict() for w in self.warnings],
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Plan:
+        """The plan from its data (the inverse of :meth:`data`). Raises ValueError naming what
+        is missing or malformed: data that did not come from :meth:`data`."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a podnet plan is a mapping, not {type(data).__name__}")
+        try:
+            problems = Problems()
+            record = Record.from_dict(data["allocations"], "plan", problems)
+            if problems.errors:
+                raise ValueError(str(problems.errors[0]))
+            return cls(
+                settings=Settings.from_data(data["settings"]),
+                nodes=[NodePlan(**{**n, "labels": dict(n["labels"])}) for n in data["nodes"]],
+                hosts=[HostPlan(**{**h, "groups": list(h["groups"])}) for h in data["hosts"]],
+                namespaces=list(data["namespaces"]),
+                pods=[PodPlan.from_data(p) for p in data["pods"]],
+                services=[ServicePlan.from_data(s) for s in data["services"]],
+                ingress_routes=[IngressRoutePlan(**r) for r in data["ingress_routes"]],
+                record=record,
+                warnings=[Problem.from_dict(w) for w in data["warnings"]],
+                paths=NodePaths(**{k: v for k, v in data["paths"].items()
+                                   if k in NodePaths.__dataclass_fields__}),
+            )
+        except KeyError as exc:
+            raise ValueError(f"not a podnet plan: it has no {exc.args[0]!r}") from None
+        except TypeError as exc:
+            raise ValueError(f"not a podnet plan: {exc}") from None
