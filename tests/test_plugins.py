@@ -5,6 +5,7 @@ missing feature with its fix. (The plan lookup runs for real in test_plan_comman
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ def test_kernel_probe_refuses_a_feature_it_does_not_know(capsys: pytest.CaptureF
     assert result["msg"].startswith("required: unknown kernel feature(s) ipvs; podnet probes ")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the netns probe runs unshare --net: needs root")
 def test_kernel_probe_reports_each_feature_and_names_a_missing_one_with_its_fix(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
