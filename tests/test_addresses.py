@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from podnet import addresses
@@ -13,10 +13,12 @@ from podnet.allocate import Pool, band_offset
 
 
 @st.composite
-def parent_and_prefix(draw: st.DrawFn) -> tuple[IPv4Network, int]:
+def parent_and_prefix(draw: st.DrawFn, longer: int = 0) -> tuple[IPv4Network, int]:
+    """A parent network and a prefix at least ``longer`` bits longer (0: the parent itself
+    may be the one subnet)."""
     plen = draw(st.integers(8, 28))
     base = draw(st.integers(0, 2**32 - 1)) >> (32 - plen) << (32 - plen)
-    prefix = draw(st.integers(plen, min(plen + 12, 30)))
+    prefix = draw(st.integers(plen + longer, min(plen + 12, 30)))
     return IPv4Network((base, plen)), prefix
 
 
@@ -31,16 +33,16 @@ def test_nth_subnet_is_inside_and_inverts(pp: tuple[IPv4Network, int], data: st.
     assert addresses.subnet_index(parent, sub) == index
 
 
-@given(parent_and_prefix(), st.data())
+# split at least in two: a parent that is its one subnet has no pair to compare
+@given(parent_and_prefix(longer=1), st.data())
 def test_distinct_indexes_give_disjoint_subnets(pp: tuple[IPv4Network, int],
                                                 data: st.DataObject) -> None:
     parent, prefix = pp
     count = addresses.subnet_count(parent, prefix)
-    a, b = data.draw(st.lists(st.integers(0, count - 1), min_size=2, max_size=2, unique=True)) \
-        if count > 1 else (0, 0)
-    if a != b:
-        assert not addresses.nth_subnet(parent, prefix, a).overlaps(
-            addresses.nth_subnet(parent, prefix, b))
+    a, b = data.draw(st.lists(st.integers(0, count - 1), min_size=2, max_size=2, unique=True))
+    event("neighbours" if abs(a - b) == 1 else "apart")
+    assert not addresses.nth_subnet(parent, prefix, a).overlaps(
+        addresses.nth_subnet(parent, prefix, b))
 
 
 @given(parent_and_prefix())
@@ -98,13 +100,39 @@ def test_nodeport_static_band() -> None:
     assert band_offset(2768, 16, 128, 32) == 86
 
 
-@given(st.integers(1, 400), st.integers(0, 400), st.text(min_size=1, max_size=20))
-def test_hashed_slots_prefer_the_dynamic_band(size: int, band: int, key: str) -> None:
-    pool = Pool(size, min(band, size))
+@st.composite
+def size_and_band(draw: st.DrawFn, most: int) -> tuple[int, int]:
+    """A range split in a static band (at least one slot) and a dynamic band above it (at least
+    one): with either empty, "above the band" is true of every slot and checks nothing. The
+    pools without one are tested on their own below."""
+    size = draw(st.integers(2, most))
+    return size, draw(st.integers(1, size - 1))
+
+
+@given(size_and_band(400), st.text(min_size=1, max_size=20))
+def test_hashed_slots_prefer_the_dynamic_band(sb: tuple[int, int], key: str) -> None:
+    size, band = sb
+    pool = Pool(size, band)
     slot = pool.hashed(key)
+    event("one dynamic slot" if band == size - 1 else "one static slot" if band == 1 else "more")
     assert slot is not None and 0 <= slot < size
-    if pool.static_band < size:
-        assert slot >= pool.static_band
+    assert slot >= pool.static_band
+
+
+@given(st.integers(1, 400), st.text(min_size=1, max_size=20))
+def test_a_pool_without_a_static_band_hashes_anywhere_in_it(size: int, key: str) -> None:
+    slot = Pool(size, 0).hashed(key)
+    assert slot is not None and 0 <= slot < size
+
+
+@given(st.integers(1, 400), st.text(min_size=1, max_size=20))
+def test_a_pool_that_is_all_static_band_hashes_to_its_first_free_slot(size: int,
+                                                                       key: str) -> None:
+    # no dynamic band to hash into: the fallback takes the first free slot
+    pool = Pool(size, size)
+    assert pool.hashed(key) == 0
+    pool.claim(0, "someone")
+    assert pool.hashed(key) == (1 if size > 1 else None)
 
 
 def test_parse_errors() -> None:

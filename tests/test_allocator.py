@@ -7,7 +7,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from podnet import allocate
@@ -161,13 +161,37 @@ def test_first_free_in_request_order_without_a_band() -> None:
                    IPv4Address("192.168.56.243")]
 
 
-@given(st.integers(1, 300), st.integers(0, 300), st.text(min_size=1, max_size=20))
-def test_hashed_values_land_in_the_dynamic_band(size: int, band: int, key: str) -> None:
-    pool = PortRange(1000, 999 + size, min(band, size))
+@st.composite
+def size_and_band(draw: st.DrawFn) -> tuple[int, int]:
+    """A range split in a static band (at least one value) and a dynamic band above it (at least
+    one): with either empty, "above the band" is true of every value and checks nothing. The
+    ranges without one are tested on their own below."""
+    size = draw(st.integers(2, 300))
+    return size, draw(st.integers(1, size - 1))
+
+
+@given(size_and_band(), st.text(min_size=1, max_size=20))
+def test_hashed_values_land_in_the_dynamic_band(sb: tuple[int, int], key: str) -> None:
+    size, band = sb
+    pool = PortRange(1000, 999 + size, band)
     got = pool.allocate_next(key, "o")
+    event("one dynamic value" if band == size - 1 else "one static value" if band == 1
+          else "more")
     assert isinstance(got, int) and 1000 <= got < 1000 + size
-    if band < size:
-        assert got >= 1000 + band
+    assert got >= 1000 + band
+
+
+@given(st.integers(1, 300), st.text(min_size=1, max_size=20))
+def test_a_range_without_a_static_band_hashes_anywhere_in_it(size: int, key: str) -> None:
+    got = PortRange(1000, 999 + size, 0).allocate_next(key, "o")
+    assert isinstance(got, int) and 1000 <= got < 1000 + size
+
+
+@given(st.integers(1, 300), st.text(min_size=1, max_size=20))
+def test_a_range_that_is_all_static_band_gives_its_first_free_value(size: int,
+                                                                    key: str) -> None:
+    pool = PortRange(1000, 999 + size, size)
+    assert pool.allocate_next(key, "o") == 1000
 
 
 def test_hashing_is_stable_and_by_key() -> None:

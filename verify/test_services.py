@@ -1,6 +1,6 @@
 """Services: a stable virtual IP that kube-proxy's rules on every node spread over the pods
 behind it (the article's third principle), NodePort and the traffic policies. LoadBalancer
-addresses are not proved here: nothing answers for them yet (the LoadBalancer issue)."""
+addresses are not proved here: nothing answers for them yet (issue 15)."""
 
 from __future__ import annotations
 
