@@ -1,11 +1,14 @@
-"""DNS records per the Kubernetes DNS spec 1.1.0 as CoreDNS serves them, and endpoints."""
+"""DNS records per the Kubernetes DNS spec 1.1.0 as CoreDNS serves them, and endpoints. The
+tests of single records check from below (this record is there); the whole-zone tests compare
+every record of a small cluster with equality, so a spurious record fails too."""
 
 from __future__ import annotations
 
-from modelkit import plan_and_ips
+import pytest
+from modelkit import DNS_TEXT, make_plan, plan_and_ips, service
 
 from podnet import dns, endpoints
-from podnet.plan import EndpointPlan
+from podnet.plan import EndpointPlan, Plan
 
 
 def lines(found: list[dns.DNSRecord]) -> set[str]:
@@ -96,3 +99,100 @@ def test_observed_ips_from_pod_facts() -> None:
         endpoints.observed_ips({"a": 1})
     with pytest.raises(ValueError, match=r"observed pod \[0\] needs namespace and name"):
         endpoints.observed_ips([{"ip": "1.2.3.4"}])
+
+
+# -- the whole zone of a small cluster, nothing more -------------------------------------------
+# DNS_TEXT plus two Services whose one port has no name: a ClusterIP one and a headless one.
+# The spec gives an SRV record only to a named port (DNS-Based Service Discovery 2.4.1, 2.5.1).
+UNNAMED = DNS_TEXT + service(
+    "plain", selector="web", ports="  ports:\n    - {port: 8080, targetPort: http}\n"
+) + service("raw", selector="web", body="  clusterIP: None\n",
+            ports="  ports:\n    - {port: 8080, targetPort: http}\n")
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[Plan, dict[str, str]]:
+    """The UNNAMED plan and an IP for every pod but db-2 (not running: no records)."""
+    plan = make_plan(UNNAMED)
+    ips = {p.key: f"10.244.{i}.{i + 10}" for i, p in enumerate(plan.pods)}
+    ips.pop("default/db-2")
+    return plan, ips
+
+
+def rev(ip: str) -> str:
+    return ".".join(reversed(ip.split("."))) + ".in-addr.arpa."
+
+
+def whole_zone(plan: Plan, ips: dict[str, str]) -> list[str]:
+    """Every record the spec gives the UNNAMED cluster, written out here (not by dns.py)."""
+    z = "svc.cluster.local."
+    web, plain = str(plan.service("default/web").cluster_ip), str(
+        plan.service("default/plain").cluster_ip)
+    db0, db1 = ips["default/db-0"], ips["default/db-1"]
+    w1, w2 = [ips[p.key] for p in plan.pods if p.key.startswith("default/web-")]
+    d1, dw1, dw2 = (ip.replace(".", "-") for ip in (db1, w1, w2))
+    return [
+        'dns-version.cluster.local. 28800 IN TXT "1.1.0"',
+        f"kube-dns.kube-system.{z} 5 IN A 10.96.0.10",
+        f"10.0.96.10.in-addr.arpa. 5 IN PTR kube-dns.kube-system.{z}",
+        f"_dns._udp.kube-dns.kube-system.{z} 5 IN SRV 0 100 53 kube-dns.kube-system.{z}",
+        f"_dns-tcp._tcp.kube-dns.kube-system.{z} 5 IN SRV 0 100 53 kube-dns.kube-system.{z}",
+        f"web.default.{z} 5 IN A {web}",
+        f"{rev(web)} 5 IN PTR web.default.{z}",
+        f"_http._tcp.web.default.{z} 5 IN SRV 0 100 80 web.default.{z}",
+        f"_dns._udp.web.default.{z} 5 IN SRV 0 100 53 web.default.{z}",
+        f"db.default.{z} 5 IN A {db0}",
+        f"db.default.{z} 5 IN A {db1}",
+        f"db-0.db.default.{z} 5 IN A {db0}",
+        f"{d1}.db.default.{z} 5 IN A {db1}",
+        f"{rev(db0)} 5 IN PTR db-0.db.default.{z}",
+        f"{rev(db1)} 5 IN PTR {d1}.db.default.{z}",
+        f"_pg._tcp.db.default.{z} 5 IN SRV 0 50 5432 db-0.db.default.{z}",
+        f"_pg._tcp.db.default.{z} 5 IN SRV 0 50 5433 {d1}.db.default.{z}",
+        f"ext.default.{z} 5 IN CNAME www.example.test.",
+        f"plain.default.{z} 5 IN A {plain}",  # and no SRV: its port has no name
+        f"{rev(plain)} 5 IN PTR plain.default.{z}",
+        f"raw.default.{z} 5 IN A {w1}",  # headless, no SRV either
+        f"raw.default.{z} 5 IN A {w2}",
+        f"{dw1}.raw.default.{z} 5 IN A {w1}",
+        f"{dw2}.raw.default.{z} 5 IN A {w2}",
+        f"{rev(w1)} 5 IN PTR {dw1}.raw.default.{z}",
+        f"{rev(w2)} 5 IN PTR {dw2}.raw.default.{z}",
+        *(f"{ip.replace('.', '-')}.{key.split('/')[0]}.pod.cluster.local. 5 IN A {ip}"
+          for key, ip in ips.items()),
+    ]
+
+
+def test_the_whole_zone_is_the_specs_and_nothing_more(small: tuple[Plan, dict[str, str]]
+                                                      ) -> None:
+    plan, ips = small
+    got = sorted(str(r) for r in dns.records(plan, ips))  # a list: a duplicate fails too
+    want = sorted(whole_zone(plan, ips))
+    assert got == want, {"spurious": sorted(set(got) - set(want)),
+                         "missing": sorted(set(want) - set(got))}
+
+
+def test_what_the_dns_pods_serve_is_the_apex_and_the_whole_zone(
+        small: tuple[Plan, dict[str, str]]) -> None:
+    plan, ips = small
+    got = [str(r) for r in dns.served(plan, ips)]
+    want = sorted(whole_zone(plan, ips))
+    assert sorted(got[3:]) == want and len(got) == 3 + len(want), {
+        "spurious": sorted(set(got[3:]) - set(want)),
+        "missing": sorted(set(want) - set(got[3:]))}
+    assert [line.split()[3] for line in got[:3]] == ["SOA", "NS", "A"]
+
+
+def test_a_port_without_a_name_has_no_srv_record(small: tuple[Plan, dict[str, str]]) -> None:
+    """Before the pods run (``podnet plan``) as after: SRV records only for named ports."""
+    plan, ips = small
+    for observed in (ips, None):
+        srv = {r.name for r in dns.records(plan, observed) if r.type == "SRV"}
+        assert srv == {"_dns._udp.kube-dns.kube-system.svc.cluster.local.",
+                       "_dns-tcp._tcp.kube-dns.kube-system.svc.cluster.local.",
+                       "_http._tcp.web.default.svc.cluster.local.",
+                       "_dns._udp.web.default.svc.cluster.local.",
+                       "_pg._tcp.db.default.svc.cluster.local."}, (observed, srv)
+        assert not any(r.type == "SRV" and (".plain." in r.name or ".raw." in r.name
+                                            or "plain." in str(r.data) or ".raw." in str(r.data))
+                       for r in dns.records(plan, observed))

@@ -10,6 +10,8 @@ from collections import Counter
 import pytest
 from conftest import Evidence, at_least, hosts, in_pod, plan, run
 
+from podnet import kubeproxy
+
 pytestmark = pytest.mark.principle("service abstraction")
 
 CHI_SQUARE_LIMIT = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47}  # p = 0.001, by degrees of freedom
@@ -124,16 +126,79 @@ def test_pod_reaches_itself_through_its_service() -> None:
         assert got.stdout.strip() == pod.host_name, got
 
 
-def test_internal_local_policy_answers_from_the_same_node(node: str) -> None:
-    svc = plan().service("demo/web-node-local")
+def local_cases(policy: str) -> list[tuple[str, str, str]]:
+    """(Service, node, branch) for every Service whose ``policy`` (internal, external) traffic
+    policy is Local, on every node; the branch is the one the node takes: ``answers`` with a
+    local endpoint, ``drops`` without one (demo/api-local: 2 pods on 3 nodes)."""
+    out = []
+    for svc in plan().services:
+        local = (svc.internal_traffic_policy == "Local" and bool(svc.cluster_ip)
+                 if policy == "internal" else svc.external_traffic_policy == "Local"
+                 and svc.type in ("NodePort", "LoadBalancer"))
+        if not local:
+            continue
+        behind = {e.node for e in svc.ports[0].endpoints}
+        for node in plan().nodes:
+            branch = "answers" if node.name in behind else "drops"
+            out.append((svc.key, node.name, branch))
+    return out
+
+
+def dropped(node: str, service: str, policy: str) -> int | None:
+    """Packets the node's filter rule "<service port> has no local endpoints" has dropped so
+    far (kube-proxy's DROP where a Local policy has no endpoint on the node: KUBE-SERVICES for
+    the ClusterIP, KUBE-EXTERNAL-SERVICES for the NodePort); None when the node has no such
+    rule. The counter tells a drop from a forward that fails on its way back: both time out."""
+    svc = plan().service(service)
+    port = svc.ports[0]
+    chain, dport = (("KUBE-SERVICES", port.port) if policy == "internal"
+                    else ("KUBE-EXTERNAL-SERVICES", port.node_port))
+    name = kubeproxy.service_port_name(svc.namespace, svc.name, port.name)
+    save = run(node, "iptables-save", "-c", "-t", "filter")
+    assert save.rc == 0, save
+    rules = [line for line in save.stdout.splitlines()
+             if f" -A {chain} " in line and f'"{name} has no local endpoints"' in line
+             and f"--dport {dport} " in line and line.endswith(" -j DROP")]
+    assert len(rules) <= 1, rules
+    return int(rules[0][1:].split(":", 1)[0]) if rules else None
+
+
+@pytest.mark.parametrize("policy", ["internal", "external"])
+def test_local_policy_cases_take_both_branches(policy: str) -> None:
+    """The Local-policy tests below prove the drop branch too: some Service with that policy
+    has a node without a local endpoint (else a renderer falling back to the cluster chain
+    there would pass them all), and some node with one."""
+    branches = Counter(branch for _, _, branch in local_cases(policy))
+    assert branches["drops"] >= 1 and branches["answers"] >= 1, (policy, branches)
+
+
+def local_params(policy: str) -> list[object]:
+    return [pytest.param(svc, node, id=f"{svc}@{node}:{branch}")
+            for svc, node, branch in local_cases(policy)]
+
+
+@pytest.mark.parametrize(("service", "on_node"), local_params("internal"))
+def test_internal_local_policy_answers_from_the_same_node(service: str, on_node: str) -> None:
+    node = on_node  # not the fixture "node": these cases are (Service, node) pairs
+    svc = plan().service(service)
     local = {plan().pod(e.pod).host_name for e in svc.ports[0].endpoints
              if e.node == node}
-    got = set(many(next(p.key for p in plan().pods_on(node)), str(svc.cluster_ip),
-                   svc.ports[0].port, 10))
+    client = next(p.key for p in plan().pods_on(node))
+    before = dropped(node, service, "internal")
+    # a drop costs a full timeout per request: one shows it as well as ten
+    got = set(many(client, str(svc.cluster_ip), svc.ports[0].port, 10 if local else 1))
     if local:
         assert got == local, (node, got)
+        assert before is None, f"{node} has a local endpoint of {service} and drops it"
     else:
         assert got == {""}, (node, got)  # dropped: no local endpoint
+        # dropped as kube-proxy does (a timeout, curl 28), not refused (REJECT, curl 7) nor
+        # answered from another node, and by the "has no local endpoints" rule
+        once = ask(client, str(svc.cluster_ip), svc.ports[0].port, "TCP")
+        assert once.rc == 28 and not once.stdout.strip(), once
+        after = dropped(node, service, "internal")
+        assert before is not None and after is not None and after > before, (node, before,
+                                                                              after)
 
 
 @pytest.mark.quick
@@ -157,14 +222,19 @@ def test_node_port_answers_on_every_node_from_outside(service: str, node: str) -
 
 
 @pytest.mark.principle("NodePort")
-def test_local_policy_keeps_the_client_ip_and_the_node(node: str) -> None:
-    svc = plan().service("demo/web-lb")
+@pytest.mark.parametrize(("service", "on_node"), local_params("external"))
+def test_local_policy_keeps_the_client_ip_and_the_node(service: str, on_node: str) -> None:
+    node = on_node
+    svc = plan().service(service)
     assert svc.external_traffic_policy == "Local"
     client = next(h for h in hosts("lab") if h.name not in {n.name for n in plan().nodes})
     address = plan().node(node).address
     port = svc.ports[0].node_port
     local = {plan().pod(e.pod).host_name for e in svc.ports[0].endpoints if e.node == node}
-    for _ in range(5):
+    before = dropped(node, service, "external")
+    if local:
+        assert before is None, f"{node} has a local endpoint of {service} and drops it"
+    for _ in range(5 if local else 1):  # a drop costs a full timeout: once shows it
         who = run(client.name, "curl", "-s", "--max-time", "3", f"http://{address}:{port}/hostname")
         seen = run(client.name, "curl", "-s", "--max-time", "3", f"http://{address}:{port}/clientip")
         if local:
@@ -172,3 +242,11 @@ def test_local_policy_keeps_the_client_ip_and_the_node(node: str) -> None:
             assert seen.stdout.strip().rsplit(":", 1)[0] == client.address, seen
         else:
             assert who.rc != 0, who  # dropped where there is no local endpoint
+            # as kube-proxy's filter DROP ("has no local endpoints"): a timeout (curl 28),
+            # not a refusal (7), and no answer from a pod on another node
+            assert who.rc == 28 and not who.stdout.strip(), who
+            assert seen.rc == 28 and not seen.stdout.strip(), seen
+    if not local:
+        after = dropped(node, service, "external")
+        assert before is not None and after is not None and after >= before + 2, (node, before,
+                                                                                  after)

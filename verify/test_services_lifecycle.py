@@ -14,6 +14,7 @@ import yaml
 from conftest import converge, in_pod, manifests_dir, observed, plan, pod_id, run
 
 from podnet import kubeproxy
+from podnet.plan import ServicePlan
 
 pytestmark = pytest.mark.principle("service abstraction")
 
@@ -47,6 +48,22 @@ def rules(node: str) -> set[str]:
             if line and not line.startswith("#")}
 
 
+def web_jumps(lines: set[str]) -> list[str]:
+    """The endpoint chains demo/web's KUBE-SVC chain jumps to, one per rule."""
+    port = plan().service("demo/web").ports[0]
+    chain = kubeproxy.chains("demo", "web", port.name, port.protocol)["svc"]
+    return [line.rsplit(" -j ", 1)[1] for line in lines
+            if line.startswith(f"-A {chain} ") and " -j KUBE-SEP-" in line]
+
+
+def web_endpoint_chains(services: list[ServicePlan], ips: set[str]) -> set[str]:
+    """The KUBE-SEP chains web's Services may have for pods at ``ips`` (every web pod serves
+    each port on the same target port, so a new pod's port is an old one's)."""
+    return {kubeproxy.endpoint_chain(svc.namespace, svc.name, port.name, port.protocol, ip,
+                                     e.port)
+            for svc in services for port in svc.ports for e in port.endpoints[:1] for ip in ips}
+
+
 def test_flushed_rules_are_put_back() -> None:
     node = plan().nodes[0].name
     web = plan().service("demo/web")
@@ -77,6 +94,8 @@ def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path
     assert added.rc == 0, added
     try:
         before = rules(node)
+        before_ips = {k: v["ip"] for k, v in observed().items() if v.get("ip")}
+        assert len(web_jumps(before)) == len(plan().service("demo/web").ports[0].endpoints)
         replicas = 4
         converged(edited(tmp_path, "Deployment", "web",
                         lambda d: d["spec"].__setitem__("replicas", replicas)))
@@ -95,6 +114,21 @@ def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path
         assert others == [], others
         for line in (line for line in changed if "KUBE-SEP-" in line and line.startswith("-A")):
             assert any(f"{s.key}:" in line for s in web_services), line
+        # every endpoint chain a changed line names (its declaration too) is one of web's
+        # Services' endpoints, before or after: nothing else was touched
+        now = {k: v["ip"] for k, v in observed().items() if v.get("ip")}
+        web_now = {ip for k, ip in now.items() if k.startswith("demo/web-")}
+        assert len(web_now) == replicas, now
+        seps = web_endpoint_chains(web_services, web_now | {
+            ip for k, ip in before_ips.items() if k.startswith("demo/web-")})
+        foreign = [line for line in changed
+                   if not set(re.findall(r"KUBE-SEP-[A-Z0-9]+", line)) <= seps]
+        assert foreign == [], foreign
+        # web's chain jumps to exactly its 4 endpoints now (jumps, not chain declarations)
+        port = plan().service("demo/web").ports[0]
+        assert sorted(web_jumps(after)) == sorted(
+            kubeproxy.endpoint_chain("demo", "web", port.name, port.protocol, ip,
+                                     port.endpoints[0].port) for ip in web_now), web_jumps(after)
         assert any("podnet-verify-foreign" in line for line in after), "foreign rule lost"
     finally:
         converged(manifests_dir())
