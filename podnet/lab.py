@@ -572,6 +572,44 @@ def host_routes_into(cidr: str) -> list[str]:
     return found
 
 
+# Words ping (iputils) prints when a packet to the address was not delivered: the kernel had
+# no route, or a router or the kernel answered that the destination is unreachable.
+NOT_REACHED = ("Network is unreachable", "No route to host", "Destination Host Unreachable",
+               "Destination Net Unreachable")
+
+
+def ping_answered(address: str, rc: int, output: str) -> bool:
+    """Whether ``ping -c1 -W1 address`` got its echo back, read from its exit code and output.
+
+    The "no route into the lab" check wants a ping that fails because nothing reached the
+    address; a ping that could not run (not installed, no permission, a bad address) fails too
+    and proves nothing, so anything that is neither an answer nor a clear "not reached" raises.
+    iputils exits 0 when an echo came back, 1 when none did (-c/-W), 2 on other errors.
+    """
+    if rc == 0:
+        # "64 bytes from 192.168.56.11: icmp_seq=1 ...": the colon keeps .11 from matching .111
+        if re.search(rf"bytes from {re.escape(address)}:", output):
+            return True
+        raise LabError(f"ping {address} exited 0 without an answer from {address}: {output!r}")
+    if rc == 1 and (" 0 received" in output or any(w in output for w in NOT_REACHED)):
+        return False
+    if rc == 2 and any(w in output for w in NOT_REACHED):
+        return False
+    raise LabError(f"ping {address} failed without saying the address was not reached (exit "
+                   f"{rc}): {output.strip()!r}; a ping that cannot run proves nothing")
+
+
+def ping_from_here(address: str) -> bool:
+    """One echo request (``ping -c1 -W1``) to ``address`` from this process's network namespace;
+    True if it was answered (see :func:`ping_answered`)."""
+    try:
+        proc = _run(["ping", "-c1", "-W1", address], check=False)
+    except FileNotFoundError as exc:
+        raise LabError("ping is not installed on this machine; install iputils-ping "
+                       "(scripts/setup.sh does)") from exc
+    return ping_answered(address, proc.returncode, proc.stdout + proc.stderr)
+
+
 # --------------------------------------------------------------------------- image contents
 
 

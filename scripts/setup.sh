@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 
 # containernetworking-plugins and iptables: the CNI runtime's unit tests run the real plugins
 # in a throwaway network namespace; unbound, dnsutils (dig) and curl: podnet-dns's tests run
-# them there too (without dig they would be skipped, and make unit stays green on nothing).
+# them there too (without dig they would be skipped, and make unit stays green on nothing);
+# iputils-ping: verify pings a lab host from the machine's own namespace and expects no answer.
 APT_PACKAGES=(systemd-container mmdebstrap util-linux iproute2 netcat-openbsd openssh-client
-              python3-venv make git containernetworking-plugins iptables unbound dnsutils curl)
+              python3-venv make git containernetworking-plugins iptables unbound dnsutils curl
+              iputils-ping)
 
 host_packages() {
   missing=()

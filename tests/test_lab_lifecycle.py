@@ -116,6 +116,28 @@ def independent_residue() -> list[str]:
     return found
 
 
+def nspawns_serving(host: str) -> list[int]:
+    """PIDs of the systemd-nspawn processes running this lab's ``host`` (its root in their
+    arguments), found in /proc rather than through podnet.lab."""
+    root = str(STATE / "nodes" / host / "root")
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            words = [a.decode(errors="replace") for a in argv]
+            if Path(words[0]).name == "systemd-nspawn" and root in words:
+                found.append(int(proc.name))
+    return sorted(found)
+
+
+def parent(pid: int) -> int:
+    """The parent PID of ``pid`` (from /proc/PID/stat, after the command name)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 @pytest.fixture
 def lab_inventory(tmp_path: Path) -> Iterator[Path]:
     inv = make_inventory(tmp_path, {"t1": "192.168.56.21", "t2": "192.168.56.22"})
@@ -151,15 +173,27 @@ def test_lab_up_twice_recover_from_sigkill_and_down_leaves_nothing(lab_inventory
     assert int((STATE / "nodes/t2/nspawn.pid").read_text()) == launcher
 
     # A dirty run: kill t1's launcher with SIGKILL; its container and mounts stay behind.
+    # t1 is marked in /run first (a tmpfs: the mark survives only if t1 is not booted again).
+    marked = adhoc(lab_inventory, "t1", "ansible.builtin.command", "touch /run/before-sigkill")
+    assert marked.returncode == 0, marked.stdout
     pid = int((STATE / "nodes/t1/nspawn.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     time.sleep(1)
     assert lab.mounts_under(STATE / "nodes/t1"), "the overlay should still be mounted"
+    assert len(nspawns_serving("t1")) == 1, "the killed launcher's systemd-nspawn should run on"
     recovered = ansible("ansible-playbook", lab_inventory, "playbooks/lab-up.yml")
     assert recovered.returncode == 0, recovered.stdout[-3000:]
     assert recap(recovered.stdout, "localhost")["changed"] >= 1
     ping = ansible("ansible", lab_inventory, "t1", "-m", "ansible.builtin.ping")
     assert ping.returncode == 0, ping.stdout
+    # booted again, not adopted as it ran: the mark is gone, and one systemd-nspawn serves
+    # t1, the child of the launcher lab-up started (the killed one's was stopped)
+    gone = adhoc(lab_inventory, "t1", "ansible.builtin.command", "test ! -e /run/before-sigkill")
+    assert gone.returncode == 0, f"t1 did not boot again, /run/before-sigkill is there: {gone}"
+    launcher = int((STATE / "nodes/t1/nspawn.pid").read_text())
+    serving = nspawns_serving("t1")
+    assert [parent(p) for p in serving] == [launcher], (
+        f"systemd-nspawn processes serving t1: {serving}, want one child of {launcher}")
 
     down = ansible("ansible-playbook", lab_inventory, "playbooks/lab-down.yml")
     assert down.returncode == 0, down.stdout[-3000:]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shlex
 import subprocess
+import time
+from collections.abc import Collection, Generator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -262,3 +265,181 @@ def converge(manifests: Path, tags: str | None = None, check: bool = False
             *(["--check", "--diff"] if check else [])]
     return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
                           timeout=900)
+
+
+# -- the lab as it was: what a lifecycle test must leave behind ---------------------------------
+def iptables_rules(node: str) -> dict[str, list[str]]:
+    """A node's whole ruleset (every table), as ``{"table chain": [policy, rules in order]}``.
+
+    iptables-save without counters, comments or the order in which it lists tables and chains
+    (which follows creation, not meaning); a rule's place within its chain is kept.
+    """
+    save = run(node, "iptables-save")
+    assert save.rc == 0, save
+    return parse_iptables_save(save.stdout)
+
+
+def parse_iptables_save(text: str) -> dict[str, list[str]]:
+    """iptables-save's text as iptables_rules() gives it."""
+    chains: dict[str, list[str]] = {}
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":"):  # ":KUBE-SERVICES - [0:0]": name, policy, counters
+            name, policy = line[1:].split()[:2]
+            chains[f"{table} {name}"] = [f"policy {policy}"]
+        elif line.startswith("-A "):
+            chains.setdefault(f"{table} {line.split()[1]}", []).append(line)
+    return chains
+
+
+def rule_differences(before: dict[str, list[str]], after: dict[str, list[str]]) -> list[str]:
+    """Per chain, the rules only one side has (or ``order`` when only their order differs)."""
+    found = []
+    for chain in sorted(before.keys() | after.keys()):
+        was, now = before.get(chain), after.get(chain)
+        if was == now:
+            continue
+        if was is None or now is None:
+            found.append(f"{chain}: {'gone' if now is None else 'new'}")
+            continue
+        gone = [r for r in was if r not in now]
+        new = [r for r in now if r not in was]
+        found.append(f"{chain}: gone {gone}, new {new}" if gone or new else f"{chain}: order")
+    return found
+
+
+SEP_DNAT = re.compile(r"--comment (\S+) .*-j DNAT --to-destination (\S+)")
+PROBABILITY = re.compile(r" -m statistic --mode random --probability \S+")
+
+
+def pod_neutral(rules: dict[str, list[str]], ips: dict[str, str]) -> dict[str, list[str]]:
+    """``rules`` with each pod's IP written as its key, each KUBE-SEP chain named by what it
+    DNATs to, and the endpoint jumps of a chain in sorted order without their probabilities.
+
+    A pod that a test moved and put back has a new IP (host-local hands out the next free
+    one): its KUBE-SEP chains get new names (a hash of the IP) and its Services' endpoint
+    order, which follows the IPs, and so the probabilities, may change. What must be as before
+    is which rules there are and which endpoints each Service has.
+    """
+    if not ips:
+        return rules
+    by_ip = re.compile(r"(?<![\d.])(" + "|".join(
+        re.escape(ip) for ip in sorted(ips, key=len, reverse=True)) + r")(?![\d])")
+
+    def keyed(line: str) -> str:
+        return by_ip.sub(lambda m: f"<{ips[m.group(1)]}>", line)
+
+    names = {}
+    for chain, lines in rules.items():
+        sep = chain.split()[1]
+        if sep.startswith("KUBE-SEP-"):
+            found = next((SEP_DNAT.search(keyed(line)) for line in lines
+                          if SEP_DNAT.search(line)), None)
+            if found:
+                names[sep] = f"KUBE-SEP[{found.group(1)}>{found.group(2)}]"
+    by_name = re.compile(r"\bKUBE-SEP-[A-Z0-9]+\b")
+
+    def neutral(line: str) -> str:
+        return by_name.sub(lambda m: names.get(m.group(0), m.group(0)), keyed(line))
+
+    out: dict[str, list[str]] = {}
+    for chain, lines in rules.items():
+        table, name = chain.split()
+        fixed = [neutral(line) for line in lines]
+        jumps = sorted(PROBABILITY.sub("", line) for line in fixed if " -j KUBE-SEP[" in line)
+        out[f"{table} {neutral(name)}"] = [line for line in fixed if " -j KUBE-SEP[" not in line
+                                           ] + jumps
+    return out
+
+
+@dataclass(frozen=True)
+class LabState:
+    """What a lifecycle test must leave as it found it: the pods (node, IP), every node's
+    ruleset, its podnet services that run or failed, and whether systemd says it is running."""
+
+    pods: dict[str, tuple[str, str]]
+    rules: dict[str, dict[str, list[str]]]
+    units: dict[str, list[str]]
+    unchecked: list[str]  # pods whose network fails CNI CHECK (interface, IP, routes)
+
+    def differences(self, now: LabState, moved: Collection[str] = ()) -> list[str]:
+        """How ``now`` differs; a pod of ``moved`` (re-created by the test) may have a new IP."""
+        found = []
+        for key in sorted(self.pods.keys() | now.pods.keys()):
+            was, got = self.pods.get(key), now.pods.get(key)
+            if key in moved and was and got:  # on its node again, with whichever IP
+                was, got = (was[0], ""), (got[0], "")
+            if was != got:
+                found.append(f"pod {key}: was {was}, now {got}")
+        if now.unchecked != self.unchecked:
+            found.append(f"pods failing CNI CHECK: were {self.unchecked}, now {now.unchecked}")
+        for node in sorted(self.rules):
+            found += [f"{node} rules {d}" for d in rule_differences(
+                self.rules[node], now.rules.get(node, {}))]
+        for node in sorted(self.units):
+            was_units, now_units = set(self.units[node]), set(now.units.get(node, []))
+            if was_units != now_units:
+                found.append(f"{node} units: gone {sorted(was_units - now_units)}, "
+                             f"new {sorted(now_units - was_units)}")
+        return found
+
+
+def lab_state() -> LabState:
+    """The lab as it is now (LabState)."""
+    pods = observed()
+    ips = {p["ip"]: key for key, p in pods.items()}
+    rules, units, unchecked = {}, {}, []
+    for node in plan().nodes:
+        rules[node.name] = pod_neutral(iptables_rules(node.name), ips)
+        mine = [pod_id(key) for key, p in pods.items() if p["node"] == node.name]
+        check = run(node.name, "sh", "-c", f"for pod in {shlex.join(mine)}; do "
+                    f"{plan().paths.cni_runtime} check $pod >/dev/null 2>&1 || echo $pod; done")
+        unchecked += check.stdout.split()
+        listed = run(node.name, "systemctl", "list-units", "--all", "--plain", "--no-legend",
+                     "podnet*")
+        assert listed.rc == 0, listed
+        # name, load, active, sub: the services that run (containers, canary, prober) and any
+        # unit that failed or is changing state; not the oneshots, which a boot runs and a
+        # converge does not (podnet-iptables.service is "active exited" only after a reboot),
+        # nor a removed pod's unit, which systemd may list as "not-found inactive" for a while
+        rows = [line.lstrip("● ").split()[:4] for line in listed.stdout.splitlines()]
+        system = run(node.name, "systemctl", "is-system-running").stdout.strip()
+        units[node.name] = [f"system {system}", *sorted(
+            f"{name} {active} {sub}" for name, _, active, sub in rows
+            if sub == "running" or active not in ("active", "inactive"))]
+    return LabState({k: (p["node"], p["ip"]) for k, p in pods.items()}, rules, units,
+                    sorted(unchecked))
+
+
+class LabNotRestored(AssertionError):
+    """A lifecycle test could not put the lab back: the tests after it would run on a broken
+    lab and fail for the wrong reason, so the session stops (pytest_runtest_makereport)."""
+
+
+def assert_restored(before: LabState, what: str, moved: Collection[str] = (),
+                    timeout: float = 120.0) -> None:
+    """Wait until the lab is as ``before`` (readiness and rules settle after a restore); raise
+    LabNotRestored with what differs if it is not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        differences = before.differences(lab_state(), moved)
+        if not differences:
+            return
+        if time.monotonic() > deadline:
+            raise LabNotRestored(f"{what} did not put the lab back within {timeout:.0f} s; "
+                                 "what differs:\n  " + "\n  ".join(differences))
+        time.sleep(2)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A test (or its fixture's teardown) that left the lab broken stops the session after it,
+    as -x would: every later test would fail on the broken lab, hiding what broke it."""
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(LabNotRestored):
+        item.session.shouldfail = (f"{item.nodeid} left the lab broken ({call.when}); the "
+                                   "tests after it did not run")
+    return report

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import (
     INVENTORY_PATH,
+    assert_restored,
     container_units,
     converge,
+    lab_state,
     manifests_dir,
     observed,
     plan,
@@ -79,6 +81,7 @@ def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:
     nodes = [n.name for n in plan().nodes]
     assert all(jumps_to(n, chains) == chains for n in nodes), "the DNS pod is not in the rules"
     units = container_units(victim)
+    lab = lab_state()
     stopped = run(pod.node, "systemctl", "stop", *units)
     assert stopped.rc == 0, stopped
     try:
@@ -104,9 +107,10 @@ def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:
     finally:
         started = run(pod.node, "systemctl", "start", *units)
         assert started.rc == 0, started
-    took = wait_for(f"{victim} back in every node's kube-dns rules",
-                    lambda: all(jumps_to(n, chains) == chains for n in nodes), 30)
-    print(f"{victim} back in the rules after {took:.1f} s")
+        took = wait_for(f"{victim} back in every node's kube-dns rules",
+                        lambda: all(jumps_to(n, chains) == chains for n in nodes), 30)
+        print(f"{victim} back in the rules after {took:.1f} s")
+        assert_restored(lab, f"stopping {victim}")
 
 
 def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_path: Path
@@ -115,6 +119,7 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
     shutil.copytree(manifests_dir(), copy)
     (copy / "zz-dns-new.yaml").write_text(NEW_SERVICE)
     node = plan().nodes[0].name
+    lab = lab_state()
     name = f"dns-new.demo.svc.{ZONE}."
     # an unchanged name, the schema version and the SOA (its serial changes with the records)
     queries = f"web.demo.svc.{ZONE}. A\\ndns-version.{ZONE}. TXT\\n{ZONE}. SOA\\n"
@@ -155,5 +160,7 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
         # the lab as it was, whatever happened above
         back = converge(manifests_dir(), tags="workloads")
         assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
+        run(node, "systemctl", "stop", "podnet-verify-dnsperf")  # if it was left running
+        assert_restored(lab, "adding Service demo/dns-new")
     gone = run(node, "dig", f"@{DNS_IP}", name)
     assert "status: NXDOMAIN" in gone.stdout, gone

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import pytest
 from conftest import (
+    assert_restored,
     container_units,
     converge,
     http_port,
     in_pod,
+    lab_state,
     manifests_dir,
     observed,
     plan,
@@ -83,6 +85,7 @@ def drift() -> Iterator[Drift]:
     assert len(nodes) >= 3, "the drift suite spreads its damage over three nodes"
     a, b, c = nodes[:3]
     d = Drift(nodes=[a, b, c])
+    lab = lab_state()
     pods = running()
     d.before = {
         "netns_pod": server_on(b), "netns_ip": pods[server_on(b)]["ip"],
@@ -133,6 +136,8 @@ def drift() -> Iterator[Drift]:
                 run(node, "systemctl", "start", "podnet-iptables-canary.service",
                     "podnet-endpoints.service")
             recap(converge(manifests_dir()))
+        # and check that it is: the pods with their IPs, every rule, the services that run
+        assert_restored(lab, "the drift suite")
 
 
 @pytest.mark.principle("hosts")

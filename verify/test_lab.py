@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import hosts, inventory, run, setting
@@ -54,6 +55,17 @@ def test_machine_namespace_has_no_route_or_address_into_the_lab() -> None:
     underlay = str(setting("lab_underlay_cidr"))
     found = lab.host_routes_into(underlay)
     assert not found, f"the machine's own namespace reaches into {underlay}: {found}"
+
+
+def test_a_lab_host_does_not_answer_a_ping_from_the_machine_namespace() -> None:
+    """No route in the table is one proof; a packet that does not get there is the other (a
+    route the check above misreads, or a proxy ARP, would still answer)."""
+    lab_netns = Path(lab.NETNS_DIR) / str(setting("lab_name"))
+    assert Path("/proc/self/ns/net").stat().st_ino != lab_netns.stat().st_ino, (
+        f"verify runs inside the lab's network namespace {lab_netns}: this proves nothing")
+    node = hosts("lab")[0]
+    assert not lab.ping_from_here(node.address), (
+        f"{node.name} ({node.address}) answers a ping from the machine's own namespace")
 
 
 def test_machine_namespace_has_no_lab_interface() -> None:

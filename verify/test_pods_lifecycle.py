@@ -11,10 +11,13 @@ import pytest
 import yaml
 from conftest import (
     Evidence,
+    LabNotRestored,
+    assert_restored,
     connect,
     container_units,
     converge,
     http_port,
+    lab_state,
     manifests_dir,
     observed,
     plan,
@@ -56,31 +59,63 @@ def matrix_failures(clients: list[str], targets: list[str]) -> list[str]:
 
 
 def test_killed_container_restarts_with_the_same_ip() -> None:
+    """A container killed with SIGKILL is restarted by systemd in the same pod: the pod's
+    network namespace still holds its IP on eth0 and CNI CHECK passes against the cached
+    result, not only the state file still naming the IP."""
     pod = servers()[0]
     node = plan().pod(pod).node
     unit = container_units(pod)[0]
+    lab = lab_state()
     before = run(node, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
-    kill = run(node, "kill", "-9", before)
-    assert kill.rc == 0, kill
+    try:
+        kill = run(node, "kill", "-9", before)
+        assert kill.rc == 0, kill
 
-    def restarted() -> bool:
-        pid = run(node, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
-        return pid not in ("0", before) and run(node, "systemctl", "is-active", unit).rc == 0
+        def restarted() -> bool:
+            pid = run(node, "systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
+            return pid not in ("0", before) and run(node, "systemctl", "is-active", unit).rc == 0
 
-    wait_for(f"{unit} to restart", restarted, timeout=30)
-    ip = running()[pod]["ip"]
-    hello = wait_for(f"{pod} to answer", lambda: run(node, "curl", "-s", "--max-time", "3",
-                     f"http://{ip}:{http_port(pod)}/hostname").stdout, timeout=30)
-    assert hello == plan().pod(pod).host_name
-    assert observed()[pod]["ip"] == ip
+        wait_for(f"{unit} to restart", restarted, timeout=30)
+        ip = running()[pod]["ip"]
+        hello = wait_for(f"{pod} to answer", lambda: run(node, "curl", "-s", "--max-time", "3",
+                         f"http://{ip}:{http_port(pod)}/hostname").stdout, timeout=30)
+        assert hello == plan().pod(pod).host_name
+        assert observed()[pod]["ip"] == ip
+        eth0 = run(node, "ip", "-n", pod_id(pod), "-4", "-o", "addr", "show", "dev", "eth0")
+        assert f" {ip}/" in eth0.stdout, eth0
+        check = run(node, plan().paths.cni_runtime, "check", pod_id(pod))
+        assert check.rc == 0, check
+    finally:
+        # a container systemd did not restart (its start limit hit, say) is started again
+        run(node, "systemctl", "reset-failed", unit)
+        run(node, "systemctl", "start", unit)
+        assert_restored(lab, f"killing {unit} on {node}")
 
 
 def test_rebooted_node_brings_its_pods_back_with_their_ips() -> None:
     node = max(plan().nodes, key=lambda n: len(plan().pods_on(n.name))).name
     mine = [p.key for p in plan().pods_on(node)]
     before = {key: running()[key]["ip"] for key in mine}
+    lab = lab_state()
     marker = run(node, "touch", "/run/podnet-verify-before-reboot")
     assert marker.rc == 0, marker
+    try:
+        reboot_and_check(node, mine, before)
+    finally:
+        # whatever happened above: the node up again, and converged if it came back without
+        # its pods or rules as they were
+        connect.cache_clear()
+        wait_for(f"{node} to answer", lambda: run(node, "true").rc == 0, timeout=180, every=2)
+        try:
+            assert_restored(lab, f"rebooting {node}", timeout=60)
+        except LabNotRestored:
+            recap = converge(manifests_dir())
+            assert recap.returncode == 0, recap.stdout[-3000:] + recap.stderr[-2000:]
+            assert_restored(lab, f"rebooting {node} (and a converge)")
+
+
+def reboot_and_check(node: str, mine: list[str], before: dict[str, str]) -> None:
+    """Reboot ``node`` (marked in /run before) and check its pods came back as they were."""
     reboot = run(node, "systemd-run", "--on-active=1", "--timer-property=AccuracySec=100ms",
                  "systemctl", "reboot")
     assert reboot.rc == 0, reboot
@@ -125,6 +160,7 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
     node, ident = victim.node, pod_id(victim.key)
     container_id = running()[victim.key]["container_id"]
     ip = running()[victim.key]["ip"]
+    lab = lab_state()
     try:
         done = converge(copy, tags="workloads")
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
@@ -151,4 +187,6 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
     finally:
         restored = converge(original, tags="workloads")
         assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-2000:]
+        # the pod is back on its node, with a new IP (its old one was released)
+        assert_restored(lab, f"removing {victim.key}", moved={victim.key})
     assert victim.key in observed()

@@ -11,7 +11,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import converge, in_pod, manifests_dir, observed, plan, pod_id, run
+from conftest import (
+    assert_restored,
+    converge,
+    in_pod,
+    iptables_rules,
+    lab_state,
+    manifests_dir,
+    observed,
+    plan,
+    pod_id,
+    rule_differences,
+    run,
+)
 
 from podnet import kubeproxy
 from podnet.plan import ServicePlan
@@ -65,27 +77,42 @@ def web_endpoint_chains(services: list[ServicePlan], ips: set[str]) -> set[str]:
 
 
 def test_flushed_rules_are_put_back() -> None:
+    """A flush of nat and filter with the canary stopped breaks Services; the canary started
+    again puts back every rule of every table as it was (iptables-save without counters,
+    chain by chain in order), not only enough of them for one curl to work."""
     node = plan().nodes[0].name
     web = plan().service("demo/web")
     url = f"http://{web.cluster_ip}:{web.ports[0].port}/hostname"
     assert run(node, "curl", "-s", "--max-time", "3", url).rc == 0
+    lab = lab_state()
+    before = iptables_rules(node)
     stop = run(node, "systemctl", "stop", "podnet-iptables-canary.service")  # no repair yet
-    assert stop.rc == 0, stop
-    flush = run(node, "sh", "-c", "iptables -t nat -F && iptables -t filter -F")
-    assert flush.rc == 0, flush
-    assert run(node, "curl", "-s", "--max-time", "2", url).rc != 0  # really broken now
-    start = run(node, "systemctl", "start", "podnet-iptables-canary.service")
-    assert start.rc == 0, start
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        if run(node, "curl", "-s", "--max-time", "2", url).rc == 0:
-            break
-        time.sleep(1)
-    else:
-        log = run(node, "journalctl", "-u", "podnet-iptables-canary", "-n", "20")
-        raise AssertionError(f"the canary did not repair {node}'s rules within 40 s: {log}")
-    assert run(node, "iptables", "-t", "nat", "-C", "PREROUTING", "-m", "comment", "--comment",
-               "kubernetes service portals", "-j", "KUBE-SERVICES").rc == 0
+    try:
+        assert stop.rc == 0, stop
+        flush = run(node, "sh", "-c", "iptables -t nat -F && iptables -t filter -F")
+        assert flush.rc == 0, flush
+        assert run(node, "curl", "-s", "--max-time", "2", url).rc != 0  # really broken now
+        start = run(node, "systemctl", "start", "podnet-iptables-canary.service")
+        assert start.rc == 0, start
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if iptables_rules(node) == before:
+                break
+            time.sleep(1)
+        else:
+            log = run(node, "journalctl", "-u", "podnet-iptables-canary", "-n", "20")
+            raise AssertionError(
+                f"the canary did not put {node}'s rules back within 40 s; what differs:\n  "
+                + "\n  ".join(rule_differences(before, iptables_rules(node))) + f"{log}")
+        assert run(node, "curl", "-s", "--max-time", "2", url).rc == 0
+        assert run(node, "iptables", "-t", "nat", "-C", "PREROUTING", "-m", "comment",
+                   "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES").rc == 0
+    finally:
+        # whatever happened above: the canary runs, and podnet's rules are applied again
+        run(node, "systemctl", "start", "podnet-iptables-canary.service")
+        paths = plan().paths
+        run(node, f"{paths.bin_dir}/podnet-iptables", "apply", paths.iptables_dir)
+        assert_restored(lab, f"flushing {node}'s rules")
 
 
 def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path: Path) -> None:
@@ -162,6 +189,7 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
                   and p.namespace == "demo")
     log = f"/run/podnet-verify-udp-{pod_id(client.key)}.log"
     unit = "podnet-verify-udp-client"
+    before = lab_state()
     run(client.node, "rm", "-f", log)
     started = run(client.node, "systemd-run", "--unit", unit, "--collect",
                   f"--property=NetworkNamespacePath={plan().paths.netns(pod_id(client.key))}",
@@ -186,5 +214,9 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
         assert moved and all(now[k]["node"] == target for k in moved), now
     finally:
         run(client.node, "systemctl", "stop", unit)
+        run(client.node, "rm", "-f", log)
         converged(manifests_dir())
+        # echo's pods are back on their node, with new IPs (host-local gives the next free one)
+        assert_restored(before, "moving echo to another node and back",
+                        moved={k for k in before.pods if k.startswith("demo/echo-")})
     assert in_pod(client.key, "true").rc == 0
