@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from podnet.paths import PATHS
 
@@ -572,42 +574,54 @@ def host_routes_into(cidr: str) -> list[str]:
     return found
 
 
-# Words ping (iputils) prints when a packet to the address was not delivered: the kernel had
-# no route, or a router or the kernel answered that the destination is unreachable.
-NOT_REACHED = ("Network is unreachable", "No route to host", "Destination Host Unreachable",
-               "Destination Net Unreachable")
+def route_into_lab(route: Mapping[str, Any] | None, links: Mapping[str, Mapping[str, Any]],
+                   lab_nsid: int | None) -> str | None:
+    """Why the kernel's route for a lab address (one entry of ``ip -j route get ADDRESS``, None
+    when the kernel has none) would deliver a packet into the lab or keep it on this machine;
+    None when it would not. ``links`` are this namespace's links (``ip -j -d link show``) by
+    name, ``lab_nsid`` the lab namespace's id as this namespace knows it (``ip -j netns list``).
 
-
-def ping_answered(address: str, rc: int, output: str) -> bool:
-    """Whether ``ping -c1 -W1 address`` got its echo back, read from its exit code and output.
-
-    The "no route into the lab" check wants a ping that fails because nothing reached the
-    address; a ping that could not run (not installed, no permission, a bad address) fails too
-    and proves nothing, so anything that is neither an answer nor a clear "not reached" raises.
-    iputils exits 0 when an echo came back, 1 when none did (-c/-W), 2 on other errors.
+    The lab's namespace joins this one only through a link whose other end lives there (a veth
+    pair); a route over such a link, or an address of this machine, is a way in. Anything else
+    (the default route towards the machine's own network, no route at all) is not.
     """
-    if rc == 0:
-        # "64 bytes from 192.168.56.11: icmp_seq=1 ...": the colon keeps .11 from matching .111
-        if re.search(rf"bytes from {re.escape(address)}:", output):
-            return True
-        raise LabError(f"ping {address} exited 0 without an answer from {address}: {output!r}")
-    if rc == 1 and (" 0 received" in output or any(w in output for w in NOT_REACHED)):
-        return False
-    if rc == 2 and any(w in output for w in NOT_REACHED):
-        return False
-    raise LabError(f"ping {address} failed without saying the address was not reached (exit "
-                   f"{rc}): {output.strip()!r}; a ping that cannot run proves nothing")
+    if route is None:
+        return None
+    if route.get("type") == "local":
+        return f"{route.get('dst')} is an address of this machine itself"
+    device = str(route.get("dev", ""))
+    link = links.get(device)
+    if link is None:
+        raise LabError(f"the route to {route.get('dst')} leaves through {device!r}, which "
+                       "ip link does not list: cannot tell where it leads")
+    if lab_nsid is not None and link.get("link_netnsid") == lab_nsid:
+        return f"{device} leads into the lab's network namespace"
+    return None
 
 
-def ping_from_here(address: str) -> bool:
-    """One echo request (``ping -c1 -W1``) to ``address`` from this process's network namespace;
-    True if it was answered (see :func:`ping_answered`)."""
-    try:
-        proc = _run(["ping", "-c1", "-W1", address], check=False)
-    except FileNotFoundError as exc:
-        raise LabError("ping is not installed on this machine; install iputils-ping "
-                       "(scripts/setup.sh does)") from exc
-    return ping_answered(address, proc.returncode, proc.stdout + proc.stderr)
+def kernel_route(address: str) -> dict[str, Any] | None:
+    """The route the kernel would take to ``address`` from this namespace (``ip route get``,
+    which sends nothing); None when it has none ("Network is unreachable")."""
+    proc = _run(["ip", "-j", "route", "get", address], check=False)
+    if proc.returncode != 0:
+        if "unreachable" in proc.stderr.lower():
+            return None
+        raise LabError(f"ip route get {address}: {proc.stderr.strip()}")
+    found: list[dict[str, Any]] = json.loads(proc.stdout)
+    return found[0]
+
+
+def namespace_links() -> dict[str, dict[str, Any]]:
+    """This namespace's links by name, with details (``ip -j -d link show``)."""
+    links: list[dict[str, Any]] = json.loads(_run(["ip", "-j", "-d", "link", "show"]).stdout)
+    return {link["ifname"]: link for link in links}
+
+
+def netns_id(name: str) -> int | None:
+    """The id this namespace has given the named namespace (None when it has none: then no link
+    of this namespace leads there)."""
+    listed: list[dict[str, Any]] = json.loads(_run(["ip", "-j", "netns", "list"]).stdout or "[]")
+    return next((int(n["id"]) for n in listed if n.get("name") == name and "id" in n), None)
 
 
 # --------------------------------------------------------------------------- image contents

@@ -9,11 +9,9 @@ cd "$(dirname "$0")/.."
 
 # containernetworking-plugins and iptables: the CNI runtime's unit tests run the real plugins
 # in a throwaway network namespace; unbound, dnsutils (dig) and curl: podnet-dns's tests run
-# them there too (without dig they would be skipped, and make unit stays green on nothing);
-# iputils-ping: verify pings a lab host from the machine's own namespace and expects no answer.
+# them there too (without dig they would be skipped, and make unit stays green on nothing).
 APT_PACKAGES=(systemd-container mmdebstrap util-linux iproute2 netcat-openbsd openssh-client
-              python3-venv make git containernetworking-plugins iptables unbound dnsutils curl
-              iputils-ping)
+              python3-venv make git containernetworking-plugins iptables unbound dnsutils curl)
 
 host_packages() {
   missing=()

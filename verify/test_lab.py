@@ -57,15 +57,23 @@ def test_machine_namespace_has_no_route_or_address_into_the_lab() -> None:
     assert not found, f"the machine's own namespace reaches into {underlay}: {found}"
 
 
-def test_a_lab_host_does_not_answer_a_ping_from_the_machine_namespace() -> None:
-    """No route in the table is one proof; a packet that does not get there is the other (a
-    route the check above misreads, or a proxy ARP, would still answer)."""
-    lab_netns = Path(lab.NETNS_DIR) / str(setting("lab_name"))
+def test_the_kernel_routes_no_packet_from_the_machine_namespace_into_the_lab() -> None:
+    """No route in the table is one proof; the kernel's own choice for each lab host's address
+    (`ip route get`, policy rules and all tables included) is the other: it must not lead into
+    the lab's namespace or stay on this machine. Nothing is sent: a packet from this namespace
+    to a lab address would leave through the machine's own network."""
+    lab_name = str(setting("lab_name"))
+    lab_netns = Path(lab.NETNS_DIR) / lab_name
     assert Path("/proc/self/ns/net").stat().st_ino != lab_netns.stat().st_ino, (
         f"verify runs inside the lab's network namespace {lab_netns}: this proves nothing")
-    node = hosts("lab")[0]
-    assert not lab.ping_from_here(node.address), (
-        f"{node.name} ({node.address}) answers a ping from the machine's own namespace")
+    links, nsid = lab.namespace_links(), lab.netns_id(lab_name)
+    ways_in = {}
+    for host in hosts("lab"):
+        route = lab.kernel_route(host.address)
+        why = lab.route_into_lab(route, links, nsid)
+        if why:
+            ways_in[f"{host.name} ({host.address})"] = f"{why}: {route}"
+    assert not ways_in, f"the machine's own namespace routes into the lab: {ways_in}"
 
 
 def test_machine_namespace_has_no_lab_interface() -> None:
