@@ -292,8 +292,8 @@ needs_sandbox = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("iptables-restore") or not shutil.which("unshare"),
     reason="needs root, unshare and iptables (make setup installs them)")
 # the tool runs under the system python, which finds podnet through PYTHONPATH here (on a node,
-# in ../lib/podnet beside it)
-KP = f"PYTHONPATH={ROOT} {RENDER}"
+# in ../lib/podnet beside it); what PYTHONPATH held stays (make unit's coverage hook measures it)
+KP = f"PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}} {RENDER}"
 
 
 @needs_sandbox
