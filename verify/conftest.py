@@ -196,8 +196,9 @@ def running() -> dict[str, dict[str, str]]:
 
 
 def pod_id(key: str) -> str:
+    """A pod's id on its node (its netns, folder and unit names), as the kubelet role names it."""
     namespace, name = key.split("/", 1)
-    return f"{namespace}_{name}"
+    return kubelet.pod_id(namespace, name)
 
 
 def container_units(key: str) -> list[str]:
