@@ -28,13 +28,30 @@ def resolv_nameservers(text: str) -> list[str]:
     return out
 
 
-def upstreams(plan: Plan, resolv_conf: str) -> list[str]:
+# systemd-resolved's stub listeners: a node whose /etc/resolv.conf names only these resolves
+# through systemd-resolved, whose real upstreams are in RESOLVED_UPSTREAMS (kubeadm points the
+# kubelet's resolvConf there for the same reason: the stub is the node's loopback, not a pod's)
+RESOLVED_STUBS = frozenset({"127.0.0.53", "127.0.0.54"})
+RESOLVED_UPSTREAMS = "/run/systemd/resolve/resolv.conf"
+
+
+def upstreams(plan: Plan, resolv_conf: str, resolved_conf: str | None = None) -> list[str]:
     """The resolvers DNS pods forward to: ``podnet_dns_upstreams``, else the node's
-    resolv.conf. Raises ValueError naming the fix when none is usable from a pod."""
+    resolv.conf, or systemd-resolved's upstreams (``resolved_conf``, the text of
+    RESOLVED_UPSTREAMS, None when the node has none) when resolv.conf names only its stub.
+    Raises ValueError naming the fix when none is usable from a pod."""
     given = list(plan.settings.dns_upstreams)
     if given:
         return given
-    found = resolv_nameservers(resolv_conf)
+    found, source = resolv_nameservers(resolv_conf), "/etc/resolv.conf"
+    if found and set(found) <= RESOLVED_STUBS:
+        if resolved_conf is None:
+            raise ValueError(
+                f"the node's /etc/resolv.conf names only systemd-resolved's stub "
+                f"({', '.join(found)}), which a pod cannot reach, and {RESOLVED_UPSTREAMS} (its "
+                "real upstreams) is missing: start systemd-resolved, or set podnet_dns_upstreams "
+                "to the resolvers the cluster DNS should forward to")
+        found, source = resolv_nameservers(resolved_conf), RESOLVED_UPSTREAMS
     cluster, service = plan.settings.cluster_cidr, plan.settings.service_cidr
     usable, looping = [], []
     for text in found:
@@ -53,10 +70,20 @@ def upstreams(plan: Plan, resolv_conf: str) -> list[str]:
         why = (f"{', '.join(looping)} is inside the cluster (the DNS would forward to itself)"
                if looping else "loopback is the pod itself")
         raise ValueError(
-            f"the node's /etc/resolv.conf names no resolver a DNS pod can reach "
+            f"the node's {source} names no resolver a DNS pod can reach "
             f"(found: {', '.join(found) or 'none'}; {why}): set "
             "podnet_dns_upstreams to the resolvers the cluster DNS should forward to")
     return usable
+
+
+def node_upstreams(plan: Plan, node: str, resolv_conf: str,
+                   resolved_conf: str | None = None) -> list[str]:
+    """The upstreams of ``node``'s DNS pods; none when the plan puts no DNS pod there (its
+    resolvers need not suit a pod then)."""
+    chosen = set(plan.dns_service.pods)
+    if not any(p.key in chosen and p.node == node for p in plan.pods):
+        return []
+    return upstreams(plan, resolv_conf, resolved_conf)
 
 
 def allowed_sources(plan: Plan) -> list[str]:
@@ -90,7 +117,7 @@ def dns_pods(plan: Plan, observed: Mapping[str, str], node: str) -> list[dict[st
 
 
 def node_config(plan: Plan, observed: Mapping[str, str], node: str,
-                resolv_conf: str) -> dict[str, Any]:
+                resolv_conf: str, resolved_conf: str | None = None) -> dict[str, Any]:
     """Everything the cluster_dns role renders on ``node``."""
     served = dns.served(plan, observed)
     pods = dns_pods(plan, observed, node)
@@ -100,7 +127,7 @@ def node_config(plan: Plan, observed: Mapping[str, str], node: str,
         "records": [dns.rr_line(r) for r in served],
         "records_path": plan.paths.dns_records,
         "pods_path": plan.paths.dns_pods,
-        "upstreams": upstreams(plan, resolv_conf) if pods else [],
+        "upstreams": upstreams(plan, resolv_conf, resolved_conf) if pods else [],
         "allow": allowed_sources(plan),
         "pods": pods,
     }

@@ -12,7 +12,16 @@ Layout on disk (all removed by :func:`stop_node` / ``lab down`` except the image
     <state_dir>/nodes/<host>/{upper,work}    the node's overlay layers
     <state_dir>/nodes/<host>/root            the node's root (overlay mount point)
     <state_dir>/nodes/<host>/nspawn.{pid,log}
+    <state_dir>/mirror/<suite>               links to the package mirrors the lab serves
+    <state_dir>/mirror.{pid,log}             the mirror's HTTP server (in the lab's netns)
     /run/systemd/nspawn/propagate/<machine>  left by systemd-nspawn, removed on stop
+
+Hosts are VM-shaped: they boot like a fresh cloud image (a minimal Debian with openssh-server,
+sudo and python3, none of podnet's packages), with a login user that has passwordless sudo, no
+root login, sshd on the inventory's port, the resolver the inventory names for them (a plain
+resolv.conf or systemd-resolved's stub) and apt pointed at the lab's package mirror, served on
+the underlay from this machine's cache (an air-gapped site's mirror). What a cloud's first boot
+(cloud-init) does to an image is what :func:`_prepare_root` does to a node's overlay.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterable, Mapping
@@ -42,6 +52,14 @@ NSPAWN_RUNTIME_DIRS = (
 )
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 HOST_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+USER_NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Debian releases a lab host may run (lab_suite): the images and mirrors are built from this
+# machine's own apt sources, deb.debian.org, which serves both.
+SUITES = ("bookworm", "trixie")
+# How a host resolves names (lab_resolver): a plain /etc/resolv.conf, or systemd-resolved with
+# its 127.0.0.53 stub in /etc/resolv.conf (Ubuntu's default).
+RESOLVERS = ("resolv.conf", "systemd-resolved")
+RESOLVED_STUB = "../run/systemd/resolve/stub-resolv.conf"
 # A node costs about 60 MB and a share of two cores; beyond this the lab stops being useful.
 DEFAULT_MAX_HOSTS = 16
 
@@ -54,6 +72,25 @@ class LabError(Exception):
 class LabHost:
     name: str
     address: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What a lab host is made as: its identity, how one logs in and what it resolves with."""
+
+    host: str
+    address_cidr: str
+    authorized_key: str
+    user: str
+    port: int = 22
+    resolver: str = "resolv.conf"
+    nameservers: tuple[str, ...] = ()
+    mirror_url: str | None = None
+    gateway: str | None = None
+
+    @property
+    def address(self) -> str:
+        return self.address_cidr.split("/")[0]
 
 
 def machine_name(lab: str, host: str) -> str:
@@ -77,8 +114,13 @@ def validate(
     controller_address: object,
     hosts: Iterable[Mapping[str, object]],
     max_hosts: int = DEFAULT_MAX_HOSTS,
+    nameservers: Iterable[object] = (),
 ) -> list[str]:
-    """Check a lab inventory before anything is created. Returns error messages."""
+    """Check a lab inventory before anything is created. Returns error messages.
+
+    A host record has ``name`` and ``address`` (ansible_host), and may have ``user``
+    (ansible_user), ``port`` (ansible_port), ``suite`` (lab_suite) and ``resolver``
+    (lab_resolver); ``nameservers`` are lab_nameservers."""
     errors: list[str] = []
     if not isinstance(lab_name, str) or not LAB_NAME_RE.match(lab_name):
         errors.append(
@@ -160,6 +202,44 @@ def validate(
             )
         else:
             seen_addrs[str(addr)] = label
+    for host in host_list:
+        errors += _shape_errors(str(host.get("name", "")) or "<unnamed>", host)
+    for raw in nameservers:
+        try:
+            ns = ipaddress.ip_address(str(raw))
+        except ValueError:
+            errors.append(f"lab_nameservers: {raw!r} is not an IPv4 address; list the lab "
+                          "hosts' resolvers by address (e.g. the upstream_dns host's)")
+            continue
+        if ns not in net:
+            errors.append(f"lab_nameservers: {ns} is outside lab_underlay_cidr {net}: lab hosts "
+                          "have no route out of the lab; name a resolver on the underlay")
+    return errors
+
+
+def _shape_errors(label: str, host: Mapping[str, object]) -> list[str]:
+    """What is wrong with how a host is shaped: its login, port, release and resolver.
+    Keys absent from ``host`` are not checked (a record from an older caller)."""
+    errors: list[str] = []
+    if "user" in host:
+        user = host["user"]
+        if user == "root":
+            errors.append(f"{label}: ansible_user is root, but lab hosts are VM-shaped (no root "
+                          "login, a login user with sudo): set ansible_user to a login name "
+                          "such as debian")
+        elif not isinstance(user, str) or not USER_NAME_RE.match(user):
+            errors.append(f"{label}: ansible_user {user!r} is not a login name (lower-case "
+                          "letters, digits, '_' or '-', at most 32); set ansible_user, e.g. debian")
+    if "port" in host:
+        port = host["port"]
+        if isinstance(port, bool) or not str(port).isdigit() or not 0 < int(str(port)) < 65536:
+            errors.append(f"{label}: ansible_port {port!r} is not a TCP port (1-65535)")
+    if "suite" in host and host["suite"] not in SUITES:
+        errors.append(f"{label}: lab_suite {host['suite']!r} is not one the lab builds; use one "
+                      f"of {', '.join(SUITES)}")
+    if "resolver" in host and host["resolver"] not in RESOLVERS:
+        errors.append(f"{label}: lab_resolver {host['resolver']!r} is not one the lab sets up; "
+                      f"use one of {', '.join(RESOLVERS)}")
     return errors
 
 
@@ -226,6 +306,58 @@ def remove_netns(lab: str) -> bool:
         return False
     _run(["ip", "netns", "del", lab])
     return True
+
+
+# --------------------------------------------------------------------------- mirror
+
+
+def mirror_pid(state_dir: Path) -> int | None:
+    """The PID of the lab's mirror server when it runs (its pid file and its command line agree)."""
+    pid = _read_pid(state_dir / "mirror.pid")
+    if pid is None:
+        return None
+    argv = _cmdline(pid)
+    return pid if "http.server" in argv and str(state_dir / "mirror") in argv else None
+
+
+def ensure_mirror(lab: str, state_dir: Path, address: str, port: int,
+                  mirrors: Mapping[str, str | Path]) -> bool:
+    """Serve each suite's package mirror (a folder with Packages and its .debs, built by the lab
+    role from this machine's apt sources) at ``http://<address>:<port>/<suite>/``, from inside
+    the lab's network namespace: only the lab's hosts can reach it."""
+    changed = False
+    served = state_dir / "mirror"
+    served.mkdir(parents=True, exist_ok=True)
+    for suite, folder in mirrors.items():
+        if not (Path(folder) / "Packages").is_file():
+            raise LabError(f"mirror {folder} of {suite} has no Packages index; run the lab "
+                           "role's image step (make lab-up) to build it")
+        link = served / suite
+        if not (link.is_symlink() and str(link.readlink()) == str(folder)):
+            link.unlink(missing_ok=True)
+            link.symlink_to(folder)
+            changed = True
+    if mirror_pid(state_dir) is not None:
+        return changed
+    cmd = ["nsenter", f"--net={NETNS_DIR / lab}", sys.executable, "-m", "http.server",
+           "--bind", address, "--directory", str(served), str(port)]
+    with open(state_dir / "mirror.log", "ab") as log, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    (state_dir / "mirror.pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 10
+    while not _listening(lab, address, port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = (state_dir / "mirror.log").read_text(errors="replace")[-600:]
+            raise LabError(f"the lab's package mirror did not start on {address}:{port}: {tail}")
+        time.sleep(0.1)
+    return True
+
+
+def _listening(lab: str, address: str, port: int) -> bool:
+    out = _run(["nsenter", f"--net={NETNS_DIR / lab}", "ss", "-Htln",
+                f"src {address}:{port}"], check=False).stdout
+    return bool(out.strip())
 
 
 # --------------------------------------------------------------------------- image
@@ -356,50 +488,112 @@ def unmount_all(path: Path) -> None:
 # --------------------------------------------------------------------------- nodes
 
 
-def _prepare_root(
-    root: Path, host: str, address_cidr: str, gateway: str | None, authorized_key: str
-) -> None:
+def _chroot(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the image's own programs on the node's root (not booted yet), as cloud-init
+    would on first boot: useradd, systemctl enable."""
+    return _run(["chroot", str(root), *argv])
+
+
+def _passwd_entry(root: Path, user: str) -> list[str] | None:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return fields
+    return None
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def _prepare_login(root: Path, spec: NodeSpec) -> None:
+    """The login user with passwordless sudo and the lab's key; sshd on the port, no root."""
+    if _passwd_entry(root, spec.user) is None:
+        _chroot(root, "useradd", "--create-home", "--shell", "/bin/bash", "--user-group",
+                "--groups", "sudo", spec.user)
+    fields = _passwd_entry(root, spec.user)
+    if fields is None:
+        raise LabError(f"{spec.host}: useradd did not create {spec.user}")
+    uid, gid, home = int(fields[2]), int(fields[3]), root / fields[5].lstrip("/")
+    _write(root / "etc/sudoers.d/90-podnet-lab-users",
+           f"# podnet lab: the login user, as a cloud image's default user\n"
+           f"{spec.user} ALL=(ALL:ALL) NOPASSWD:ALL\n", 0o440)
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keys = ssh_dir / "authorized_keys"
+    keys.write_text(spec.authorized_key.strip() + "\n")
+    keys.chmod(0o600)
+    for path in (home, ssh_dir, keys):
+        os.chown(path, uid, gid)
+    (root / "root/.ssh/authorized_keys").unlink(missing_ok=True)
+    _write(root / "etc/ssh/sshd_config.d/10-podnet-lab.conf",
+           "# podnet lab: a VM's sshd - its own port, keys only, no root login\n"
+           f"Port {spec.port}\nPermitRootLogin no\nPasswordAuthentication no\n")
+    if not list((root / "etc/ssh").glob("ssh_host_*_key")):
+        _run(["ssh-keygen", "-A", "-f", str(root)])
+
+
+def _prepare_resolver(root: Path, spec: NodeSpec) -> None:
+    """/etc/resolv.conf as a plain file, or systemd-resolved's stub (its upstreams come from
+    the networkd file's DNS= lines, as a DHCP lease gives them)."""
+    resolv = root / "etc/resolv.conf"
+    if spec.resolver == "systemd-resolved":
+        if not (resolv.is_symlink() and str(resolv.readlink()) == RESOLVED_STUB):
+            resolv.unlink(missing_ok=True)
+            resolv.symlink_to(RESOLVED_STUB)
+        _chroot(root, "systemctl", "enable", "--quiet", "systemd-resolved.service")
+        return
+    if (root / "etc/systemd/system/multi-user.target.wants/systemd-resolved.service").exists():
+        _chroot(root, "systemctl", "disable", "--quiet", "systemd-resolved.service")
+    _write(resolv, "# podnet lab: the resolvers the lab's network hands out\n"
+           + "".join(f"nameserver {ns}\n" for ns in spec.nameservers))
+
+
+def _prepare_root(root: Path, spec: NodeSpec) -> None:
     """Write the node's identity into its overlay (only what is missing or different)."""
+    host = spec.host
     (root / "etc/hostname").write_text(host + "\n")
     hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n::1\tlocalhost ip6-localhost\n"
     (root / "etc/hosts").write_text(hosts)
-    netdir = root / "etc/systemd/network"
-    netdir.mkdir(parents=True, exist_ok=True)
-    route = f"\n[Route]\nGateway={gateway}\n" if gateway else ""
-    (netdir / "10-underlay.network").write_text(
-        "# podnet lab: the node's underlay address (host0 is the nspawn veth)\n"
-        f"[Match]\nName=host0\n\n[Network]\nAddress={address_cidr}\n"
-        "LinkLocalAddressing=no\nIPv6AcceptRA=no\n" + route
-    )
-    if not list((root / "etc/ssh").glob("ssh_host_*_key")):
-        _run(["ssh-keygen", "-A", "-f", str(root)])
-    ssh_dir = root / "root/.ssh"
-    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text(authorized_key.strip() + "\n")
-    (ssh_dir / "authorized_keys").chmod(0o600)
+    route = f"\n[Route]\nGateway={spec.gateway}\n" if spec.gateway else ""
+    dns = "".join(f"DNS={ns}\n" for ns in spec.nameservers)
+    _write(root / "etc/systemd/network/10-underlay.network",
+           "# podnet lab: the node's underlay address (host0 is the nspawn veth)\n"
+           f"[Match]\nName=host0\n\n[Network]\nAddress={spec.address_cidr}\n{dns}"
+           "LinkLocalAddressing=no\nIPv6AcceptRA=no\n" + route)
+    if spec.mirror_url:
+        # the image's own sources are gone (lab image recipe); the site's mirror replaces them
+        _write(root / "etc/apt/sources.list",
+               "# podnet lab: the lab's package mirror on the underlay (no route out of the lab)\n"
+               f"deb [trusted=yes] {spec.mirror_url} ./\n")
+    _prepare_login(root, spec)
+    _prepare_resolver(root, spec)
 
 
-def host_key_line(root: Path, address: str) -> str:
+def host_key_line(root: Path, address: str, port: int = 22) -> str:
+    """The node's ed25519 host key as a known_hosts line (``[address]:port`` off port 22)."""
     key = (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
-    return f"{address} {key[0]} {key[1]}"
+    where = address if port == 22 else f"[{address}]:{port}"
+    return f"{where} {key[0]} {key[1]}"
 
 
 def start_node(
     lab: str,
     state_dir: Path,
-    host: str,
-    address_cidr: str,
+    spec: NodeSpec,
     bridge: str,
     image_tar: Path,
-    authorized_key: str,
-    gateway: str | None = None,
 ) -> tuple[bool, str]:
     """Boot a node (or leave it running). Returns (changed, known_hosts line)."""
+    host = spec.host
     node_dir = state_dir / "nodes" / host
     root = node_dir / "root"
-    address = address_cidr.split("/")[0]
     if nspawn_pid(node_dir) is not None and mounts_under(root):
-        return False, host_key_line(root, address)
+        return False, host_key_line(root, spec.address, spec.port)
     # Not running: clear whatever a dirty previous run left, keep the node's own upper layer.
     _cleanup_node_runtime(lab, node_dir, host)
     lower = ensure_rootfs(image_tar)
@@ -416,7 +610,7 @@ def start_node(
             str(root),
         ]
     )
-    _prepare_root(root, host, address_cidr, gateway, authorized_key)
+    _prepare_root(root, spec)
     # The launcher boots the node again when it reboots (systemd-nspawn exits with 133 on
     # `systemctl reboot` inside), as a VM's firmware would; any other exit ends it.
     cmd = [
@@ -456,7 +650,7 @@ def start_node(
     if proc.poll() is not None:
         tail = (node_dir / "nspawn.log").read_text(errors="replace")[-800:]
         raise LabError(f"{host}: systemd-nspawn exited with {proc.returncode}: {tail}")
-    return True, host_key_line(root, address)
+    return True, host_key_line(root, spec.address, spec.port)
 
 
 def _cleanup_node_runtime(lab: str, node_dir: Path, host: str) -> bool:

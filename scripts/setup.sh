@@ -7,11 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# dpkg-dev: dpkg-scanpackages indexes the lab's package mirror.
 # containernetworking-plugins and iptables: the CNI runtime's unit tests run the real plugins
 # in a throwaway network namespace; unbound, dnsutils (dig) and curl: podnet-dns's tests run
 # them there too (without dig they would be skipped, and make unit stays green on nothing).
 APT_PACKAGES=(systemd-container mmdebstrap util-linux iproute2 netcat-openbsd openssh-client
-              python3-venv make git containernetworking-plugins iptables unbound dnsutils curl)
+              python3-venv make git containernetworking-plugins iptables unbound dnsutils curl
+              dpkg-dev)
 
 host_packages() {
   missing=()

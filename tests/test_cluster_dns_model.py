@@ -147,7 +147,7 @@ def test_upstreams_from_resolv_conf_keep_usable_ipv4_in_order(base: SimpleNamesp
 
 
 @pytest.mark.parametrize(("text", "found"), [
-    ("nameserver 127.0.0.53\noptions edns0\n", "found: 127.0.0.53"),
+    ("nameserver 127.0.0.1\noptions edns0\n", "found: 127.0.0.1"),
     ("nameserver ::1\nnameserver fd00::53\n", "found: ::1, fd00::53"),
     ("search lab\n", "found: none"),
     ("", "found: none"),
@@ -157,6 +157,46 @@ def test_upstreams_unusable_resolv_conf_names_the_setting(base: SimpleNamespace,
     with pytest.raises(ValueError, match="podnet_dns_upstreams") as caught:
         clusterdns.upstreams(base.data, text)
     assert found in str(caught.value)
+
+
+STUB = "# systemd-resolved's stub\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
+
+
+def test_systemd_resolveds_stub_forwards_to_its_real_upstreams(base: SimpleNamespace) -> None:
+    """As kubeadm points the kubelet at /run/systemd/resolve/resolv.conf: the stub is the
+    node's loopback, which a pod cannot reach."""
+    real = "nameserver 192.168.56.100\nnameserver 127.0.0.1\nnameserver 10.96.0.10\n"
+    assert clusterdns.upstreams(base.data, STUB, real) == ["192.168.56.100"]
+
+
+def test_the_stub_without_resolveds_upstreams_names_the_missing_file(base: SimpleNamespace
+                                                                     ) -> None:
+    with pytest.raises(ValueError, match="podnet_dns_upstreams") as caught:
+        clusterdns.upstreams(base.data, STUB, None)
+    assert "/run/systemd/resolve/resolv.conf (its real upstreams) is missing" in \
+        str(caught.value)
+    with pytest.raises(ValueError, match="podnet_dns_upstreams") as caught:
+        clusterdns.upstreams(base.data, STUB, "nameserver 127.0.0.1\n")
+    assert "node's /run/systemd/resolve/resolv.conf names no resolver" in str(caught.value)
+
+
+def test_a_resolv_conf_with_more_than_the_stub_is_read_as_it_is(base: SimpleNamespace) -> None:
+    text = "nameserver 127.0.0.53\nnameserver 192.168.56.1\n"
+    assert clusterdns.upstreams(base.data, text, "nameserver 8.8.8.8\n") == ["192.168.56.1"]
+
+
+def test_only_a_node_with_a_dns_pod_needs_resolvers_a_pod_can_use(base: SimpleNamespace
+                                                                  ) -> None:
+    plan = base.data
+    dns_nodes = {p.node for p in plan.pods if p.key in set(plan.dns_service.pods)}
+    others = [n.name for n in plan.nodes if n.name not in dns_nodes]
+    assert dns_nodes and others, "the fixture plan must have nodes with and without DNS pods"
+    assert clusterdns.node_upstreams(plan, others[0], "nameserver 127.0.0.1\n") == []
+    node = sorted(dns_nodes)[0]
+    assert clusterdns.node_upstreams(plan, node, STUB, "nameserver 192.168.56.1\n") == \
+        ["192.168.56.1"]
+    with pytest.raises(ValueError, match="podnet_dns_upstreams"):
+        clusterdns.node_upstreams(plan, node, "nameserver 127.0.0.1\n")
 
 
 def test_upstreams_inside_the_cluster_are_skipped_and_named(base: SimpleNamespace) -> None:

@@ -72,7 +72,8 @@ def ansible(tool: str, inv: Path, *args: str) -> subprocess.CompletedProcess[str
 
 
 def adhoc(inv: Path, host: str, module: str, args: str) -> subprocess.CompletedProcess[str]:
-    return ansible("ansible", inv, host, "-m", module, "-a", args)
+    """An ad-hoc module run as root on a lab host (the login user becomes root with sudo)."""
+    return ansible("ansible", inv, host, "--become", "-m", module, "-a", args)
 
 
 def recap(out: str, host: str) -> dict[str, int]:
@@ -154,6 +155,13 @@ def test_lab_up_twice_recover_from_sigkill_and_down_leaves_nothing(lab_inventory
 
     ping = ansible("ansible", lab_inventory, "lab", "-m", "ansible.builtin.ping")
     assert ping.returncode == 0 and ping.stdout.count("SUCCESS") == 2, ping.stdout
+    # VM-shaped: the inventory's login user on its port, root only through sudo, no root login
+    whoami = ansible("ansible", lab_inventory, "t1", "-m", "ansible.builtin.command",
+                     "-a", "id -un")
+    assert whoami.returncode == 0 and "\ndebian" in whoami.stdout, whoami.stdout
+    root = ansible("ansible", lab_inventory, "t1", "-e", "ansible_user=root",
+                   "-m", "ansible.builtin.ping")
+    assert root.returncode != 0 and "Permission denied" in root.stdout, root.stdout
 
     # A reboot inside a host: systemd-nspawn exits with 133 and the launcher boots it again.
     launcher = int((STATE / "nodes/t2/nspawn.pid").read_text())

@@ -63,8 +63,11 @@ def test_cluster_pods_refuses_a_node_without_its_fact_unless_not_strict() -> Non
     ("podnet_cluster_dns", ({}, [], "n1", ""), "podnet_cluster_dns: not a podnet plan"),
     ("podnet_kube_proxy", (PLAN, [{"name": "web-1"}], "node1"), "podnet_kube_proxy: ValueError"),
     ("podnet_kube_proxy", (PLAN, [], "n1"), "podnet_kube_proxy: StopIteration"),
-    ("podnet_cluster_dns", (PLAN, [], DNS_NODE, "nameserver 127.0.0.53\n"),
+    ("podnet_cluster_dns", (PLAN, [], DNS_NODE, "nameserver 127.0.0.1\n"),
      "cluster_dns: the node's /etc/resolv.conf names no resolver"),
+    ("podnet_dns_upstreams", ({}, "n1", ""), "podnet_dns_upstreams: not a podnet plan"),
+    ("podnet_dns_upstreams", (PLAN, DNS_NODE, "nameserver 127.0.0.53\n"),
+     f"cluster_dns on {DNS_NODE}: the node's /etc/resolv.conf names only systemd-resolved's stub"),
 ])
 def test_a_filter_given_no_plan_names_itself_and_the_problem(name: str, args: tuple[Any, ...],
                                                              says: str) -> None:
@@ -88,10 +91,30 @@ LAB = {"lab_name": "podnet-t", "lab_underlay_cidr": "192.168.56.0/24",
 
 
 def test_lab_errors_pass_a_good_lab_and_name_a_bad_address() -> None:
-    hostvars = {"a": {"ansible_host": "192.168.56.11"}, "b": {"ansible_host": "10.0.0.1"}}
+    hostvars = {"a": {"ansible_host": "192.168.56.11", "ansible_user": "debian"},
+                "b": {"ansible_host": "10.0.0.1", "ansible_user": "debian"}}
     assert lab_filters.podnet_lab_errors(hostvars, ["a"], LAB) == []
     errors = lab_filters.podnet_lab_errors(hostvars, ["a", "b"], LAB)
     assert errors and any("10.0.0.1" in e for e in errors), errors
+
+
+def test_lab_errors_read_how_each_host_is_reached_and_shaped() -> None:
+    hostvars = {"a": {"ansible_host": "192.168.56.11", "ansible_user": "root",
+                      "ansible_port": 70000, "lab_suite": "sid", "lab_resolver": "dnsmasq"},
+                "b": {"ansible_host": "192.168.56.12"}}
+    errors = lab_filters.podnet_lab_errors(hostvars, ["a", "b"],
+                                           {**LAB, "lab_nameservers": ["8.8.8.8"]})
+    assert [e.split(":")[0] for e in errors] == ["a", "a", "a", "a", "b", "lab_nameservers"]
+    assert "a: ansible_user is root, but lab hosts are VM-shaped" in errors[0]
+    assert "a: ansible_port 70000 is not a TCP port" in errors[1]
+    assert "lab_suite 'sid' is not one the lab builds; use one of bookworm, trixie" in errors[2]
+    assert "lab_resolver 'dnsmasq'" in errors[3]
+    assert "b: ansible_user None is not a login name" in errors[4]
+    assert "8.8.8.8 is outside lab_underlay_cidr" in errors[5]
+    # lab_image_suite is the default release of a host without lab_suite
+    good = {"c": {"ansible_host": "192.168.56.13", "ansible_user": "debian"}}
+    assert lab_filters.podnet_lab_errors(good, ["c"], {**LAB, "lab_image_suite": "trixie"}) == []
+    assert lab_filters.podnet_lab_errors(good, ["c"], {**LAB, "lab_image_suite": "buster"})
 
 
 def test_lab_errors_refuse_a_max_hosts_that_is_not_a_number() -> None:
@@ -171,7 +194,7 @@ def test_lab_node_module_check_mode_and_a_missing_image(
                        {**node, "state": "absent", "_ansible_check_mode": True}, capsys)
     assert there["changed"] is True
     started = {**node, "address": "192.168.56.11", "image": str(tmp_path / "image.raw"),
-               "authorized_key": "ssh-ed25519 AAAA test"}
+               "authorized_key": "ssh-ed25519 AAAA test", "user": "debian"}
     down = run_module(lab_node_module.main, {**started, "_ansible_check_mode": True}, capsys)
     assert down["changed"] is True  # no machine runs for it: starting it is a change
     missing = run_module(lab_node_module.main, started, capsys)

@@ -7,6 +7,8 @@ with systemctl's answers given; files, validation, rollback, tools and packages 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ sync = load("podnet_sync_module", ROOT / "plugins/modules/podnet_sync.py")
 
 
 def params(**given: object) -> dict:
-    base: dict = {"packages": [], "update_cache": False, "directories": [], "files": [],
+    base: dict = {"packages": [], "update_cache": False, "cache_valid_time": 3600,
+                  "directories": [], "files": [],
                   "absent": [], "sysctls": {}, "tools": [], "masked": [], "units": []}
     return {**base, **given}
 
@@ -194,9 +197,102 @@ def test_units_are_restarted_started_enabled_and_masked_as_asked(tmp_path: Path,
                {**unit, "name": "stopped.service"}, {**unit, "name": "fine.timer"}]),
         utils.Report(False), False)
     assert restarted == ["changed.service"]
-    assert calls == [("restart", ["changed.service"]), ("start", ["stopped.service"]),
-                     ("enable", ["stopped.service"]), ("stop", ["pkg.service"]),
-                     ("mask", ["pkg.service"])]
+    # the masked unit first: masking comes before the packages are installed (see below)
+    assert calls == [("mask", ["pkg.service"]), ("stop", ["pkg.service"]),
+                     ("restart", ["changed.service"]), ("start", ["stopped.service"]),
+                     ("enable", ["stopped.service"])]
+
+
+def test_a_masked_unit_not_installed_yet_is_masked_before_its_package_installs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian starts a packaged server when it is installed: masking it first keeps it off."""
+    calls: list[str] = []
+    monkeypatch.setattr(sync, "unit_states", lambda names: {n: {
+        "ActiveState": "inactive", "UnitFileState": "", "LoadState": "not-found"} for n in names})
+    monkeypatch.setattr(sync, "systemctl",
+                        lambda report, verb, units, why="": calls.append(f"{verb} {units[0]}"))
+    monkeypatch.setattr(sync, "install_packages",
+                        lambda report, packages, update, valid: calls.append("install"))
+    sync.converge(params(packages=["unbound"], masked=["unbound.service"]),
+                  utils.Report(False), False)
+    assert calls == ["mask unbound.service", "install"]  # no stop: it never ran
+
+
+class FakeApt:
+    """apt-get as install_packages calls it: records each call, answers from a script."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, lists: Path, install_answers: list[int],
+                 missing: list[str]) -> None:
+        self.calls: list[str] = []
+        self.answers = list(install_answers)
+        monkeypatch.setattr(utils, "APT_LISTS", lists)
+        monkeypatch.setattr(utils, "missing_packages", lambda packages: list(missing))
+        monkeypatch.setattr(utils, "run", self.run)
+
+    def run(self, argv: list[str], stdin: str | None = None, timeout: float = 300) -> Any:
+        verb = argv[argv.index("-o") + 2]
+        self.calls.append(verb)
+        assert "DPkg::Lock::Timeout=300" in argv  # waits for a VM's unattended-upgrades
+        rc = self.answers.pop(0) if verb == "install" else 0
+        out = "E: Unable to locate package conntrack" if rc else ""
+        return type("Proc", (), {"returncode": rc, "stdout": "", "stderr": out})()
+
+
+def lists_dir(tmp_path: Path, age: float | None, name: str = "lists") -> Path:
+    """apt's lists folder with one Packages list ``age`` seconds old (None: empty)."""
+    lists = tmp_path / name
+    lists.mkdir()
+    if age is not None:
+        f = lists / "mirror_._Packages"
+        f.write_text("Package: x\n")
+        os.utime(f, (time.time() - age, time.time() - age))
+    return lists
+
+
+@pytest.mark.parametrize(("age", "expected"), [
+    (None, ["update", "install"]),          # a fresh image: no lists at all
+    (7200.0, ["update", "install"]),        # older than cache_valid_time
+    (60.0, ["install"]),                    # fresh: apt is not asked to refresh
+])
+def test_the_package_lists_are_refreshed_when_empty_or_stale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, age: float | None,
+        expected: list[str]) -> None:
+    apt = FakeApt(monkeypatch, lists_dir(tmp_path, age), [0], ["conntrack"])
+    utils.install_packages(utils.Report(False), ["conntrack"], False, 3600)
+    assert apt.calls == expected
+
+
+def test_fresh_lists_apt_cannot_find_a_package_in_are_refreshed_once_and_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    apt = FakeApt(monkeypatch, lists_dir(tmp_path, 60.0), [100, 0], ["conntrack"])
+    utils.install_packages(utils.Report(False), ["conntrack"], False, 3600)
+    assert apt.calls == ["install", "update", "install"]
+
+
+def test_a_package_apt_cannot_find_after_a_refresh_fails_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    apt = FakeApt(monkeypatch, lists_dir(tmp_path, None), [100], ["conntrack"])
+    with pytest.raises(utils.SyncError, match=r"installing conntrack: .*Unable to locate"):
+        utils.install_packages(utils.Report(False), ["conntrack"], False, 3600)
+    assert apt.calls == ["update", "install"]  # refreshed already: no second refresh
+
+
+def test_nothing_missing_asks_apt_nothing_and_a_dry_run_only_notes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    apt = FakeApt(monkeypatch, lists_dir(tmp_path, None), [], [])
+    utils.install_packages(utils.Report(False), ["conntrack"], False, 3600)
+    assert apt.calls == []
+    apt = FakeApt(monkeypatch, lists_dir(tmp_path, None, "dry"), [], ["conntrack"])
+    report = utils.Report(True)
+    utils.install_packages(report, ["conntrack"], False, 3600)
+    assert apt.calls == [] and report.changes == ["installed conntrack"]
+
+
+def test_lists_age_is_none_without_lists(tmp_path: Path) -> None:
+    assert utils.lists_age(tmp_path / "absent") is None
+    assert utils.lists_age(lists_dir(tmp_path, None)) is None
+    age = utils.lists_age(lists_dir(tmp_path, 500.0, "old"))
+    assert age is not None and 499 < age < 600
 
 
 def test_a_bad_mode_is_named(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ def podnet_lab_errors(
     hostvars: dict[str, Any], hosts: list[str], lab_vars: dict[str, Any]
 ) -> list[str]:
     """Validation errors of a lab inventory (empty when it is good)."""
-    records = [{"name": h, "address": hostvars[h].get("ansible_host", "")} for h in hosts]
+    records = [_record(h, hostvars[h], lab_vars) for h in hosts]
     try:
         max_hosts = int(lab_vars.get("lab_max_hosts", lab.DEFAULT_MAX_HOSTS))
     except (TypeError, ValueError) as exc:
@@ -24,7 +24,16 @@ def podnet_lab_errors(
         lab_vars.get("lab_controller_address"),
         records,
         max_hosts=max_hosts,
+        nameservers=list(lab_vars.get("lab_nameservers") or []),
     )
+
+
+def _record(name: str, hv: dict[str, Any], lab_vars: dict[str, Any]) -> dict[str, object]:
+    """A host as podnet.lab.validate reads it: how it is reached and shaped."""
+    return {"name": name, "address": hv.get("ansible_host", ""),
+            "user": hv.get("ansible_user"), "port": hv.get("ansible_port", 22),
+            "suite": hv.get("lab_suite", lab_vars.get("lab_image_suite", "bookworm")),
+            "resolver": hv.get("lab_resolver", "resolv.conf")}
 
 
 def podnet_role_packages(roles_dir: str) -> list[str]:

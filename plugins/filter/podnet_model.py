@@ -61,16 +61,27 @@ def podnet_cluster_pods(hostvars: Any, plan: dict[str, Any], strict: bool = True
 
 
 def podnet_cluster_dns(plan: dict[str, Any], pods: Any, node: str,
-                       resolv_conf: str) -> dict[str, Any]:
+                       resolv_conf: str, resolved_conf: str | None = None) -> dict[str, Any]:
     """What the cluster_dns role renders on ``node``: the records (with the pods' observed
     IPs), the zone serial, the upstream resolvers and the node's DNS pods."""
     typed = _plan(plan, "podnet_cluster_dns")
     try:
-        return clusterdns.node_config(typed, endpoints.observed_ips(pods), node, resolv_conf)
+        return clusterdns.node_config(typed, endpoints.observed_ips(pods), node, resolv_conf,
+                                      resolved_conf)
     except ValueError as exc:
         raise AnsibleFilterError(f"cluster_dns: {exc}") from exc
     except (KeyError, TypeError, StopIteration) as exc:
         raise AnsibleFilterError(f"podnet_cluster_dns: {type(exc).__name__}: {exc}") from exc
+
+
+def podnet_dns_upstreams(plan: dict[str, Any], node: str, resolv_conf: str,
+                         resolved_conf: str | None = None) -> list[str]:
+    """The resolvers ``node``'s DNS pods will forward to (checked before any pod is wired)."""
+    typed = _plan(plan, "podnet_dns_upstreams")
+    try:
+        return clusterdns.node_upstreams(typed, node, resolv_conf, resolved_conf)
+    except ValueError as exc:
+        raise AnsibleFilterError(f"cluster_dns on {node}: {exc}") from exc
 
 
 def podnet_unbound_local_data(records: list[str]) -> str:
@@ -87,5 +98,6 @@ class FilterModule:
             "podnet_kube_proxy": podnet_kube_proxy,
             "podnet_cluster_pods": podnet_cluster_pods,
             "podnet_cluster_dns": podnet_cluster_dns,
+            "podnet_dns_upstreams": podnet_dns_upstreams,
             "podnet_unbound_local_data": podnet_unbound_local_data,
         }

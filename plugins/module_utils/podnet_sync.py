@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -210,17 +211,57 @@ def missing_packages(packages: Iterable[str]) -> list[str]:
     return [p for p in wanted if p not in installed]
 
 
-def install_packages(report: Report, packages: Sequence[str], update_cache: bool) -> None:
+APT_LISTS = Path("/var/lib/apt/lists")
+# apt waits this long for another apt or dpkg (a VM's unattended-upgrades, apt-daily) to let go
+# of its lock, instead of failing at once
+APT_LOCK_TIMEOUT = 300
+APT = ["apt-get", "-q", "-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT}"]
+
+
+def lists_age(lists: Path | None = None, now: float | None = None) -> float | None:
+    """Seconds since apt's package lists (APT_LISTS) were last refreshed; None when there are
+    none (a fresh cloud image's empty cache)."""
+    lists = APT_LISTS if lists is None else lists
+    try:
+        stamps = [p.stat().st_mtime for p in lists.iterdir()
+                  if p.is_file() and p.name.endswith("_Packages")]
+    except OSError:
+        return None
+    if not stamps:
+        return None
+    return (time.time() if now is None else now) - max(stamps)
+
+
+def install_packages(report: Report, packages: Sequence[str], update_cache: bool,
+                     cache_valid_time: int = 3600) -> None:
+    """Install what is missing. The package lists are refreshed first when asked to, when there
+    are none, or when they are older than ``cache_valid_time`` seconds (as Ansible's apt module
+    does); and once more, then the install retried, when apt cannot find a package or a file
+    with lists that were not refreshed in this run (a mirror that moved on)."""
     missing = missing_packages(packages)
     if not missing:
         return
     report.note(f"installed {' '.join(missing)}")
     if report.check_mode:
         return
-    if update_cache:
-        must(["apt-get", "update", "-q"], "refreshing the package lists", timeout=600)
-    must(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-         f"installing {' '.join(missing)}", timeout=1800)
+    age = lists_age()
+    refreshed = update_cache or age is None or age > cache_valid_time
+    if refreshed:
+        must([*APT, "update"], "refreshing the package lists", timeout=600)
+    install = [*APT, "install", "-y", "--no-install-recommends", *missing]
+    proc = run(install, timeout=1800)
+    if proc.returncode != 0 and not refreshed and _stale_lists(proc.stdout + proc.stderr):
+        must([*APT, "update"], "refreshing the stale package lists", timeout=600)
+        proc = run(install, timeout=1800)
+    if proc.returncode != 0:
+        raise SyncError(f"installing {' '.join(missing)}: '{' '.join(install)}' exited "
+                        f"{proc.returncode}: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+
+
+def _stale_lists(output: str) -> bool:
+    """apt's words for lists that no longer match the mirror."""
+    return any(s in output for s in ("Unable to locate package", "404", "Unable to fetch",
+                                     "has no installation candidate"))
 
 
 # -- systemd ----------------------------------------------------------------------------------

@@ -29,6 +29,18 @@ options:
   controller_cidr:
     description: The controller's address on the underlay, with prefix length.
     type: str
+  mirrors:
+    description:
+      - Package mirrors to serve to the lab's hosts, by release, e.g.
+        C({bookworm: /var/cache/podnet/mirrors/bookworm-abc}).
+      - Each is served at C(http://<controller address>:<mirror_port>/<release>/) by an HTTP
+        server inside the lab's network namespace, stopped with the lab.
+    type: dict
+    default: {}
+  mirror_port:
+    description: The port the mirror listens on.
+    type: int
+    default: 80
   state:
     description: Whether the namespace should exist.
     type: str
@@ -65,6 +77,8 @@ def main() -> None:
             "bridge": {"type": "str", "default": "underlay"},
             "state_dir": {"type": "path", "required": True},
             "controller_cidr": {"type": "str"},
+            "mirrors": {"type": "dict", "default": {}},
+            "mirror_port": {"type": "int", "default": 80},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         },
         required_if=[("state", "present", ["controller_cidr"])],
@@ -89,9 +103,12 @@ def main() -> None:
         elif module.check_mode:
             changed = not lab.netns_exists(name)
         else:
-            changed = lab.ensure_netns(
-                name, module.params["bridge"], module.params["controller_cidr"]
-            )
+            p = module.params
+            changed = lab.ensure_netns(name, p["bridge"], p["controller_cidr"])
+            if p["mirrors"]:
+                changed |= lab.ensure_mirror(
+                    name, Path(p["state_dir"]), p["controller_cidr"].split("/")[0],
+                    p["mirror_port"], p["mirrors"])
     except lab.LabError as exc:
         module.fail_json(msg=str(exc), netns=netns)
     module.exit_json(changed=changed, netns=netns)

@@ -9,8 +9,11 @@ module: podnet_lab_node
 short_description: Boot or remove a podnet lab host (a systemd-nspawn machine)
 description:
   - Boots a host from the lab image on an overlay root, on the lab's underlay bridge,
-    with systemd as PID 1, sshd and the lab's SSH key; works when the controller's own
-    PID 1 is not systemd (the launcher is detached and its PID kept).
+    with systemd as PID 1; works when the controller's own PID 1 is not systemd (the
+    launcher is detached and its PID kept).
+  - The host is VM-shaped, as a cloud image after its first boot - a login user with
+    passwordless sudo and the lab's SSH key, no root login, sshd on its own port, its
+    resolver (a plain resolv.conf or systemd-resolved), apt pointed at the lab's mirror.
   - A host that is already running is left alone; one that a previous run left dead
     (killed launcher, stale mounts) is cleaned up and booted again on its own upper layer.
   - C(state=absent) powers the host off and removes its processes, mounts and files.
@@ -41,7 +44,27 @@ options:
     description: Path of the lab image tarball.
     type: path
   authorized_key:
-    description: Public key allowed to log in as root.
+    description: Public key allowed to log in as I(user).
+    type: str
+  user:
+    description: The login user (passwordless sudo); root cannot log in.
+    type: str
+  port:
+    description: The port sshd listens on.
+    type: int
+    default: 22
+  resolver:
+    description: How the host resolves names.
+    type: str
+    choices: [resolv.conf, systemd-resolved]
+    default: resolv.conf
+  nameservers:
+    description: The resolvers the lab's network hands the host.
+    type: list
+    elements: str
+    default: []
+  mirror_url:
+    description: The lab's package mirror for the host's release (apt's only source).
     type: str
   state:
     description: Whether the host should run.
@@ -85,9 +108,15 @@ def main() -> None:
             "bridge": {"type": "str", "default": "underlay"},
             "image": {"type": "path"},
             "authorized_key": {"type": "str", "no_log": False},
+            "user": {"type": "str"},
+            "port": {"type": "int", "default": 22},
+            "resolver": {"type": "str", "choices": ["resolv.conf", "systemd-resolved"],
+                         "default": "resolv.conf"},
+            "nameservers": {"type": "list", "elements": "str", "default": []},
+            "mirror_url": {"type": "str"},
             "state": {"type": "str", "choices": ["started", "absent"], "default": "started"},
         },
-        required_if=[("state", "started", ["address", "image", "authorized_key"])],
+        required_if=[("state", "started", ["address", "image", "authorized_key", "user"])],
         supports_check_mode=True,
     )
     try:
@@ -113,16 +142,18 @@ def main() -> None:
                 msg=f"image {image} does not exist; run the lab role's image "
                 "step (make lab-up) first"
             )
-        changed, line = lab.start_node(
-            p["lab"],
-            state_dir,
-            p["name"],
-            p["address"],
-            p["bridge"],
-            image,
-            p["authorized_key"],
-            p["gateway"],
+        spec = lab.NodeSpec(
+            host=p["name"],
+            address_cidr=p["address"],
+            authorized_key=p["authorized_key"],
+            user=p["user"],
+            port=p["port"],
+            resolver=p["resolver"],
+            nameservers=tuple(p["nameservers"]),
+            mirror_url=p["mirror_url"],
+            gateway=p["gateway"],
         )
+        changed, line = lab.start_node(p["lab"], state_dir, spec, p["bridge"], image)
     except lab.LabError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=changed, known_hosts_line=line)

@@ -25,9 +25,16 @@ options:
     elements: str
     default: []
   update_cache:
-    description: Refresh the package lists before installing missing packages.
+    description:
+      - Refresh the package lists before installing missing packages.
+      - Without it they are refreshed when there are none (a fresh image), when they are
+        older than I(cache_valid_time), and once when apt cannot find a package or file.
     type: bool
     default: false
+  cache_valid_time:
+    description: Seconds the package lists count as fresh (when packages are missing).
+    type: int
+    default: 3600
   directories:
     description: Folders to create.
     type: list
@@ -168,7 +175,11 @@ def _mode(text: str, where: str) -> int:
 
 def converge(params: dict[str, Any], report: Report,
              diff: bool) -> tuple[list[dict[str, Any]], list[str]]:
-    install_packages(report, params["packages"], params["update_cache"])
+    # the distribution's services podnet keeps off are masked before their packages are
+    # installed, so that installing never starts them (Debian starts a server on install)
+    mask_units(report, params["masked"])
+    install_packages(report, params["packages"], params["update_cache"],
+                     params["cache_valid_time"])
 
     for d in params["directories"]:
         sync_directory(report, Path(d["path"]), _mode(d["mode"], d["path"]))
@@ -214,9 +225,7 @@ def converge(params: dict[str, Any], report: Report,
     else:
         tools = [run_tool(report, t["argv"], t["check_arg"]) for t in params["tools"]]
 
-    units = [*params["units"], *({"name": name, "masked": True, "state": "stopped",
-                                   "enabled": None, "restart_on": []}
-                                  for name in params["masked"])]
+    units = params["units"]
     states = unit_states([u["name"] for u in units]) if units else {}
     restarted: list[str] = []
     for u in units:
@@ -244,11 +253,24 @@ def converge(params: dict[str, Any], report: Report,
     return tools, restarted
 
 
+def mask_units(report: Report, names: list[str]) -> None:
+    """Stop and mask each unit that is not masked yet (one that is not installed is masked too:
+    its package will find it so)."""
+    states = unit_states(names) if names else {}
+    for name in names:
+        state = states.get(name, {})
+        if state.get("UnitFileState") != "masked":
+            systemctl(report, "mask", [name])
+        if is_active(state):
+            systemctl(report, "stop", [name], "masked")
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "packages": {"type": "list", "elements": "str", "default": []},
             "update_cache": {"type": "bool", "default": False},
+            "cache_valid_time": {"type": "int", "default": 3600},
             "directories": {"type": "list", "elements": "dict", "default": [], "options": {
                 "path": {"type": "path", "required": True},
                 "mode": {"type": "str", "default": "0755"}}},
