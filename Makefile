@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # packages it and the root-only unit tests use. lint, unit and plan need only the venv.
 IS_ROOT := $(filter 0,$(shell id -u))
 
-.PHONY: help setup venv host-packages lab-up lab-down lab-status plan converge verify verify-quick shell exec demo test lint unit molecule bench clean-cache
+.PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status plan converge verify verify-quick shell exec demo test lint unit molecule bench clean-cache
 
 help:
 	@echo "make demo   - setup + lab-up + converge + verify: the whole demo on the local lab"
@@ -35,8 +35,13 @@ venv: $(if $(IS_ROOT),host-packages)
 	@echo "==> venv: the Python venv in $(VENV)"
 	@scripts/setup.sh venv
 
+# The host images and package mirrors alone (cached; lab-up builds them too when missing)
+lab-image: setup
+	@echo "==> lab-image: build or reuse the lab's host images and package mirrors"
+	$(PLAYBOOK) playbooks/lab-up.yml --tags lab_preflight,lab_image
+
 lab-up: setup
-	@echo "==> lab-up: build or reuse the host image, boot the lab hosts"
+	@echo "==> lab-up: build or reuse the host images and mirrors, boot the VM-shaped lab hosts"
 	$(PLAYBOOK) playbooks/lab-up.yml
 
 lab-down: setup
@@ -107,8 +112,8 @@ else
 endif
 
 molecule: setup
-	@echo "==> molecule test: create the lab, converge, idempotence, verify, destroy"
-	$(BIN)/molecule test
+	@echo "==> molecule test -s vms: create VM-shaped hosts, converge, idempotence, verify, reset, destroy"
+	$(BIN)/molecule test -s vms
 
 test: lint unit molecule
 	@echo "==> test: lint, unit tests and molecule test all passed"
@@ -118,5 +123,5 @@ bench: setup
 	@for b in bench/*.py; do [ -e "$$b" ] || continue; echo "--- $$b"; $(BIN)/python "$$b"; done
 
 clean-cache:
-	@echo "==> clean-cache: remove cached lab images in /var/cache/podnet/images"
-	rm -rf /var/cache/podnet/images
+	@echo "==> clean-cache: remove the cached lab images and package mirrors in /var/cache/podnet"
+	rm -rf /var/cache/podnet/images /var/cache/podnet/mirrors

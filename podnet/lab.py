@@ -824,7 +824,8 @@ def netns_id(name: str) -> int | None:
 def role_packages(roles_dir: str | Path) -> list[str]:
     """Every package named by a role's ``<role>_packages`` default, sorted and unique.
 
-    The lab image carries these so that roles never need a package mirror inside the lab.
+    The lab's package mirror carries these (and their dependencies): the hosts install them
+    from it as VMs install from their site's mirror.
     """
     import yaml  # local: only the controller needs it
 

@@ -349,3 +349,22 @@ def test_finish_answers_changes_outcome_and_diffs_or_fails_with_the_message(tmp_
     utils.finish(module, broken)
     assert module.answer == {"fail": {"msg": "then this went wrong",
                                       "changes": ["did one thing"]}}
+
+
+def test_a_virtual_package_an_installed_package_provides_is_not_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([
+        "curl installed\ndnsutils not-installed\n",
+        "installed\tdnsutils (= 1:9.20.9-1), bind9-host\nconfig-files\tnc\ninstalled\t\n",
+    ])
+    seen: list[list[str]] = []
+
+    def run(argv: list[str], stdin: str | None = None, timeout: float = 300) -> Any:
+        seen.append(argv)
+        return type("Proc", (), {"returncode": 0, "stdout": next(answers), "stderr": ""})()
+
+    monkeypatch.setattr(utils, "run", run)
+    assert utils.missing_packages(["curl", "dnsutils", "netcat"]) == ["netcat"]
+    assert len(seen) == 2  # one more dpkg-query, only because something looked missing
+    assert utils.provided_names("installed\tdnsutils (= 1), x:any\nhalf-installed\ty\n") == \
+        {"dnsutils", "x"}

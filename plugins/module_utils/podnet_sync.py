@@ -201,14 +201,36 @@ def sync_sysctl(report: Report, key: str, value: str) -> None:
 
 # -- packages ---------------------------------------------------------------------------------
 def missing_packages(packages: Iterable[str]) -> list[str]:
-    """Packages not installed, by one dpkg-query (a name it does not know counts as missing)."""
+    """Packages not installed, by one dpkg-query (a name it does not know counts as missing).
+    A virtual name an installed package provides counts as installed (trixie's ``dnsutils`` is
+    bind9-dnsutils'), else apt would be asked to install it on every run."""
     wanted = sorted(set(packages))
     if not wanted:
         return []
     proc = run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *wanted])
     installed = {line.split()[0].split(":")[0] for line in proc.stdout.splitlines()
                  if line.endswith(" installed")}
-    return [p for p in wanted if p not in installed]
+    missing = [p for p in wanted if p not in installed]
+    if missing:
+        provided = provided_names(run(["dpkg-query", "-W", "-f",
+                                       "${db:Status-Status}\t${Provides}\n"]).stdout)
+        missing = [p for p in missing if p not in provided]
+    return missing
+
+
+def provided_names(listing: str) -> set[str]:
+    """The names installed packages provide, from ``dpkg-query -W -f
+    '${db:Status-Status}\\t${Provides}\\n'`` (e.g. ``installed\tdnsutils (= 1:9.20), foo``)."""
+    names: set[str] = set()
+    for line in listing.splitlines():
+        status, _, provides = line.partition("\t")
+        if status.strip() != "installed":
+            continue
+        for item in provides.split(","):
+            name = item.strip().split(" ")[0].split(":")[0]
+            if name:
+                names.add(name)
+    return names
 
 
 APT_LISTS = Path("/var/lib/apt/lists")
