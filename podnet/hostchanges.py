@@ -235,10 +235,11 @@ def inputs(variables: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def node_catalogue(v: Mapping[str, Any], resolv_conf: str | None, paths: NodePaths = PATHS,
-                   unit_dir: str = UNIT_DIR, resolv_path: str = RESOLV_CONF) -> dict[str, Any]:
+                   root: str = "") -> dict[str, Any]:
     """What podnet_reset acts on for one host, from ``inputs()``. ``resolv_conf`` is what
     node_base writes to /etc/resolv.conf for this host (None: it writes nothing). ValueError
-    names the variable and the fix. ``unit_dir`` and ``resolv_path`` move only in tests."""
+    names the variable and the fix. ``root`` moves the system places this module names (the
+    unit folder, the modules-load file, resolv.conf) under a test's folder."""
     cidrs = {}
     for name in SETTINGS_INPUTS:
         try:
@@ -262,7 +263,7 @@ def node_catalogue(v: Mapping[str, Any], resolv_conf: str | None, paths: NodePat
     return {
         "version": RECORD_VERSION,
         "record": paths.host_record,
-        "units": {"dir": unit_dir, "prefix": UNIT_PREFIX,
+        "units": {"dir": root + UNIT_DIR, "prefix": UNIT_PREFIX,
                   # stopped before anything else: both put podnet's rules back
                   "first": [f"{UNIT_PREFIX}iptables-canary.service",
                             f"{UNIT_PREFIX}endpoints.service"],
@@ -270,7 +271,7 @@ def node_catalogue(v: Mapping[str, Any], resolv_conf: str | None, paths: NodePat
                   # a renamed upstream DNS unit is podnet's even without the prefix
                   "extra": [] if service.startswith(UNIT_PREFIX) else [service]},
         "pods": {"dir": paths.pods_dir, "state_dir": paths.pod_state_dir,
-                 "runtime": paths.cni_runtime, "netns_dir": paths.netns_dir},
+                 "runtime": paths.cni_runtime},
         "cni": {"network": paths.cni_network, "bridge": paths.cni_bridge,
                 "cache_dir": paths.cni_cache_dir, "reservations": paths.cni_reservations,
                 "files": [paths.network_conf, paths.loopback_conf]},
@@ -283,7 +284,7 @@ def node_catalogue(v: Mapping[str, Any], resolv_conf: str | None, paths: NodePat
         # removed whole: podnet's own folders and files
         "trees": [config_root(paths), run_root(paths), paths.lib_dir,
                   _path(v["upstream_dns_dir"], "upstream_dns_dir"),
-                  f"{paths.facts_dir}/{FACT_FILE}", MODULES_FILE,
+                  f"{paths.facts_dir}/{FACT_FILE}", root + MODULES_FILE,
                   _path(v["node_base_sysctl_file"], "node_base_sysctl_file")],
         "globs": [f"{paths.bin_dir}/{UNIT_PREFIX}*", f"{bin_parent}/bin/podnet-netexec"],
         "state_root": {"path": state_root(paths), "keep": list(CONTROLLER_ONLY)},
@@ -295,7 +296,21 @@ def node_catalogue(v: Mapping[str, Any], resolv_conf: str | None, paths: NodePat
         "sysctls": sorted(str(k) for k in sysctls),
         "masked": sorted({*masked, *ALSO_MASKED}),
         "packages": packages,
-        "resolv": {"path": resolv_path, "podnet": resolv_conf, "stub": RESOLVED_STUB,
+        "resolv": {"path": root + RESOLV_CONF, "podnet": resolv_conf, "stub": root + RESOLVED_STUB,
                    "stub_link": RESOLVED_LINK},
     }
 
+
+
+def table(paths: NodePaths = PATHS) -> str:
+    """``changes()`` as the Markdown table docs/host-changes.md holds (between its
+    ``hostchanges`` markers; ``python -m podnet.hostchanges`` prints it)."""
+    rows = ["| kind | what, where | made by | reset | left as it is |", "|---|---|---|---|---|"]
+    for c in changes(paths):
+        cells = [c.kind, c.what, c.role, c.undo, c.kept or "-"]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(table(), end="")

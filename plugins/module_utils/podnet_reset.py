@@ -382,12 +382,17 @@ class Reset:
                 continue
             if runtime.exists() and (folder / "pod.json").exists():
                 # units, CNI DEL (host-local releases the address), namespace, files
-                proc = subprocess.run([str(runtime), "remove", folder.name], capture_output=True,
-                                      text=True, check=False, timeout=300, env=self.env)
-                if proc.returncode == 0:
+                try:
+                    proc = subprocess.run([str(runtime), "remove", folder.name],
+                                          capture_output=True, text=True, check=False,
+                                          timeout=300, env=self.env)
+                    why = proc.stderr.strip()[-300:] if proc.returncode else ""
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    why = str(exc)
+                if not why:
                     continue
-                self.report.note(f"pod {folder.name}: podnet-cni remove failed "
-                                 f"({proc.stderr.strip()[-300:]}); removed directly")
+                self.report.note(f"pod {folder.name}: podnet-cni remove failed ({why}); "
+                                 "removed directly")
             spec = _json(folder / "pod.json")
             units = [*spec.get("units", []), f"{self.cat['units']['sandbox']}{folder.name}.service"]
             self.systemctl("stop", "--", *units)
