@@ -4,10 +4,10 @@ Each test builds a podnet host in an ``unshare --net --mount`` sandbox with podn
 (pods through podnet-cni and the real CNI plugins, rules through podnet-iptables, routes
 through podnet-routes), with every path of the catalogue under the test's folder. It plants
 what is not podnet's beside it (a nat chain and the jump to it, a filter rule, a route, a
-namespace, a unit, a CNI cache entry), then runs reset, the residue check and the record as
-the module does, and checks what went and what stayed. systemd is not PID 1 here: a stand-in
-systemctl logs what it is asked; conntrack is a stand-in too (the machine has none), answering
-with a fixed table.
+namespace, a unit, a CNI cache entry), then runs reset, the residue check and the record through
+the module's own converge(), and checks what went and what stayed. systemd is not PID 1 here:
+a stand-in systemctl logs what it is asked; conntrack is a stand-in too (the machine has none),
+over a table of flows.
 """
 
 from __future__ import annotations
@@ -45,16 +45,11 @@ def load(name, path):
     return module
 root, mode, catalogue = sys.argv[1], sys.argv[2], sys.argv[3]
 sync = load("ansible.module_utils.podnet_sync", root + "/plugins/module_utils/podnet_sync.py")
-reset = load("ansible.module_utils.podnet_reset", root + "/plugins/module_utils/podnet_reset.py")
-cat = json.load(open(catalogue))
+load("ansible.module_utils.podnet_reset", root + "/plugins/module_utils/podnet_reset.py")
+module = load("podnet_reset_module", root + "/plugins/modules/podnet_reset.py")
 report = sync.Report("--check" in sys.argv)
 try:
-    if mode == "reset":
-        out = reset.Reset(cat, report).run()
-    elif mode == "residue":
-        out = reset.residue(cat)
-    else:
-        out = reset.record(cat, report)
+    out = module.converge({"mode": mode, "catalogue": json.load(open(catalogue))}, report)
 except sync.SyncError as exc:
     out = {"error": str(exc)}
 print("RESULT " + json.dumps({"changes": report.changes, **out}))
@@ -145,7 +140,8 @@ def world(tmp_path: Path) -> Path:
 def sandbox(world: Path, script: str) -> subprocess.CompletedProcess[str]:
     """``script`` in bash in a new network and mount namespace: a private /run (pod namespaces
     made here vanish with it) and podnet-iptables' state folder on tmpfs; $RESET MODE runs the
-    module's node side on the catalogue and prints its answer as one RESULT line."""
+    module (its converge(), as Ansible's run does) on the catalogue and prints its answer as one
+    RESULT line."""
     env = {**os.environ, "WORLD": str(world), "PATH": f"{world}/bin:{os.environ['PATH']}",
            "RESET": f"{sys.executable} {world}/driver.py {ROOT}",
            "CAT": str(world / "catalogue.json"),
@@ -454,7 +450,7 @@ echo "FORWARD $(sysctl -n net.ipv4.ip_forward)"
     assert "unmasked unbound.service" not in done["changes"]
     assert f"removed {record}" in done["changes"]
     # the record went with the reset: a mask left is the host's, or podnet's without a record
-    assert after == {"changes": [], "left": [], "kept": [
+    assert after == {"changes": [], "left": [], "warning": "", "kept": [
         "unit unbound.service is masked: no record says whether podnet masked it"]}, after
     assert "FORWARD 0" in run.stdout
     assert str((world / "etc/resolv.conf").readlink()) == "../run/systemd/resolve/stub-resolv.conf"
