@@ -55,10 +55,21 @@ except sync.SyncError as exc:
 print("RESULT " + json.dumps({"changes": report.changes, **out}))
 '''
 
-SYSTEMCTL = """#!/bin/sh
-echo "$*" >> "$WORLD/systemctl.log"
-[ "$1" = list-units ] && cat "$WORLD/units.list" 2>/dev/null
-exit 0
+# a stand-in systemctl: list-units answers from units.list ("UNIT LOAD ACTIVE SUB"), stop takes
+# a unit out of it
+SYSTEMCTL = """#!PYTHON
+import os, sys
+world = os.environ["WORLD"]
+with open(os.path.join(world, "systemctl.log"), "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+listed = os.path.join(world, "units.list")
+lines = open(listed).read().splitlines() if os.path.exists(listed) else []
+if sys.argv[1] == "list-units":
+    print("\\n".join(lines))
+elif sys.argv[1] in ("stop", "disable"):
+    gone = set(sys.argv[2:])
+    open(listed, "w").write("".join(line + "\\n" for line in lines
+                                    if line.split()[0] not in gone))
 """
 
 # a stand-in conntrack over a table file: -L lists it, -D -d/-s CIDR and -D -r ADDRESS delete
@@ -129,9 +140,8 @@ def catalogue(world: Path, **given: Any) -> dict[str, Any]:
 @pytest.fixture
 def world(tmp_path: Path) -> Path:
     (tmp_path / "bin").mkdir()
-    for name, text in (("systemctl", SYSTEMCTL),
-                       ("conntrack", CONNTRACK.replace("PYTHON", sys.executable))):
-        (tmp_path / "bin" / name).write_text(text)
+    for name, text in (("systemctl", SYSTEMCTL), ("conntrack", CONNTRACK)):
+        (tmp_path / "bin" / name).write_text(text.replace("PYTHON", sys.executable))
         (tmp_path / "bin" / name).chmod(0o755)
     (tmp_path / "driver.py").write_text(DRIVER)
     return tmp_path
@@ -294,6 +304,12 @@ def test_reset_removes_all_of_podnets_and_nothing_else(world: Path) -> None:
     setup = build_host(world)
     plant_foreign_files(world)
     (world / "conntrack.table").write_text(FLOWS)
+    (world / "units.list").write_text(
+        "podnet-routes.service loaded active exited x\n"
+        "podnet-iptables-canary.service loaded active running x\n"
+        "podnet-endpoints.service loaded active running x\n"
+        "podnet-demo_web-1-netexec.service loaded active running x\n"
+        "podnet-gone.service not-found inactive dead x\n")  # no file, nothing running: no change
     run = sandbox(world, setup + FOREIGN + """
 $RESET residue $CAT
 $RESET reset $CAT --check
@@ -355,9 +371,15 @@ echo "FORWARD $(sysctl -n net.ipv4.ip_forward)"
     assert (world / "etc/cni/net.d").is_dir()  # it still holds another network's file
     assert not (world / "etc/systemd/system/nginx.service").exists()  # unmasked
     assert not (world / "etc/podnet").exists() and not (world / "var/lib/podnet").exists()
-    log = (world / "systemctl.log").read_text()
-    assert "disable --now podnet-demo_web-1-netexec.service podnet-sandbox@demo_web-1.service" \
-        in log  # podnet-cni remove stopped the pod's units
+    log = (world / "systemctl.log").read_text().splitlines()
+    stops = [line for line in log if line.startswith(("stop", "disable"))]
+    # the units that would put the rules back go first; podnet-cni remove stops each pod's
+    assert stops[:2] == [
+        "stop -- podnet-iptables-canary.service podnet-endpoints.service",
+        "disable --now podnet-demo_web-1-netexec.service podnet-sandbox@demo_web-1.service"], log
+    assert "stop -- podnet-routes.service" in stops
+    assert "unit podnet-routes.service is loaded active" in left
+    assert not any("podnet-gone" in line for line in left)
     deleted = [line for line in (world / "conntrack.log").read_text().splitlines()
                if line.startswith("-D")]
     assert deleted == ["-D -d 10.96.0.0/12", "-D -s 10.244.0.0/16", "-D -r 10.244.0.2",

@@ -357,7 +357,10 @@ class Reset:
         netns = podnet_netns(self.cat)  # before the pods' files go
         extra = declared_by_files(self.cat)  # before the rule files go
         self.pods()
-        rest = [u for u, (_, active) in sorted(units.items())
+        # what the pods' removal left running (in check mode: all of it)
+        after = loaded_units(self.cat)
+        units.update(after)
+        rest = [u for u, (_, active) in sorted(after.items())
                 if u not in first and active != "inactive"]
         if rest:
             self.report.note(f"stopped {' '.join(rest)}")
