@@ -1,7 +1,7 @@
 """podnet/hostchanges.py, the one list of podnet's host changes: it covers everything the roles,
-the renderers and the node tools make (a new chain, unit, path or tool state outside it fails
-here), it agrees with the names they spell, bad input is named with its fix, and
-docs/host-changes.md holds its table."""
+the renderers and the node tools make (a new chain, unit, path, tool state, or a file a role
+writes where reset does not look, fails here), it agrees with the names they spell, bad input is
+named with its fix, and docs/host-changes.md holds its table."""
 
 from __future__ import annotations
 
@@ -162,6 +162,39 @@ def test_every_node_path_podnet_writes_is_one_reset_removes() -> None:
     assert not left, left
     assert removed(PATHS.cni_runtime) and removed(PATHS.netexec)
     assert removed(PATHS.pod_dir("ns_p")) and removed(PATHS.cni_result("abc"))
+
+
+# paths the node roles' tasks write that only the run knows: each pod's server config (in its
+# pod folder) and the cluster DNS records' folder (PATHS.dns_dir, from the podnet_cluster_dns
+# filter)
+RUN_TIME_PATHS = {"{{ item.config }}", "{{ __cluster_dns.records_path | dirname }}"}
+CONTROLLER_ROLES = ("lab", "cluster_model")  # they run on localhost, not on a host
+
+
+def resolved(path: str) -> str | None:
+    """A task's ``path:`` with the node paths and role defaults it names filled in."""
+    paths = PATHS.as_dict()
+    defaults = {k: v for role in ("node_base", "upstream_dns")
+                for k, v in hostchanges.role_defaults(role).items()}
+    out = re.sub(r"\{\{ __\w+_paths\.(\w+) \| dirname \}\}",
+                 lambda m: str(Path(paths[m.group(1)]).parent), path)
+    out = re.sub(r"\{\{ __\w+_paths\.(\w+) \}\}", lambda m: str(paths[m.group(1)]), out)
+    out = re.sub(r"\{\{ (\w+) \}\}", lambda m: str(defaults.get(m.group(1), m.group(0))), out)
+    return None if "{{" in out else out
+
+
+def test_every_path_the_node_roles_write_is_one_reset_removes() -> None:
+    tasks = {name: data for name, data in role_tasks().items()
+             if name.split("/")[1] not in CONTROLLER_ROLES}
+    written = set(written_paths(tasks))
+    unknown = {p for p in written if resolved(p) is None}
+    assert unknown == RUN_TIME_PATHS, unknown  # a new one: teach resolved() or reset about it
+    unit_dir = hostchanges.UNIT_DIR + "/" + hostchanges.UNIT_PREFIX
+    left = sorted(r for p in written - unknown if (r := resolved(p)) is not None
+                  and not removed(r) and not r.startswith(unit_dir)
+                  and r != hostchanges.RESOLV_CONF)
+    assert not left, f"written by a role, not removed by reset: {left}"
+    assert any(str(resolved(p)).startswith(unit_dir) for p in written)
 
 
 def test_the_docs_hold_the_table_of_changes() -> None:
