@@ -32,6 +32,9 @@ class NodePaths:
     # reboot every pod starts ready again, as in Kubernetes
     unready_pods: str = "/run/podnet/unready-pods"
     facts_dir: str = "/etc/ansible/facts.d"  # Ansible local facts (ansible_local.podnet)
+    # what the host was before podnet's first change (resolv.conf, sysctls, masked units,
+    # packages): node_reset's record.yml writes it once, reset puts those back, then deletes it
+    host_record: str = "/var/lib/podnet/host-record.json"
     # names the same components share
     cni_network: str = "podnet"  # the conflist's name: host-local's and libcni's cache folders
     cni_bridge: str = "cni0"  # the pods' bridge, holding each node's pod gateway
