@@ -50,6 +50,13 @@ NSPAWN_RUNTIME_DIRS = (
     Path("/run/systemd/nspawn/propagate"),
     Path("/run/systemd/nspawn/unix-export"),
 )
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Under each cgroup hierarchy systemd-nspawn uses, every lab host gets a cgroup of its own,
+# <hierarchy>/podnet-lab/<machine>. systemd-nspawn makes the container's cgroups (payload/,
+# supervisor/) under the cgroup it starts in; started in a shared one (this machine's root
+# cgroup, when its PID 1 is not systemd), every host's units would share one cgroup per unit
+# name, and stopping a unit on one host would kill its namesake's processes on another.
+CGROUP_DIR = "podnet-lab"
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 HOST_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 USER_NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -612,12 +619,19 @@ def start_node(
     )
     _prepare_root(root, spec)
     # The launcher boots the node again when it reboots (systemd-nspawn exits with 133 on
-    # `systemctl reboot` inside), as a VM's firmware would; any other exit ends it.
+    # `systemctl reboot` inside), as a VM's firmware would; any other exit ends it. Each boot
+    # starts in the node's own cgroups (PODNET_CGROUPS, see CGROUP_DIR); the launcher stays out
+    # of them, so that they hold only the container.
+    cgroups = node_cgroups(lab, host)
+    for cg in cgroups:
+        cg.mkdir(parents=True, exist_ok=True)
+    join = 'for g in $PODNET_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 1; done; exec "$@"'
     cmd = [
         "/bin/sh",
         "-c",
-        'while :; do "$@"; rc=$?; [ "$rc" -eq 133 ] || exit "$rc"; done',
-        "podnet-lab-launcher",
+        'while :; do /bin/sh -c "$0" podnet-lab-node "$@"; rc=$?; '
+        '[ "$rc" -eq 133 ] || exit "$rc"; done',
+        join,
         "nsenter",
         f"--net={NETNS_DIR / lab}",
         "systemd-nspawn",
@@ -644,6 +658,7 @@ def start_node(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env={**os.environ, "PODNET_CGROUPS": " ".join(str(c) for c in cgroups)},
         )
     (node_dir / "nspawn.pid").write_text(f"{proc.pid}\n")
     time.sleep(0.5)
@@ -651,6 +666,37 @@ def start_node(
         tail = (node_dir / "nspawn.log").read_text(errors="replace")[-800:]
         raise LabError(f"{host}: systemd-nspawn exited with {proc.returncode}: {tail}")
     return True, host_key_line(root, spec.address, spec.port)
+
+
+def cgroup_hierarchies(root: Path = CGROUP_ROOT) -> list[Path]:
+    """The cgroup hierarchies systemd-nspawn puts a container in: the unified one alone
+    (cgroup v2), or the named systemd one and the unified one (hybrid, or v1 without unified)."""
+    if (root / "cgroup.controllers").exists():
+        return [root]
+    return [h for h in (root / "systemd", root / "unified") if (h / "cgroup.procs").exists()]
+
+
+def node_cgroups(lab: str, host: str, root: Path = CGROUP_ROOT) -> list[Path]:
+    """The host's own cgroup in each hierarchy (see CGROUP_DIR)."""
+    return [h / CGROUP_DIR / machine_name(lab, host) for h in cgroup_hierarchies(root)]
+
+
+def _remove_cgroups(cgroups: Iterable[Path]) -> bool:
+    """Remove cgroup folders deepest first (rmdir: a cgroup with processes stays and
+    residue() reports it); then the shared podnet-lab folder when no lab uses it."""
+    changed = False
+    for top in cgroups:
+        if not top.is_dir():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+            changed = True
+        with contextlib.suppress(OSError):
+            top.parent.rmdir()  # succeeds only when it is empty
+    return changed
 
 
 def _cleanup_node_runtime(lab: str, node_dir: Path, host: str) -> bool:
@@ -682,6 +728,7 @@ def _cleanup_node_runtime(lab: str, node_dir: Path, host: str) -> bool:
         if leftover.exists():
             shutil.rmtree(leftover, ignore_errors=True)
             changed = True
+    changed |= _remove_cgroups(node_cgroups(lab, host))
     (node_dir / "nspawn.pid").unlink(missing_ok=True)
     return changed
 
@@ -737,6 +784,8 @@ def residue(lab: str, state_dir: Path, hosts: Iterable[str] = ()) -> list[str]:
         for host in sorted(names):
             if (base / machine_name(lab, host)).exists():
                 found.append(f"nspawn runtime {base / machine_name(lab, host)} of {host}")
+    for host in sorted(names):
+        found += [f"cgroup {cg} of {host}" for cg in node_cgroups(lab, host) if cg.exists()]
     links = _run(["ip", "-o", "link", "show"]).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
