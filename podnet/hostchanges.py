@@ -44,10 +44,6 @@ PODNET_COMMENT = "podnet:"  # how pod_network's rules and jumps begin their comm
 # masked by the cluster_dns and upstream_dns roles in their task files (the kubelet role masks
 # kubelet_masked_services): the distribution's unbound, replaced by podnet's own instances
 ALSO_MASKED = ("unbound.service",)
-# systemd-resolved's stub resolver file, and the link Debian and Ubuntu point resolv.conf at
-RESOLVED_STUB = "/run/systemd/resolve/stub-resolv.conf"
-RESOLVED_LINK = "../run/systemd/resolve/stub-resolv.conf"
-RESOLV_CONF = "/etc/resolv.conf"
 # entries of the state root that are the lab controller's, never a host's (podnet/lab.py keeps
 # each lab's state in /var/lib/podnet/labs/<lab>): reset and its check leave them alone
 CONTROLLER_ONLY = ("labs",)
@@ -58,7 +54,7 @@ TOOL_STATE = ("/var/lib/podnet/iptables", "/var/lib/podnet/cluster-dns",
 # the variables the catalogue reads: (variable, role whose defaults/main.yml gives its default)
 ROLE_INPUTS = (
     ("node_base_sysctls", "node_base"), ("node_base_sysctl_file", "node_base"),
-    ("node_base_nameservers", "node_base"), ("node_base_packages", "node_base"),
+    ("node_base_packages", "node_base"),
     ("cni_packages", "cni"), ("kubelet_packages", "kubelet"),
     ("kubelet_masked_services", "kubelet"), ("cluster_dns_packages", "cluster_dns"),
     ("upstream_dns_packages", "upstream_dns"), ("upstream_dns_dir", "upstream_dns"),
@@ -153,16 +149,13 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "unmasked, except those the record says were masked before podnet; without a "
                "record, unmasked when the host has other traces of podnet. They stay stopped",
                kept="their enablement at boot is what their packages set"),
-        Change("resolv", f"{RESOLV_CONF} (node_base_nameservers)", "node_base",
-               "put back as the record has it (a file or a link)",
-               kept="without a record: a host running systemd-resolved gets resolved's stub "
-               "link back; any other host keeps podnet's file (reset says so)"),
         Change("package", "node_base_packages, cni_packages, kubelet_packages, "
                "cluster_dns_packages, upstream_dns_packages", "every role",
                "kept: removing a package can remove what the host needs (kubespray's reset "
                "keeps them too)", kept="the record tells which podnet installed: reset lists "
                "them so they can be removed by hand"),
-        Change("record", f"{p.host_record} (the host before podnet)", "node_reset (record.yml)",
+        Change("record", f"{p.host_record} (the host before podnet)",
+               "node_reset (record.yml, from site.yml's first host play)",
                "used by reset, then removed last"),
     )
 
@@ -234,12 +227,11 @@ def inputs(variables: Mapping[str, Any]) -> dict[str, Any]:
     return v
 
 
-def node_catalogue(v: Mapping[str, Any], resolv_conf: str | None, paths: NodePaths = PATHS,
+def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
                    root: str = "") -> dict[str, Any]:
-    """What podnet_reset acts on for one host, from ``inputs()``. ``resolv_conf`` is what
-    node_base writes to /etc/resolv.conf for this host (None: it writes nothing). ValueError
-    names the variable and the fix. ``root`` moves the system places this module names (the
-    unit folder, the modules-load file, resolv.conf) under a test's folder."""
+    """What podnet_reset acts on for one host, from ``inputs()``. ValueError names the variable
+    and the fix. ``root`` moves the system places this module names (the unit folder, the
+    modules-load file) under a test's folder."""
     cidrs = {}
     for name in SETTINGS_INPUTS:
         try:
@@ -250,7 +242,6 @@ def node_catalogue(v: Mapping[str, Any], resolv_conf: str | None, paths: NodePat
     if not isinstance(sysctls, Mapping) or not all(isinstance(k, str) for k in sysctls):
         raise ValueError(f"node_base_sysctls: {sysctls!r} is not a mapping of sysctl names to "
                          "values; give one such as {net.ipv4.ip_forward: 1}")
-    _str_list(v["node_base_nameservers"], "node_base_nameservers", empty=True)
     masked = _str_list(v["kubelet_masked_services"], "kubelet_masked_services", empty=True)
     packages = sorted({p for name in ("node_base_packages", "cni_packages", "kubelet_packages",
                                       "cluster_dns_packages", "upstream_dns_packages")
@@ -296,10 +287,7 @@ def node_catalogue(v: Mapping[str, Any], resolv_conf: str | None, paths: NodePat
         "sysctls": sorted(str(k) for k in sysctls),
         "masked": sorted({*masked, *ALSO_MASKED}),
         "packages": packages,
-        "resolv": {"path": root + RESOLV_CONF, "podnet": resolv_conf, "stub": root + RESOLVED_STUB,
-                   "stub_link": RESOLVED_LINK},
     }
-
 
 
 def table(paths: NodePaths = PATHS) -> str:

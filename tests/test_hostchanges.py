@@ -19,7 +19,7 @@ from podnet.paths import PATHS
 
 ROOT = Path(__file__).resolve().parents[1]
 reset = load("ansible.module_utils.podnet_reset", ROOT / "plugins/module_utils/podnet_reset.py")
-CAT = hostchanges.node_catalogue(hostchanges.inputs({}), None)
+CAT = hostchanges.node_catalogue(hostchanges.inputs({}))
 
 
 def every_kind_of_service() -> list[proxier.ServicePort]:
@@ -126,7 +126,6 @@ def test_the_pods_units_and_namespaces_are_named_as_reset_finds_them() -> None:
 def test_node_bases_files_are_the_ones_reset_removes() -> None:
     configure = (ROOT / "roles/node_base/tasks/configure.yml").read_text()
     assert f"path: {hostchanges.MODULES_FILE}" in configure
-    assert "path: /etc/resolv.conf" in configure and hostchanges.RESOLV_CONF == "/etc/resolv.conf"
     assert hostchanges.role_defaults("node_base")["node_base_sysctl_file"] in CAT["trees"]
     install = (ROOT / "roles/kubelet/tasks/install.yml").read_text()
     assert f"facts_dir }}}}/{hostchanges.FACT_FILE}" in install
@@ -191,8 +190,7 @@ def test_every_path_the_node_roles_write_is_one_reset_removes() -> None:
     assert unknown == RUN_TIME_PATHS, unknown  # a new one: teach resolved() or reset about it
     unit_dir = hostchanges.UNIT_DIR + "/" + hostchanges.UNIT_PREFIX
     left = sorted(r for p in written - unknown if (r := resolved(p)) is not None
-                  and not removed(r) and not r.startswith(unit_dir)
-                  and r != hostchanges.RESOLV_CONF)
+                  and not removed(r) and not r.startswith(unit_dir))
     assert not left, f"written by a role, not removed by reset: {left}"
     assert any(str(resolved(p)).startswith(unit_dir) for p in written)
 
@@ -206,7 +204,7 @@ def test_the_docs_hold_the_table_of_changes() -> None:
         "python -m podnet.hostchanges between its markers")
     kinds = {c.kind for c in hostchanges.changes()}
     assert kinds >= {"unit", "netns", "cni", "link", "route", "iptables", "conntrack", "file",
-                     "sysctl", "mask", "resolv", "package", "record"}
+                     "sysctl", "mask", "package", "record"}
 
 
 def test_every_input_has_a_default_in_its_role() -> None:
@@ -218,11 +216,11 @@ def test_every_input_has_a_default_in_its_role() -> None:
     assert values["podnet_service_cidr"] == "10.32.0.0/16"
     assert values["node_base_sysctl_file"] == "/etc/sysctl.d/90-podnet.conf"  # role default
     assert values["podnet_cluster_cidr"] == "10.244.0.0/16"  # settings default
-    cat = hostchanges.node_catalogue(values, None)
+    cat = hostchanges.node_catalogue(values)
     assert cat["masked"] == ["a.service", "unbound.service"]
     assert cat["conntrack"]["service_cidr"] == "10.32.0.0/16"
     renamed = hostchanges.node_catalogue(hostchanges.inputs(
-        {"upstream_dns_service": "lab-dns.service"}), None)
+        {"upstream_dns_service": "lab-dns.service"}))
     assert renamed["units"]["extra"] == ["lab-dns.service"]
 
 
@@ -247,7 +245,7 @@ def test_every_input_has_a_default_in_its_role() -> None:
 ])
 def test_bad_input_is_named_with_the_fix(given: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as caught:
-        hostchanges.node_catalogue(hostchanges.inputs(given), None)
+        hostchanges.node_catalogue(hostchanges.inputs(given))
     assert str(caught.value) == message
 
 
@@ -257,10 +255,11 @@ def test_the_lookup_gives_the_catalogue_or_the_problems() -> None:
 
     plugin = load("podnet_host_changes_lookup", ROOT / "plugins/lookup/podnet_host_changes.py")
     lookup = plugin.LookupModule(loader=DataLoader(), templar=Templar(loader=DataLoader()))
-    (good,) = lookup.run([], variables={"node_base_nameservers": ["192.0.2.53"],
+    (good,) = lookup.run([], variables={"kubelet_masked_services": ["a.service"],
                                         "unrelated": "{{ undefined_variable }}"})
-    assert good["errors"] == [] and good["nameservers"] == ["192.0.2.53"]
-    assert good["catalogue"] == hostchanges.node_catalogue(hostchanges.inputs({}), None)
+    assert good == {"errors": [], "catalogue": hostchanges.node_catalogue(hostchanges.inputs(
+        {"kubelet_masked_services": ["a.service"]}))}
+    assert good["catalogue"]["masked"] == ["a.service", "unbound.service"]
     (bad,) = lookup.run([], variables={"podnet_service_cidr": "nope"})
     assert bad["catalogue"] == {} and bad["errors"][0].startswith("podnet_service_cidr: 'nope'")
     with pytest.raises(Exception, match="podnet_host_changes takes no terms"):

@@ -115,15 +115,12 @@ def node_paths(world: Path) -> NodePaths:
         host_record=f"{w}/var/lib/podnet/host-record.json")
 
 
-RESOLV = "#\n# Ansible managed\n#\nnameserver 192.168.56.100\n"
-
-
 def catalogue(world: Path, **given: Any) -> dict[str, Any]:
     values = hostchanges.inputs({
         "node_base_sysctls": {"net.ipv4.ip_forward": 1},
         "node_base_sysctl_file": f"{world}/etc/sysctl.d/90-podnet.conf",
         "upstream_dns_dir": f"{world}/etc/podnet/upstream-dns", **given})
-    cat = hostchanges.node_catalogue(values, RESOLV, node_paths(world), root=str(world))
+    cat = hostchanges.node_catalogue(values, node_paths(world), root=str(world))
     # nothing of the catalogue may name a place outside the test's folder
     def places(value: Any) -> list[str]:
         if isinstance(value, dict):
@@ -246,8 +243,6 @@ def build_host(world: Path) -> str:
         text = "\n".join(line for line in text.splitlines() if "{%" not in line
                          and "node.address" not in line) + "\n"
         Path(f"{p.iptables_dir}/{name}").write_text(text)
-    (world / "etc/resolv.conf").unlink(missing_ok=True)
-    (world / "etc/resolv.conf").write_text(RESOLV)
     return f"""
 ip link add host0 type veth peer name host0-peer && ip addr add 192.168.56.11/24 dev host0
 ip link set host0 up && ip link set host0-peer up
@@ -358,7 +353,6 @@ echo "FORWARD $(sysctl -n net.ipv4.ip_forward)"
     assert "deleted 4 conntrack flows of the Services and pods" in done["changes"]
     assert "sysctl net.ipv4.ip_forward = 1 kept: no record of its value before podnet" \
         in done["kept"]
-    assert any("resolv.conf kept as podnet wrote it" in k for k in done["kept"]), done["kept"]
     assert after["left"] == [], after["left"]
     assert again["changes"] == [], again["changes"]  # a second reset changes nothing
     out = run.stdout
@@ -420,7 +414,6 @@ def test_a_host_podnet_never_touched_is_left_alone(world: Path) -> None:
     catalogue(world)
     plant_foreign_files(world)
     (world / "etc/systemd/system/nginx.service").symlink_to("/dev/null")  # the admin's mask
-    (world / "etc/resolv.conf").write_text("nameserver 192.0.2.53\n")
     run = sandbox(world, FOREIGN + """
 ip netns add other_pod
 $RESET reset $CAT --check
@@ -440,12 +433,11 @@ $RESET residue $CAT
     foreign_files_kept(world)
 
 
-def test_the_record_puts_back_resolv_conf_sysctls_and_masks(world: Path) -> None:
-    catalogue(world)
+def test_the_record_puts_back_sysctls_and_masks(world: Path) -> None:
+    cat = catalogue(world)
     units = world / "etc/systemd/system"
     units.mkdir(parents=True)
     (units / "unbound.service").symlink_to("/dev/null")  # masked before podnet: stays masked
-    (world / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
     # a fresh network namespace forwards nothing: the record keeps ip_forward = 0
     first = sandbox(world, "$RESET record $CAT --check\n$RESET record $CAT\n$RESET record $CAT\n")
     dry, recorded, again = results(first)
@@ -453,7 +445,15 @@ def test_the_record_puts_back_resolv_conf_sysctls_and_masks(world: Path) -> None
     assert dry["changes"] == [f"recorded the host before podnet in {record}"]
     assert recorded["changes"] == dry["changes"]
     assert again["changes"] == [] and again["warning"] == ""  # recorded once
-    # a converge: podnet's resolv.conf, ip_forward = 1, nginx masked
+    # what reset puts back, and nothing else (resolv.conf is not podnet's: no field for it)
+    recorded_host = json.loads(Path(record).read_text())
+    packages = recorded_host.pop("packages")
+    assert recorded_host == {"version": hostchanges.RECORD_VERSION,
+                             "sysctls": {"net.ipv4.ip_forward": "0"},
+                             "masked": ["unbound.service"]}, recorded_host
+    # this machine has iptables (the sandbox needs it), one of podnet's packages
+    assert "iptables" in packages and set(packages) <= set(cat["packages"]), packages
+    # a converge: ip_forward = 1, nginx masked
     run = sandbox(world, build_host(world) + """
 $RESET residue $CAT
 $RESET reset $CAT
@@ -461,13 +461,10 @@ $RESET residue $CAT
 echo "FORWARD $(sysctl -n net.ipv4.ip_forward)"
 """)
     before, done, after = results(run)
-    assert f"file {world}/etc/resolv.conf is podnet's (the record has the one before)" \
-        in before["left"]
     assert "sysctl net.ipv4.ip_forward = 1 (was 0 before podnet)" in before["left"]
     assert "unit nginx.service is masked (podnet masked it)" in before["left"]
     assert "unit unbound.service is masked (podnet masked it)" not in before["left"]
     assert "sysctl net.ipv4.ip_forward 1 -> 0 (as before podnet)" in done["changes"]
-    assert f"put {world}/etc/resolv.conf back as it was before podnet (link)" in done["changes"]
     assert "unmasked nginx.service" in done["changes"]
     assert "unmasked unbound.service" not in done["changes"]
     assert f"removed {record}" in done["changes"]
@@ -475,22 +472,22 @@ echo "FORWARD $(sysctl -n net.ipv4.ip_forward)"
     assert after == {"changes": [], "left": [], "warning": "", "kept": [
         "unit unbound.service is masked: no record says whether podnet masked it"]}, after
     assert "FORWARD 0" in run.stdout
-    assert str((world / "etc/resolv.conf").readlink()) == "../run/systemd/resolve/stub-resolv.conf"
     assert (units / "unbound.service").is_symlink() and not (units / "nginx.service").exists()
 
 
-def test_no_record_where_podnet_was_first_and_resolved_gets_its_stub_back(world: Path) -> None:
+def test_no_record_where_podnet_was_first(world: Path) -> None:
     catalogue(world)
     build_host(world)
-    (world / "run/systemd/resolve").mkdir(parents=True)
-    (world / "run/systemd/resolve/stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
     run = sandbox(world, "$RESET record $CAT\n$RESET reset $CAT\n")
     record, done = results(run)
     assert record["changes"] == [] and record["warning"].startswith(
         "podnet changed this host before its state was recorded (file ")
+    assert record["warning"].endswith("no record is written, and reset keeps the sysctls' "
+                                      "running values then")
     assert not (world / "var/lib/podnet/host-record.json").exists()
-    assert f"pointed {world}/etc/resolv.conf at systemd-resolved's stub again " \
-        "(../run/systemd/resolve/stub-resolv.conf)" in done["changes"]
+    # without a record the running value stays, and reset says so
+    assert "sysctl net.ipv4.ip_forward = 0 kept: no record of its value before podnet" \
+        in done["kept"], done["kept"]
 
 
 def test_a_bad_record_is_named_with_the_fix(world: Path) -> None:
@@ -501,6 +498,6 @@ def test_a_bad_record_is_named_with_the_fix(world: Path) -> None:
     (failed,) = results(run)
     assert failed["error"].startswith(f"{world}/var/lib/podnet/host-record.json: not a podnet "
                                       "host record (")
-    assert failed["error"].endswith("remove it to reset without one (resolv.conf, sysctls and "
-                                    "masks are then left as they are)")
+    assert failed["error"].endswith("remove it to reset without one (sysctls and masks are "
+                                    "then left as they are)")
     assert failed["changes"] == []

@@ -24,9 +24,8 @@ EXAMPLES = r"""
 RETURN = r"""
 _raw:
   description: >-
-    One mapping: C(errors) (messages naming the variable and the fix), C(catalogue) (empty when
-    there are errors; its C(resolv.podnet) is left for the role to render with node_base's own
-    template) and C(nameservers) (node_base_nameservers as the host has it).
+    One mapping: C(errors) (messages naming the variable and the fix) and C(catalogue) (empty
+    when there are errors).
   type: list
   elements: dict
 """
@@ -50,8 +49,7 @@ class LookupModule(LookupBase):
         given = {n: self._templar.template(variables[n]) for n in names if n in variables}
         try:
             values = hostchanges.inputs(given)
-            catalogue = hostchanges.node_catalogue(values, resolv_conf=None)
+            catalogue = hostchanges.node_catalogue(values)
         except (ValueError, OSError) as exc:
-            return [{"errors": [str(exc)], "catalogue": {}, "nameservers": []}]
-        return [{"errors": [], "catalogue": catalogue,
-                 "nameservers": list(values["node_base_nameservers"])}]
+            return [{"errors": [str(exc)], "catalogue": {}}]
+        return [{"errors": [], "catalogue": catalogue}]

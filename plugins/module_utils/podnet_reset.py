@@ -43,7 +43,7 @@ def read_record(cat: Catalogue) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as exc:
         raise SyncError(f"{path}: not a podnet host record ({exc}); remove it to reset without "
-                        "one (resolv.conf, sysctls and masks are then left as they are)") from None
+                        "one (sysctls and masks are then left as they are)") from None
     version = data.get("version") if isinstance(data, dict) else None
     if not isinstance(data, dict) or version != cat["version"]:
         raise SyncError(f"{path}: record version {version} is not {cat['version']}; remove it "
@@ -327,7 +327,8 @@ def flows(cat: Catalogue) -> list[tuple[str, list[str]]]:
 class Reset:
     """Undo podnet's changes, in the order that keeps each step possible: the units that put
     rules back first, pods (CNI DEL needs the conflist and the plugins), namespaces, links,
-    routes, rules, flows, then files, masks, sysctls and resolv.conf, and the record last."""
+    routes, rules, flows, then files, masks and sysctls, and the record last. /etc/resolv.conf
+    is not podnet's (no role writes it), so reset leaves it alone."""
 
     def __init__(self, cat: Catalogue, report: Report) -> None:
         self.cat = cat
@@ -373,7 +374,6 @@ class Reset:
         self.files(units)
         self.unmask()
         self.sysctls()
-        self.resolv_conf()
         self.finish()
         return {"kept": self.kept}
 
@@ -540,26 +540,6 @@ class Reset:
                 if not self.check:
                     must(["sysctl", "-w", f"{key}={before}"], f"setting sysctl {key} back")
 
-    def resolv_conf(self) -> None:
-        """resolv.conf back as it was, when it is still the file podnet wrote (a file someone
-        wrote since is theirs, and stays)."""
-        r = self.cat["resolv"]
-        path = Path(r["path"])
-        if r["podnet"] is None or describe(path) != describe_text(r["podnet"]):
-            return
-        if self.record is not None and "resolv_conf" in self.record:
-            before = self.record["resolv_conf"]
-            self.report.note(f"put {path} back as it was before podnet ({before['kind']})")
-            if not self.check:
-                restore(path, before)
-        elif Path(r["stub"]).exists():
-            self.report.note(f"pointed {path} at systemd-resolved's stub again ({r['stub_link']})")
-            if not self.check:
-                restore(path, {"kind": "link", "target": r["stub_link"]})
-        else:
-            self.kept.append(f"{path} kept as podnet wrote it: no record of it before podnet; "
-                             "write the host's resolvers back by hand")
-
     def finish(self) -> None:
         cat = self.cat
         if self.record is not None:
@@ -582,35 +562,6 @@ def read_sysctl(key: str) -> str | None:
         return " ".join((SYSCTL_DIR / key.replace(".", "/")).read_text().split())
     except OSError:
         return None
-
-
-def describe(path: Path) -> dict[str, Any]:
-    """A file as the record keeps it: a link and its target, a file and its text, or absent."""
-    if path.is_symlink():
-        return {"kind": "link", "target": str(path.readlink())}
-    try:
-        return {"kind": "file", "content": path.read_text(), "mode": path.stat().st_mode & 0o7777}
-    except FileNotFoundError:
-        return {"kind": "absent"}
-
-
-def describe_text(content: str) -> dict[str, Any]:
-    """What describe() gives for a file podnet wrote (podnet_sync writes mode 0644)."""
-    return {"kind": "file", "content": content, "mode": 0o644}
-
-
-def restore(path: Path, before: dict[str, Any]) -> None:
-    if before["kind"] == "link":
-        tmp = path.with_name(f".{path.name}.podnet-reset")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(before["target"])
-        tmp.replace(path)
-    elif before["kind"] == "file":
-        if path.is_symlink():
-            path.unlink()
-        write_atomic(path, before["content"], int(before.get("mode", 0o644)))
-    else:
-        path.unlink(missing_ok=True)
 
 
 def installed_packages(packages: list[str]) -> list[str]:
@@ -664,32 +615,25 @@ def residue(cat: Catalogue) -> dict[str, list[str]]:
             live = read_sysctl(key)
             if before is not None and live is not None and live != before:
                 left.append(f"sysctl {key} = {live} (was {before} before podnet)")
-    r = cat["resolv"]
-    if r["podnet"] is not None and describe(Path(r["path"])) == describe_text(r["podnet"]):
-        if record is not None:
-            left.append(f"file {r['path']} is podnet's (the record has the one before)")
-        else:
-            kept.append(f"file {r['path']} is podnet's: no record of the one before")
     return {"left": left, "kept": kept}
 
 
 # -- record -------------------------------------------------------------------------------------
 def record(cat: Catalogue, report: Report) -> dict[str, Any]:
-    """Write down, once, what reset needs to put back: resolv.conf, the sysctls' values, which
-    of the units podnet masks are masked, which of its packages are installed. Not on a host
-    podnet has already changed: that record would call podnet's changes the host's own."""
+    """Write down, once, what reset needs to put back: the sysctls' values, which of the units
+    podnet masks are masked, which of its packages are installed. Not on a host podnet has
+    already changed: that record would call podnet's changes the host's own."""
     path = Path(cat["record"])
     if read_record(cat) is not None:
         return {"warning": ""}
     traces = file_traces(cat)
     if traces:
         return {"warning": f"podnet changed this host before its state was recorded "
-                f"({traces[0]}, ...): no record is written, and reset keeps resolv.conf and the "
-                "sysctls as they are then"}
+                f"({traces[0]}, ...): no record is written, and reset keeps the sysctls' running "
+                "values then"}
     unit_dir = Path(cat["units"]["dir"])
     data = {
         "version": cat["version"],
-        "resolv_conf": describe(Path(cat["resolv"]["path"])),
         "sysctls": {key: read_sysctl(key) for key in cat["sysctls"]},
         "masked": [u for u in cat["masked"] if is_masked(unit_dir / u)],
         "packages": installed_packages(cat["packages"]),

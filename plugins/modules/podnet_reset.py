@@ -17,14 +17,15 @@ description:
     namespaces, the bridge and its veths, the routes with podnet's protocol, podnet's iptables
     chains and the jumps into them (one iptables-restore --noflush per variant in use), the
     Services' and pods' conntrack flows, podnet's files, units and state; unmasks what podnet
-    masked; puts sysctls and resolv.conf back as the record has them; removes the record last.
+    masked; puts sysctls back as the record has them; removes the record last. It leaves
+    /etc/resolv.conf alone, since podnet never writes it.
     Works on a host where a converge stopped half way, and changes nothing on a host podnet
     never touched.
   - I(mode=residue) changes nothing and returns what of podnet is still there (C(left)) and
     what reset keeps on purpose (C(kept)).
-  - I(mode=record) writes the record once, before podnet's first change (resolv.conf, the
-    sysctls' values, which of podnet's masked units and packages were there already); not on a
-    host podnet has already changed.
+  - I(mode=record) writes the record once, before podnet's first change (the sysctls' values,
+    which of podnet's masked units and packages were there already); not on a host podnet has
+    already changed.
 options:
   mode:
     description: What to do.
@@ -41,7 +42,7 @@ author: podnet
 EXAMPLES = r"""
 - name: run | Undo everything podnet changed on this host
   podnet_reset:
-    catalogue: "{{ __node_reset_catalogue }}"
+    catalogue: "{{ __node_reset_changes.catalogue }}"
 """
 
 RETURN = r"""
