@@ -8,8 +8,10 @@ PLAYBOOK := $(BIN)/ansible-playbook -i $(INVENTORY)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Root only where it is needed: the lab (network namespaces, mounts, containers) and the apt
-# packages it and the root-only unit tests use. lint, unit and plan need only the venv.
+# packages it and the root-only unit tests use. lint, unit and plan need only the venv, and so
+# do converge, verify, shell and exec on real VMs (INVENTORY=...) run as another user.
 IS_ROOT := $(filter 0,$(shell id -u))
+HOSTS_SETUP := $(if $(IS_ROOT),setup,venv)
 
 .PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status plan converge verify verify-quick shell exec demo test lint unit molecule bench clean-cache
 
@@ -56,29 +58,31 @@ plan: venv
 	@echo "==> plan: validate $(INVENTORY) and its manifests, print the cluster plan"
 	$(BIN)/python -m podnet plan -i $(INVENTORY)
 
-converge: setup
-	@echo "==> converge: playbooks/site.yml on the lab"
+converge: $(HOSTS_SETUP)
+	@echo "==> converge: playbooks/site.yml on $(INVENTORY)"
 	$(PLAYBOOK) playbooks/site.yml $(if $(TAGS),--tags $(TAGS))
 
-verify: setup
-	@echo "==> verify: the testinfra suites on the lab, reports in reports/"
+# INVENTORY picks the hosts the suites prove (verify/conftest.py reads PODNET_INVENTORY)
+verify: $(HOSTS_SETUP)
+	@echo "==> verify: the testinfra suites on $(INVENTORY), reports in reports/"
 	@mkdir -p reports
-	$(BIN)/pytest -c verify/pytest.ini verify --junitxml=reports/verify.xml
+	PODNET_INVENTORY=$(INVENTORY) $(BIN)/pytest -c verify/pytest.ini verify \
+		--junitxml=reports/verify.xml
 
 # One proof per principle (the tests marked quick in verify/), never a suite that changes the
 # lab (the lifecycle suites). pytest -c verify/pytest.ini verify -m <principle> runs one principle.
-verify-quick: setup
+verify-quick: $(HOSTS_SETUP)
 	@echo "==> verify-quick: one proof per principle on the lab, report in reports/verify-quick.xml"
 	@mkdir -p reports
-	$(BIN)/pytest -c verify/pytest.ini verify -m "quick and not changes_lab" \
-		--junitxml=reports/verify-quick.xml
+	PODNET_INVENTORY=$(INVENTORY) $(BIN)/pytest -c verify/pytest.ini verify \
+		-m "quick and not changes_lab" --junitxml=reports/verify-quick.xml
 
 # A way in like kubectl's: ssh exactly as Ansible does (PODNET_LAB picks the lab), and a
 # command in a pod's network namespace on its node (podnet/access.py)
-shell: setup
+shell: $(HOSTS_SETUP)
 	@$(BIN)/python -m podnet shell -i $(INVENTORY) $(HOST)
 
-exec: setup
+exec: $(HOSTS_SETUP)
 	@$(BIN)/python -m podnet exec -i $(INVENTORY) $(POD) -- $(CMD)
 
 demo: setup lab-up converge verify
