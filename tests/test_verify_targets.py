@@ -115,6 +115,20 @@ def test_the_most_endpoints_then_the_simplest_type_win() -> None:
     assert [s.key for s in targets.node_port_services(plan)] == ["default/np", "default/lb"]
 
 
+def test_every_client_reaches_only_ports_whose_answer_it_can_check() -> None:
+    """The ClusterIP matrix asks /hostname (TCP) or the UDP echo: a port served by another
+    program, or by the test server on another port, is left out, and a DNS port is kept."""
+    udp = "  ports:\n    - {name: u, port: 5000, protocol: UDP, targetPort: 8081}\n"
+    wrong = "  ports:\n    - {name: w, port: 81, targetPort: 9999}\n"
+    plan = make_plan(deployment("w", 2) + service("w") + service("echo", selector="w", ports=udp)
+                     + service("wrong", selector="w", ports=wrong))
+    ports = targets.cluster_ip_ports(plan)
+    assert ("default/w", "http", "TCP") in ports and ("default/echo", "u", "UDP") in ports
+    assert not [p for p in ports if p[0] == "default/wrong"]
+    assert {p for p in ports if p[0] == "kube-system/kube-dns"} == {
+        ("kube-system/kube-dns", "dns", "UDP"), ("kube-system/kube-dns", "dns-tcp", "TCP")}
+
+
 def test_a_plan_without_the_test_server_has_no_http_service() -> None:
     other = deployment("x", 2).replace(NETEXEC, """\
       containers:

@@ -64,7 +64,8 @@ REBOOT = "node running a pod with the test server"
 DRIFT = "cluster of 3 nodes or more, 2 of them running a pod with the test server"
 DNS_REPLICAS = "second DNS pod (podnet_dns_replicas: 2 or more)"
 SERVER_POD = "pod running the test server (podnet/netexec)"
-CLUSTER_IP_PORT = "ClusterIP Service (internalTrafficPolicy Cluster) with endpoints"
+CLUSTER_IP_PORT = (f"ClusterIP Service (internalTrafficPolicy Cluster) with {SERVER}, or a "
+                   f"DNS server on port 53")
 
 
 class NotInPlan(LookupError):
@@ -126,13 +127,25 @@ def _first(found: list[ServicePlan], shape: str) -> ServicePlan:
 
 
 # -- Services ------------------------------------------------------------------------------------
+def answerable(plan: Plan, port: ServicePortPlan) -> bool:
+    """A port with endpoints whose answer the reachability test can check: port 53 (a DNS
+    server: dig), or the test server behind every endpoint (HTTP /hostname for TCP, its UDP
+    echo for UDP). Another server (nginx, say) answers with something else."""
+    if not port.endpoints:
+        return False
+    if port.port == 53:
+        return True
+    serving = http_port if port.protocol == "TCP" else udp_port
+    return all(serving(plan, e.pod) == e.port for e in port.endpoints)
+
+
 def cluster_ip_ports(plan: Plan) -> list[tuple[str, str, str]]:
-    """(Service, port name, protocol) of every ClusterIP port with endpoints, internal traffic
-    policy Cluster: what every client must reach (the demo has 8)."""
+    """(Service, port name, protocol) of every ClusterIP port, internal traffic policy
+    Cluster, that is answerable(): what every client must reach (the demo has 8)."""
     out = []
     for svc in plan.services:
         if svc.cluster_ip and svc.internal_traffic_policy == "Cluster":
-            out += [(svc.key, p.name, p.protocol) for p in svc.ports if p.endpoints]
+            out += [(svc.key, p.name, p.protocol) for p in svc.ports if answerable(plan, p)]
     return out
 
 
