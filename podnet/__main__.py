@@ -87,8 +87,9 @@ def _exec(args: argparse.Namespace) -> int:
                                      f"python -m podnet plan -i {args.inventory} lists them"
                                      ) from exc
         node = access.pod_node({p.key: p.node for p in plan.pods}, pod)
+        # ip netns exec needs root: through sudo -n when the login user is not root
         argv = access.ssh_argv(access.host(inventory, node), command,
-                               tty=access.interactive())
+                               tty=access.interactive(), as_root=True)
     except (access.AccessError, InventoryError) as exc:
         print(f"podnet exec: {exc}", file=sys.stderr)
         return 2

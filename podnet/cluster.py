@@ -63,8 +63,11 @@ def plan_from(variables: Mapping[str, Any], hosts: list[dict[str, Any]], invento
     return build(variables, hosts, documents, record, where, str(path), problems)
 
 
-def load(source: str | Path, problems: Problems | None = None) -> Plan:
-    """The plan of an inventory directory or file, as ansible-playbook would see it."""
+def load(source: str | Path, problems: Problems | None = None,
+         manifests: Path | None = None) -> Plan:
+    """The plan of an inventory directory or file, as ansible-playbook would see it;
+    ``manifests`` stands for its podnet_manifests_dir, as ``-e podnet_manifests_dir=...``
+    would (verify's PODNET_MANIFESTS_DIR, the lifecycle tests' edited copies)."""
     from podnet.inventory import Inventory
 
     inventory = Inventory(source)
@@ -72,6 +75,8 @@ def load(source: str | Path, problems: Problems | None = None) -> Plan:
     if not names:
         raise FileNotFoundError(f"inventory {source} has no hosts")
     variables = {k: v for k, v in inventory.render(names[0]).items() if k.startswith("podnet_")}
+    if manifests is not None:
+        variables["podnet_manifests_dir"] = str(manifests)
     hosts = []
     for name in names:
         host = inventory.host(name, HOST_KEYS)

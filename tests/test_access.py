@@ -1,16 +1,23 @@
 """``python -m podnet shell`` and ``exec`` (podnet/access.py) without a lab: the NS/POD form,
-the ssh command line built from the inventory as Ansible builds it, the pod's node from the
-plan, one-line errors, and ssh's exit status handed back."""
+the connection resolved from the inventory, ansible.cfg and the environment as Ansible resolves
+it, the ssh command line built from it as Ansible builds it (ControlPath included), sudo where
+Ansible would become, the pod's node from the plan, one-line errors, and ssh's exit status
+handed back."""
 
 from __future__ import annotations
 
+import configparser
+import getpass
+import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from podnet import access
 from podnet.__main__ import main
@@ -21,12 +28,25 @@ LAB = ROOT / "inventory" / "lab"
 LAB_NAME = "podnet-access-test"  # no such lab: the plan comes from the manifests alone
 KEY = f"/var/lib/podnet/labs/{LAB_NAME}/ssh/id_ed25519"
 PROXY = f"ProxyCommand=nsenter --net=/run/netns/{LAB_NAME} nc %h %p"
+# what ansible.cfg gives Ansible's ssh connection (the Makefile names the file: ANSIBLE_CONFIG)
+SSH_ARGS = configparser.ConfigParser(interpolation=None)
+SSH_ARGS.read(ROOT / "ansible.cfg")
+CFG_ARGS = shlex.split(SSH_ARGS["ssh_connection"]["ssh_args"])
 
 
 @pytest.fixture(autouse=True)
-def lab_name(monkeypatch: pytest.MonkeyPatch) -> None:
+def lab_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PODNET_LAB", LAB_NAME)
     monkeypatch.delenv("PODNET_MANIFESTS_DIR", raising=False)
+    # the ControlPath folder Ansible (and so podnet) makes under ~/.ansible/cp: a throwaway home
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def control_path(address: str, port: int | None, user: str | None, folder: str) -> str:
+    """Ansible's ControlPath for a host: the first 10 hex digits of sha1("address-port-user")
+    in the control_path_dir (ansible.plugins.connection.ssh)."""
+    digest = hashlib.sha1(f"{address}-{port}-{user}".encode()).hexdigest()[:10]  # noqa: S324
+    return f"{os.environ['HOME']}/{folder}/{digest}"
 
 
 @pytest.fixture
@@ -72,23 +92,140 @@ def test_unknown_pod_names_the_pods_there_are() -> None:
 
 # -- the ssh command line ------------------------------------------------------------------------
 def test_lab_host_is_reached_through_the_labs_namespace_as_ansible_does() -> None:
+    """ansible.cfg's ssh_args first (ssh keeps the first value of an option), then the key,
+    Ansible's ConnectTimeout, the inventory's args, and the ControlPath Ansible adds to a
+    ControlPersist: the lab's own folder, the converge's master connections."""
     host = access.host(Inventory(LAB), "node1")
+    conn = access.connection(host)
+    assert conn.become_user is None  # root logs in: no sudo
     assert access.ssh_argv(host) == [
-        "ssh", "-i", KEY,
+        "ssh", *CFG_ARGS, "-i", KEY, "-o", "ConnectTimeout=10",
         "-o", PROXY,
         "-o", f"UserKnownHostsFile=/var/lib/podnet/labs/{LAB_NAME}/known_hosts",
         "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
         "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+        "-o", "ControlPath=" + control_path("192.168.56.11", None, "root",
+                                            f".ansible/cp/{LAB_NAME}"),
         "root@192.168.56.11",
     ]
+    assert Path(os.environ["HOME"], ".ansible", "cp", LAB_NAME).is_dir()  # made, as Ansible
 
 
 def test_a_command_is_one_quoted_string_and_a_tty_is_asked_for() -> None:
     host = Host("vm1", ("nodes",), {"ansible_host": "10.0.0.5", "ansible_port": 2222,
                                     "ansible_ssh_extra_args": "-o LogLevel=ERROR"})
     argv = access.ssh_argv(host, ["sh", "-c", "echo 'a b'; exit 3"], tty=True)
-    assert argv == ["ssh", "-t", "-p", "2222", "-o", "LogLevel=ERROR", "10.0.0.5",
-                    "sh -c 'echo '\"'\"'a b'\"'\"'; exit 3'"]
+    # no ansible_user: ssh's own default user, and Ansible's ControlPath names none
+    assert argv == ["ssh", "-t", *CFG_ARGS, "-p", "2222", "-o", "ConnectTimeout=10",
+                    "-o", "LogLevel=ERROR",
+                    "-o", "ControlPath=" + control_path("10.0.0.5", 2222, None, ".ansible/cp"),
+                    "10.0.0.5", "sh -c 'echo '\"'\"'a b'\"'\"'; exit 3'"]
+
+
+def conn(**given: object) -> access.Connection:
+    fields: dict[str, object] = {
+        "name": "vm1", "address": "10.0.0.5", "user": "debian", "port": None,
+        "private_key_file": None, "ssh_args": "", "common_args": "", "extra_args": "",
+        "timeout": 10, "host_key_checking": True, "control_path": None, "become_user": None}
+    return access.Connection(**{**fields, **given})  # type: ignore[arg-type]
+
+
+def test_the_command_line_follows_the_connection() -> None:
+    argv = access.ssh_argv(conn(ssh_args="-C -o ControlMaster=auto", host_key_checking=False,
+                                private_key_file="~/.ssh/vm", port=2222, timeout=30,
+                                common_args="-o ProxyJump=bastion", extra_args="-v",
+                                control_path="/cp/abc"))
+    assert argv == ["ssh", "-C", "-o", "ControlMaster=auto", "-o", "StrictHostKeyChecking=no",
+                    "-i", f"{os.environ['HOME']}/.ssh/vm", "-p", "2222",
+                    "-o", "ConnectTimeout=30", "-o", "ProxyJump=bastion", "-v",
+                    "-o", "ControlPath=/cp/abc", "debian@10.0.0.5"]
+
+
+def test_root_commands_go_through_sudo_n_as_the_become_user() -> None:
+    vm = conn(become_user="root")
+    assert access.ssh_argv(vm, ["ip", "netns", "exec", "demo_db-0", "ip", "addr"],
+                           as_root=True)[-1] == \
+        "sudo -n -u root -- ip netns exec demo_db-0 ip addr"
+    # as the login user unless asked for root
+    assert access.ssh_argv(vm, ["id"])[-1] == "id"
+    assert access.privileged_shell(vm, "iptables-save | grep -c KUBE") == \
+        "sudo -n -u root -- /bin/sh -c 'iptables-save | grep -c KUBE'"
+    # a root login needs no sudo
+    assert access.ssh_argv(conn(user="root"), ["ip", "netns"], as_root=True)[-1] == "ip netns"
+    assert access.privileged_shell(conn(user="root"), "a | b") == "a | b"
+
+
+@pytest.mark.parametrize(("given", "become_user"), [
+    ({"ansible_user": "root"}, None),  # the lab's shape today
+    ({"ansible_user": "debian"}, "root"),  # a login user: sudo to root without become
+    ({"ansible_user": "debian", "ansible_become": True}, "root"),  # example-vms, VM-shaped labs
+    ({"ansible_user": "debian", "ansible_become": "yes", "ansible_become_user": "ops"}, "ops"),
+    ({"ansible_user": "root", "ansible_become": True}, None),  # root becoming root: no sudo
+    ({"ansible_user": "root", "ansible_become": True, "ansible_become_user": "ops"}, "ops"),
+    ({"ansible_user": "debian", "ansible_become": False, "ansible_become_user": "ops"}, "root"),
+])
+def test_who_runs_the_commands_is_who_ansible_would_become(given: dict[str, object],
+                                                             become_user: str | None) -> None:
+    host = Host("vm1", ("nodes",), {"ansible_host": "10.0.0.5", **given})
+    assert access.connection(host).become_user == become_user
+
+
+def test_no_user_logs_in_as_the_local_user() -> None:
+    """No ansible_user: ssh's default, this process's user, decides whether sudo is needed."""
+    found = access.connection(Host("vm1", (), {"ansible_host": "10.0.0.5"}))
+    assert found.user is None and found.login == getpass.getuser()
+    assert found.become_user == (None if getpass.getuser() == "root" else "root")
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"ansible_connection": "local"},
+     "host vm1 is reached with ansible_connection=local; podnet shell/exec and verify go over "
+     "ssh only"),
+    ({"ansible_user": "debian", "ansible_become": True, "ansible_become_method": "su"},
+     "host vm1: ansible_become_method=su, but podnet runs its commands as root through "
+     "'sudo -n' only: set ansible_become_method: sudo (or remove it) and give debian "
+     "passwordless sudo on the host"),
+    ({"ansible_user": "debian", "ansible_become_method": "doas"},
+     "host vm1: ansible_become_method=doas, but podnet runs its commands as root through "
+     "'sudo -n' only"),
+    ({"ansible_password": "secret"},
+     "host vm1: ansible_password is set, but podnet's verify, shell and exec log in with a key "
+     "only (they never answer a prompt): give the host's key in ansible_ssh_private_key_file"),
+    ({"ansible_private_key": "-----BEGIN OPENSSH PRIVATE KEY-----"},
+     "host vm1: ansible_private_key gives the key as text; podnet's verify, shell and exec take "
+     "it as a file: set ansible_ssh_private_key_file instead"),
+])
+def test_what_podnet_cannot_use_is_refused_naming_the_variable(given: dict[str, object],
+                                                               message: str) -> None:
+    host = Host("vm1", (), {"ansible_host": "10.0.0.5", **given})
+    with pytest.raises(access.AccessError) as err:
+        access.ssh_argv(host)
+    assert str(err.value).startswith(message)
+
+
+def test_a_root_login_may_keep_another_become_method() -> None:
+    """su as become method matters only when podnet would become: root logs in, no sudo."""
+    host = Host("vm1", (), {"ansible_user": "root", "ansible_become_method": "su"})
+    assert access.connection(host).become_user is None
+
+
+def test_ansible_cfg_and_the_environment_count_as_for_ansible(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ANSIBLE_SSH_ARGS replaces ansible.cfg's ssh_args, ANSIBLE_TIMEOUT its timeout, and
+    ANSIBLE_HOST_KEY_CHECKING=False turns checking off; the inventory's own variables still
+    win over both, as in Ansible."""
+    monkeypatch.setenv("ANSIBLE_SSH_ARGS", "-o ControlMaster=no")
+    monkeypatch.setenv("ANSIBLE_TIMEOUT", "33")
+    monkeypatch.setenv("ANSIBLE_HOST_KEY_CHECKING", "False")
+    found = access.connection(Host("vm1", (), {"ansible_host": "10.0.0.5"}))
+    assert (found.ssh_args, found.timeout, found.host_key_checking) == (
+        "-o ControlMaster=no", 33, False)
+    assert found.control_path is None  # no ControlPersist: no ControlPath either
+    mine = access.connection(Host("vm1", (), {"ansible_host": "10.0.0.5",
+                                             "ansible_ssh_args": "-o ControlPersist=9s",
+                                             "ansible_control_path": "/run/cp-%(directory)s"}))
+    assert mine.ssh_args == "-o ControlPersist=9s"
+    assert mine.control_path == f"/run/cp-{os.environ['HOME']}/.ansible/cp"
 
 
 def test_a_host_not_reached_over_ssh_is_refused() -> None:
@@ -185,10 +322,41 @@ def test_exec_exits_with_what_ssh_exits_with(tmp_path: Path) -> None:
     fake = tmp_path / "ssh"
     fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$0.args"\nexit 3\n')
     fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "PODNET_LAB": LAB_NAME}
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "PODNET_LAB": LAB_NAME,
+           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
     done = subprocess.run([sys.executable, "-m", "podnet", "exec", "-i", str(LAB), "demo/db-1",
                            "--", "sh", "-c", "exit 3"], cwd=ROOT, env=env, capture_output=True,
                           text=True, check=False, timeout=120)
     assert done.returncode == 3, done.stderr
     args = (tmp_path / "ssh.args").read_text().splitlines()
     assert args[-2:] == ["root@192.168.56.13", "ip netns exec demo_db-1 sh -c 'exit 3'"]
+
+
+def vm_inventory(tmp_path: Path) -> Path:
+    """A VM-shaped inventory: a login user with sudo, another ssh port, the demo's manifests."""
+    inventory = tmp_path / "vms"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    shutil.copy(ROOT / "inventory" / "example-vms" / "group_vars" / "all" / "network.yml",
+                inventory / "group_vars" / "all" / "network.yml")
+    (inventory / "group_vars" / "all" / "workloads.yml").write_text(
+        f"podnet_manifests_dir: {LAB / 'manifests'}\npodnet_state_dir: {tmp_path / 'state'}\n")
+    nodes = {f"node{i}": {"ansible_host": f"10.20.0.1{i}", "podnet_node_labels": {
+        "topology.kubernetes.io/zone": "zone-b" if i == 3 else "zone-a"}} for i in (1, 2, 3)}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {
+        "vars": {"ansible_user": "debian", "ansible_port": 2222, "ansible_become": True},
+        "children": {"nodes": {"hosts": nodes},
+                     "clients": {"hosts": {"client": {"ansible_host": "10.20.0.100"}}}}}}))
+    return inventory
+
+
+def test_exec_on_a_vm_runs_ip_netns_exec_through_sudo(tmp_path: Path,
+                                                     ran: list[list[str]]) -> None:
+    inventory = vm_inventory(tmp_path)
+    assert main(["exec", "-i", str(inventory), "other/client", "--", "ip", "-4", "addr"]) == 0
+    [argv] = ran
+    assert "-p" in argv and argv[argv.index("-p") + 1] == "2222"
+    assert argv[-2:] == ["debian@10.20.0.13",
+                         "sudo -n -u root -- ip netns exec other_client ip -4 addr"]
+    # a shell is the login user's, as ssh gives it
+    assert main(["shell", "-i", str(inventory), "node1", "--", "id"]) == 0
+    assert ran[-1][-2:] == ["debian@10.20.0.11", "id"]

@@ -1,4 +1,5 @@
-"""Fixtures for the verify suites: the lab's hosts, reached exactly as Ansible reaches them."""
+"""Fixtures for the verify suites: the inventory's hosts, reached exactly as Ansible reaches them,
+and the plan's objects that each test proves its principle on (targets.py)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,28 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Collection, Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Generator, Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
-import testinfra
+import targets
+import testinfra.backend.base
+import testinfra.host
 
-from podnet import cluster, kubelet, markers
+from podnet import access, cluster, kubelet, markers
 from podnet.inventory import Host, Inventory
 from podnet.plan import Plan
+from podnet.problems import InvalidInput
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY = Path(os.environ.get("PODNET_INVENTORY", ROOT / "inventory" / "lab"))
 INVENTORY_PATH = INVENTORY if INVENTORY.is_absolute() else ROOT / INVENTORY
+# Ansible's configuration as a converge from the checkout reads it (the Makefile and converge()
+# below name it too), whatever directory pytest runs from; molecule names its own
+os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
 
 
 @cache
@@ -39,20 +46,74 @@ def hosts(group: str = "all") -> list[Host]:
 
 @cache
 def setting(name: str) -> object:
-    """A variable from the inventory (as the first host sees it)."""
+    """A variable from the inventory (as the first host sees it); KeyError when unset."""
     first = inventory().group("all")[0]
     return inventory().render(first, (name,))[name]
 
 
+# -- reaching the hosts ------------------------------------------------------------------------
+class AnsibleSshBackend(testinfra.backend.base.BaseBackend):
+    """testinfra's backend over podnet.access, the one definition of how Ansible reaches a host:
+    the same ssh command line as ``podnet shell`` and Ansible's ssh plugin (user, port, key,
+    ansible.cfg's ssh_args and the inventory's, and Ansible's ControlPath, so every command
+    after the first rides a persistent connection, shared with the converges), and the
+    commands as root through ``sudo -n`` where Ansible would become (access.connection).
+
+    Not testinfra's ssh backend: it builds its own command line (no ControlPath unless given,
+    so one handshake per command; ``sudo`` without ``-n``, which waits for a password), and
+    not its ansible backend: that reads ``ansible-inventory --list``, which does not render
+    the inventory's Jinja (``{{ lab_state_dir }}`` in the key's path, say).
+    """
+
+    NAME = "podnet"
+
+    def __init__(self, conn: access.Connection) -> None:
+        super().__init__(conn.name, sudo=conn.become_user is not None,
+                         sudo_user=conn.become_user)
+        self.connection = conn
+        self.argv = access.ssh_argv(conn)
+
+    def get_sudo_command(self, command: str, sudo_user: str | None) -> str:
+        if sudo_user is None:  # testinfra's host.sudo() without a user: root
+            sudo_user = "root"
+        return access.privileged_shell(replace(self.connection, become_user=sudo_user), command)
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> testinfra.backend.base.CommandResult:
+        line = self.get_command(command, *args)
+        done = subprocess.run([*self.argv, line], stdin=subprocess.DEVNULL, capture_output=True,
+                              check=False)
+        result = self.result(done.returncode, self.encode(line), done.stdout, done.stderr)
+        if done.returncode == 255:  # ssh's own failure, not the command's (as testinfra's)
+            raise RuntimeError(result)
+        return result
+
+
+@cache
+def connection(name: str) -> access.Connection:
+    """How Ansible reaches host ``name``; a UsageError names what podnet cannot use."""
+    try:
+        return access.connection(access.host(inventory(), name))
+    except access.AccessError as exc:
+        raise pytest.UsageError(f"{INVENTORY_PATH}: {exc}") from None
+
+
 @cache
 def connect(name: str) -> testinfra.host.Host:
-    h = inventory().host(name)
-    v = h.vars
-    return testinfra.get_host(
-        f"ssh://{v.get('ansible_user', 'root')}@{h.address}",
-        ssh_identity_file=v.get("ansible_ssh_private_key_file"),
-        ssh_extra_args=v.get("ansible_ssh_common_args", ""),
-    )
+    """A testinfra host for ``name`` (run() as root). A login user without passwordless sudo
+    stops the test with what to fix, not with every command failing "a password is
+    required"."""
+    conn = connection(name)
+    backend = AnsibleSshBackend(conn)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    if conn.become_user is not None:
+        check = host.run("true")
+        if check.rc != 0:
+            pytest.fail(f"{name}: {conn.login} cannot run commands as {conn.become_user} "
+                        f"with 'sudo -n' ({check.stderr.strip()}): give {conn.login} "
+                        f"passwordless sudo on {name} (NOPASSWD in /etc/sudoers.d)",
+                        pytrace=False)
+    return host
 
 
 @dataclass(repr=False)
@@ -111,7 +172,8 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     """``-m`` with a name no test can carry is a typo: pytest would select nothing and pass,
     so stop with the names there are. (Here, not in pytest_configure: the built-in markers
-    are registered by then.)"""
+    are registered by then.) And a host podnet cannot reach as Ansible does (a become method
+    other than sudo, a password login) stops the run here, before any test changes a host."""
     config = session.config
     known = markers.registered(config.getini("markers"))
     expression = config.getoption("markexpr") or ""
@@ -122,30 +184,41 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         ours = sorted(markers.registered(ini["pytest"]["markers"].splitlines()) - {"principle"})
         raise pytest.UsageError(f"-m {expression!r}: no marker {', '.join(typos)}; the verify "
                                 f"markers are {', '.join(ours)} (verify/pytest.ini)")
+    for name in inventory().group("all"):
+        connection(name)  # nothing connects: the inventory and ansible.cfg are read
+    try:
+        plan()  # the suites parametrise over it: bad input stops here, once, with every problem
+    except InvalidInput as exc:
+        raise pytest.UsageError(
+            f"{INVENTORY_PATH} with the manifests in {manifests_dir()}: {len(exc.problems)} "
+            f"problem(s), so there is no plan to verify against:\n{exc}") from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise over the lab's hosts and the plan's nodes and pods.
+    """Parametrise over the inventory's hosts and the plan's nodes and pods.
 
-    ``lab_host``: every lab host; ``host_pair``: ordered pairs of them; ``node``: every node;
-    ``pod``: every planned pod; ``server``: pods with the built-in test server;
-    ``server_pair``: ordered pairs of those (a pod with itself included); a test marked
-    ``quick_sample`` has the pairs of quick_pairs() marked ``quick`` (make verify-quick).
+    ``inventory_host``: every host of the inventory (group all); ``host_pair``: ordered pairs
+    of them; ``node``: every node; ``pod``: every planned pod; ``server``: pods with the
+    built-in test server; ``server_pair``: ordered pairs of those (a pod with itself included);
+    a test marked ``quick_sample`` has the pairs of quick_pairs() marked ``quick`` (make
+    verify-quick). A plan with no such pod gives one skipped test naming what to add.
     """
     fixtures = metafunc.fixturenames
-    if "lab_host" in fixtures or "host_pair" in fixtures:
-        names = [h.name for h in hosts("lab")]
-        if "lab_host" in fixtures:
-            metafunc.parametrize("lab_host", names)
+    if "inventory_host" in fixtures or "host_pair" in fixtures:
+        names = [h.name for h in hosts("all")]
+        if "inventory_host" in fixtures:
+            metafunc.parametrize("inventory_host", names)
         if "host_pair" in fixtures:
             pairs = [(a, b) for a in names for b in names if a != b]
-            metafunc.parametrize("host_pair", pairs, ids=[f"{a}->{b}" for a, b in pairs])
+            metafunc.parametrize("host_pair", params(pairs, "", why=(
+                f"{INVENTORY_PATH} has one host: add another to test the underlay between")),
+                ids=[f"{a}->{b}" for a, b in pairs] or None)
     if "node" in fixtures:
         metafunc.parametrize("node", [n.name for n in plan().nodes])
     if "pod" in fixtures:
-        metafunc.parametrize("pod", [p.key for p in plan().pods])
+        metafunc.parametrize("pod", params([p.key for p in plan().pods], "pod"))
     if "server" in fixtures:
-        metafunc.parametrize("server", servers())
+        metafunc.parametrize("server", params(servers(), targets.SERVER_POD))
     if "server_pair" in fixtures:
         pairs = [(a, b) for a in servers() for b in servers()]
         sample = quick_pairs(pairs) if metafunc.definition.get_closest_marker("quick_sample") \
@@ -153,7 +226,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("server_pair", [
             pytest.param(pair, id=f"{pair[0]}->{pair[1]}",
                          marks=[pytest.mark.quick] if pair in sample else [])
-            for pair in pairs])
+            for pair in pairs] or params([], targets.SERVER_POD))
 
 
 def quick_pairs(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -169,11 +242,114 @@ def quick_pairs(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
     return sample
 
 
+# -- what a test proves its principle on: from the plan, by shape (targets.py) -----------------
+T = TypeVar("T")
+
+
+def target(select: Callable[[Plan], T]) -> T:
+    """``select(plan())`` (a selector of targets.py), or a skip naming the shape to add."""
+    try:
+        return select(plan())
+    except targets.NotInPlan as exc:
+        pytest.skip(str(exc))
+
+
+def params(values: Sequence[Any], shape: str, why: str | None = None) -> list[Any]:
+    """``values`` for pytest.mark.parametrize, or, when there are none, one case that skips
+    naming the ``shape`` to add to the manifests (or saying ``why``): an empty
+    parametrisation is a collection error here (pytest.ini's empty_parameter_set_mark)."""
+    if values:
+        return list(values)
+    reason = why or str(targets.NotInPlan(shape))
+    return [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="none")]
+
+
+def selected(select: Callable[[Plan], T]) -> T | None:
+    """``select(plan())`` at collection, None when the plan has no such object (the test
+    then skips through target() with the reason)."""
+    try:
+        return select(plan())
+    except targets.NotInPlan:
+        return None
+
+
+# -- the inventory's shape: a lab, clients, an upstream DNS ------------------------------------
+@cache
+def lab() -> str | None:
+    """Why the inventory has no local lab (no ``lab_name`` variable or no ``lab`` group), or
+    None when it has one."""
+    missing = [] if inventory().group("lab") else ["no group lab"]
+    try:
+        setting("lab_name")
+    except KeyError:
+        missing.append("no variable lab_name")
+    if not missing:
+        return None
+    return (f"{INVENTORY_PATH} has no local lab ({', '.join(missing)}): this proves a property "
+            f"of the lab podnet makes on this machine (make lab-up)")
+
+
+def needs_lab() -> None:
+    """Skip a test of the local lab's own properties when the inventory has none."""
+    reason = lab()
+    if reason:
+        pytest.skip(reason)
+
+
+def outside_client() -> Host:
+    """The host that plays the world outside the cluster: the first of group ``clients``."""
+    found = hosts("clients")
+    if not found:
+        pytest.fail(f"{INVENTORY_PATH}: group clients is empty, and this test needs a host "
+                    f"outside the cluster to send from: add one (not a node) to group clients",
+                    pytrace=False)
+    return found[0]
+
+
+UPSTREAM_MISSING = ("has no group upstream_dns: add a host to it (the upstream_dns role makes "
+                    "it the DNS server the cluster DNS forwards other names to, serving "
+                    "upstream_dns_zones) to run this test")
+
+
+def upstream() -> Host:
+    """The lab's outside-world DNS server (group ``upstream_dns``); a skip without one."""
+    found = hosts("upstream_dns")
+    if not found:
+        pytest.skip(f"{INVENTORY_PATH} {UPSTREAM_MISSING}")
+    return found[0]
+
+
+@cache
+def upstream_name() -> str:
+    """A name the upstream DNS answers with an A record: the first of its zones'
+    (upstream_dns_zones, from the inventory or the role's defaults), e.g. www.example.test."""
+    import yaml
+
+    found = hosts("upstream_dns")
+    zones = inventory().render(found[0].name, ("upstream_dns_zones",)).get(
+        "upstream_dns_zones") if found else None
+    if not zones:
+        defaults = ROOT / "roles" / "upstream_dns" / "defaults" / "main.yml"
+        zones = yaml.safe_load(defaults.read_text())["upstream_dns_zones"]
+    for zone, records in zones.items():
+        for record in records:
+            name, _ttl, rtype, *_ = str(record).split()
+            if rtype == "A":
+                return zone if name == "@" else f"{name}.{zone}"
+    raise pytest.UsageError(f"upstream_dns_zones has no A record to ask for: {zones}")
+
+
 # -- the cluster plan and the pods as they run ---------------------------------------------------
 @cache
 def plan() -> Plan:
-    """The cluster model's plan for the inventory (what must hold)."""
-    return cluster.load(INVENTORY_PATH)
+    """The cluster model's plan for the inventory (what must hold), with the manifests the
+    cluster was converged with (manifests_dir())."""
+    return plan_of(manifests_dir())
+
+
+def plan_of(manifests: Path) -> Plan:
+    """The plan for the inventory with another folder of manifests."""
+    return cluster.load(INVENTORY_PATH, manifests=manifests)
 
 
 def observed() -> dict[str, dict[str, str]]:
@@ -217,39 +393,28 @@ def in_pod(key: str, *argv: str) -> Evidence:
 
 def http_port(key: str) -> int | None:
     """The built-in test server's HTTP port of a pod, if it runs one."""
-    for container in plan().pod(key).containers:
-        if container.workload["kind"] == "netexec" and container.workload["http_port"]:
-            return int(container.workload["http_port"])
-    return None
-
-
-# What the demo's manifests must give the suites to prove anything (a manifest edit that leaves
-# the matrices nearly empty fails here, not as a green run over a few pairs); any other
-# inventory must give at least one of each.
-DEMO = INVENTORY_PATH.resolve() == (ROOT / "inventory" / "lab").resolve()
-FLOORS = {"servers": 10, "service ports": 8} if DEMO else {"servers": 1, "service ports": 1}
-
-
-T = TypeVar("T")
-
-
-def at_least(what: str, found: list[T]) -> list[T]:
-    """``found``, once it holds at least the floor of ``what``; a collection error otherwise."""
-    if len(found) < FLOORS[what]:
-        raise pytest.UsageError(f"{INVENTORY_PATH}: {len(found)} {what} to test, fewer than "
-                                f"the {FLOORS[what]} the suites need: {found}")
-    return found
+    return targets.http_port(plan(), key)
 
 
 def servers() -> list[str]:
     """Pods running the built-in test server: the clients and targets of the matrices."""
-    return at_least("servers", [p.key for p in plan().pods if http_port(p.key)])
+    return targets.servers(plan())
 
 
 # -- changing the lab from a test (the lifecycle suites) ----------------------------------------
+@cache
 def manifests_dir() -> Path:
-    """The manifests the lab was converged with."""
-    return Path(os.environ.get("PODNET_MANIFESTS_DIR") or INVENTORY_PATH / "manifests")
+    """The manifests the cluster was converged with: PODNET_MANIFESTS_DIR, else the
+    inventory's podnet_manifests_dir (relative to the inventory), else its manifests/."""
+    given = os.environ.get("PODNET_MANIFESTS_DIR")
+    if given:
+        return Path(given)
+    try:
+        variables = {"podnet_manifests_dir": setting("podnet_manifests_dir")}
+    except KeyError:
+        variables = {}
+    inventory_dir = INVENTORY_PATH if INVENTORY_PATH.is_dir() else INVENTORY_PATH.parent
+    return cluster.manifests_dir(variables, inventory_dir) or inventory_dir / "manifests"
 
 
 def converge(manifests: Path, tags: str | None = None, check: bool = False
@@ -261,7 +426,10 @@ def converge(manifests: Path, tags: str | None = None, check: bool = False
     env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_NOCOLOR": "1"}
+    # the folder as an extra variable too: an inventory need not read PODNET_MANIFESTS_DIR
+    # (the lab's does), and extra variables come before any inventory's
     argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY_PATH),
+            "-e", json.dumps({"podnet_manifests_dir": str(manifests)}),
             str(ROOT / "playbooks" / "site.yml"), *(["--tags", tags] if tags else []),
             *(["--check", "--diff"] if check else [])]
     return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,

@@ -1,6 +1,7 @@
 """Service DNS: pods find Services by name (the article's DNS principle). The cluster DNS
 answers every record of the Kubernetes DNS spec 1.1.0 exactly as the model says, through the
-kube-dns Service, with the search list and ndots:5 a pod gets, and forwards the rest upstream."""
+kube-dns Service, with the search list and ndots:5 a pod gets, and forwards the rest upstream.
+The Service looked up by name and the pods that ask come from the plan by shape (targets.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,21 @@ from collections import defaultdict
 from functools import cache
 
 import pytest
-from conftest import Evidence, container_units, hosts, plan, run, running
+import targets
+from conftest import (
+    Evidence,
+    container_units,
+    outside_client,
+    params,
+    plan,
+    run,
+    running,
+    selected,
+    servers,
+    target,
+    upstream,
+    upstream_name,
+)
 
 from podnet import clusterdns, dns
 
@@ -18,13 +33,39 @@ pytestmark = pytest.mark.principle("service DNS")
 
 DNS_IP = str(plan().settings.dns_service_ip)
 ZONE = plan().settings.cluster_domain
-EXTERNAL = "www.example.test"
-CLIENTS = ["demo", "other"]  # one pod with the test server in each namespace
+# the Service looked up by every name form, from a pod in its namespace and one in another
+NAMES = selected(targets.dns_names)
+# a name in the zone whatever the manifests hold: that Service's, else kube-dns's
+FQDN = (NAMES.service if NAMES else plan().dns_service).fqdn
 
 
-def client(namespace: str) -> str:
-    return next(p.key for p in plan().pods if p.namespace == namespace
-                and any(c.workload["kind"] == "netexec" for c in p.containers))
+def askers() -> dict[str, str]:
+    """Namespace -> the first pod running the test server there, for the first two namespaces
+    that have one: the pods the record tests ask from (on the demo demo/db-0, other/client)."""
+    out: dict[str, str] = {}
+    for key in servers():
+        out.setdefault(plan().pod(key).namespace, key)
+    return dict(list(out.items())[:2])
+
+
+ASKERS = askers()
+
+
+def client(namespace: str | None = None) -> str:
+    """A pod running the test server in ``namespace``; by default the first of them."""
+    if not ASKERS:
+        pytest.skip(str(targets.NotInPlan(targets.SERVER_POD)))
+    return ASKERS[namespace] if namespace else next(iter(ASKERS.values()))
+
+
+def names() -> targets.DnsNames:
+    return target(targets.dns_names)
+
+
+def mixed_case(name: str) -> str:
+    """``name`` with the case of its letters alternating in each label (web -> WeB)."""
+    return ".".join("".join(c.upper() if i % 2 == 0 else c.lower() for i, c in enumerate(label))
+                    for label in name.split("."))
 
 
 def in_container(key: str, *argv: str) -> Evidence:
@@ -96,7 +137,7 @@ def dns_pods() -> list[dict[str, object]]:
 
 
 # -- the DNS pods ------------------------------------------------------------------------------
-@pytest.mark.parametrize("dns_pod", [p.key for p in plan().pods if p.namespace == "kube-system"])
+@pytest.mark.parametrize("dns_pod", targets.dns_pods(plan()))
 def test_dns_pod_reports_healthy_and_ready_with_the_models_serial(dns_pod: str) -> None:
     ip = running()[dns_pod]["ip"]
     node = plan().pod(dns_pod).node
@@ -120,7 +161,7 @@ def test_dns_pods_run_on_different_nodes() -> None:
 def test_zone_apex_and_schema_version() -> None:
     for name, rtype in ((f"{ZONE}.", "SOA"), (f"{ZONE}.", "NS"), (f"ns.dns.{ZONE}.", "A"),
                         (f"dns-version.{ZONE}.", "TXT")):
-        got = ask(client("demo"), name, rtype)
+        got = ask(client(), name, rtype)
         assert got.rc == 0 and answers(got) == expected(name, rtype), got
         assert_answer(got, expected(name, rtype))
 
@@ -135,7 +176,7 @@ def test_service_records_match_the_model(service: str) -> None:
              or (r.type == "PTR" and str(r.data).endswith("." + fqdn))}
     assert names, f"the model serves nothing for {service}"
     for name, rtype in sorted(names):
-        got = ask(client("demo"), name, rtype)
+        got = ask(client(), name, rtype)
         want = expected(name, rtype)
         have = {line for line in answers(got) if line.split()[3] == rtype
                 and line.split()[0] == name}
@@ -171,19 +212,19 @@ def test_cluster_ip_service_records_are_the_specs_and_no_more(service: str) -> N
     assert model == set(spec), f"{service}: the model serves {sorted(model)}, the spec gives " \
         f"{sorted(spec)}"
     for (name, rtype), want in sorted(spec.items()):
-        assert_answer(ask(client("demo"), name, rtype), want)
+        assert_answer(ask(client(), name, rtype), want)
 
 
-def test_a_port_without_a_name_is_in_the_demo() -> None:
+def test_a_port_without_a_name_is_in_the_plan() -> None:
     """The spec test above sees an unnamed port (else its no-SRV rule is never exercised)."""
-    unnamed = [s.key for s in plan().services if s.key in CLUSTER_IP_SERVICES
-               and any(not p.name for p in s.ports)]
-    assert unnamed, CLUSTER_IP_SERVICES
+    unnamed = target(targets.unnamed_port_services)
+    assert unnamed and set(unnamed) <= set(CLUSTER_IP_SERVICES), (unnamed, CLUSTER_IP_SERVICES)
 
 
 def test_external_name_is_a_cname_followed_to_the_upstreams_address() -> None:
-    svc = next(s for s in plan().services if s.type == "ExternalName")
-    got = ask(client("demo"), f"{svc.fqdn}.", "A")
+    upstream()  # the name it points to must resolve upstream
+    svc = target(targets.external_name_service)
+    got = ask(client(), f"{svc.fqdn}.", "A")
     assert status(got) == "NOERROR", got
     lines = answers(got)
     assert f"{svc.fqdn}. 5 IN CNAME {svc.external_name}." in lines, got
@@ -194,16 +235,25 @@ def test_external_name_is_a_cname_followed_to_the_upstreams_address() -> None:
 def test_pod_a_record(pod: str) -> None:
     ip = running()[pod]["ip"]
     name = f"{ip.replace('.', '-')}.{plan().pod(pod).namespace}.pod.{ZONE}."
-    got = dig(client("other"), "+noall", "+answer", name, "A")
+    got = dig(list(ASKERS.values())[-1] if ASKERS else client(), "+noall", "+answer", name,
+              "A")
     assert answers(got) == {f"{name} 5 IN A {ip}"}, got
 
 
-@pytest.mark.parametrize("name", [
-    "nothing-here.demo.svc", "web.no-such-namespace.svc", "web.demo.svc.extra",
-    "1-2-3-4.demo.pod", "no-such-record",
-])
+def absent_names() -> list[str]:
+    """Names in the zone nothing has: a Service its namespace lacks, a namespace no Service is
+    in, a label more than a Service name, a pod address no pod has, and a bare label."""
+    if not NAMES:
+        return []
+    svc, ns = NAMES.service.name, NAMES.service.namespace
+    return [f"{targets.unused_service_name(plan(), ns, 'nothing-here')}.{ns}.svc",
+            f"{svc}.no-such-namespace.svc", f"{svc}.{ns}.svc.extra", f"1-2-3-4.{ns}.pod",
+            "no-such-record"]
+
+
+@pytest.mark.parametrize("name", params(absent_names(), targets.DNS_NAMES))
 def test_absent_names_in_the_zone_are_nxdomain_with_the_soa(name: str) -> None:
-    got = dig(client("demo"), "+noall", "+comments", "+authority", f"{name}.{ZONE}.", "A")
+    got = dig(client(), "+noall", "+comments", "+authority", f"{name}.{ZONE}.", "A")
     assert status(got) == "NXDOMAIN", got
     soa = expected(f"{ZONE}.", "SOA")
     assert soa and soa <= answers(got), got
@@ -211,50 +261,62 @@ def test_absent_names_in_the_zone_are_nxdomain_with_the_soa(name: str) -> None:
 
 
 def test_a_name_that_exists_has_no_aaaa_but_is_not_nxdomain() -> None:
-    got = dig(client("demo"), "+noall", "+comments", "+answer", f"web.demo.svc.{ZONE}.", "AAAA")
+    got = dig(client(), "+noall", "+comments", "+answer", f"{names().service.fqdn}.", "AAAA")
     assert status(got) == "NOERROR" and not answers(got), got
 
 
 def test_names_are_compared_case_insensitively() -> None:
-    name = f"WeB.DeMo.SvC.{ZONE.upper()}."
-    got = ask(client("demo"), name, "A")
+    svc = names().service
+    name = f"{mixed_case(f'{svc.name}.{svc.namespace}.svc')}.{ZONE.upper()}."
+    got = ask(client(), name, "A")
     assert status(got) == "NOERROR" and len(answers(got)) == 1, got
-    assert {line.split()[4] for line in answers(got)} == {plan().service("demo/web").cluster_ip}, \
-        got
+    assert {line.split()[4] for line in answers(got)} == {svc.cluster_ip}, got
 
 
 def test_queries_over_tcp() -> None:
-    name = f"web.demo.svc.{ZONE}."
-    got = ask(client("demo"), name, "A", "+tcp")
+    name = f"{names().service.fqdn}."
+    got = ask(client(), name, "A", "+tcp")
     assert answers(got) == expected(name, "A"), got
     assert_answer(got, expected(name, "A"))
 
 
 # -- the pod's resolver: search list and ndots:5 -----------------------------------------------
-SHORT_FORMS = ["web", "web.demo", "web.demo.svc", f"web.demo.svc.{ZONE}", f"web.demo.svc.{ZONE}."]
+def short_forms() -> list[str]:
+    """Every form of the Service's name a pod's search list may complete (web, web.demo, ...)."""
+    if not NAMES:
+        return []
+    name, ns = NAMES.service.name, NAMES.service.namespace
+    return [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{ZONE}",
+            f"{name}.{ns}.svc.{ZONE}."]
 
 
-@pytest.mark.parametrize("namespace", CLIENTS)
-@pytest.mark.parametrize("form", SHORT_FORMS)
+CLIENTS = list(NAMES.clients) if NAMES else []  # its namespace, then another
+
+
+@pytest.mark.parametrize("namespace", params(CLIENTS, targets.DNS_NAMES))
+@pytest.mark.parametrize("form", params(short_forms(), targets.DNS_NAMES))
 def test_search_list_resolves_service_names(namespace: str, form: str) -> None:
-    """From a pod in demo every form finds demo/web; from a pod in another namespace only the
-    forms that name the namespace do (the short name is searched in the pod's own)."""
-    got = in_container(client(namespace), "getent", "ahostsv4", form)
+    """From a pod in the Service's namespace every form finds it; from a pod in another
+    namespace only the forms that name the namespace do (the short name is searched in the
+    pod's own)."""
+    svc, clients = names().service, names().clients
+    got = in_container(clients[namespace], "getent", "ahostsv4", form)
     found = {line.split()[0] for line in got.stdout.splitlines() if line.strip()}
-    if namespace == "demo" or form != "web":
-        assert got.rc == 0 and found == {plan().service("demo/web").cluster_ip}, got
+    if namespace == svc.namespace or form != svc.name:
+        assert got.rc == 0 and found == {svc.cluster_ip}, got
     else:
         assert got.rc == 2 and not found, got
 
 
 @pytest.mark.parametrize("name, searched_first", [
-    (EXTERNAL, True),                 # 2 dots < ndots:5: the search list is tried first
-    (f"web.demo.svc.{ZONE}", True),   # 4 dots: still searched first
-    ("a.b.c.d.e.example.test", False),  # 5 dots: asked as is first
-])
+    (name, name.count(".") < 5) for name in (
+        "www.example.test",        # 2 dots < ndots:5: the search list is tried first
+        FQDN,                      # web.demo.svc.cluster.local, 4 dots: still searched first
+        "a.b.c.d.e.example.test",  # 5 dots or more: asked as is first
+    )])
 def test_ndots_5_decides_whether_the_search_list_comes_first(name: str, searched_first: bool
                                                              ) -> None:
-    pod = client("demo")
+    pod = client()
     conf = in_container(pod, "cat", "/etc/resolv.conf")
     assert "options ndots:5" in conf.stdout, conf
     search = next(line.split()[1:] for line in conf.stdout.splitlines()
@@ -273,27 +335,29 @@ def test_ndots_5_decides_whether_the_search_list_comes_first(name: str, searched
 
 
 # -- upstream, access, end to end --------------------------------------------------------------
-@pytest.mark.parametrize("namespace", CLIENTS)
+@pytest.mark.parametrize("namespace", params(list(ASKERS), targets.SERVER_POD))
 def test_external_names_are_answered_through_the_upstream(namespace: str) -> None:
-    upstream = next(h for h in hosts("upstream_dns"))
-    direct = run(upstream.name, "dig", "+short", f"@{upstream.address}", EXTERNAL, "A")
+    server = upstream()
+    external = upstream_name()
+    direct = run(server.name, "dig", "+short", f"@{server.address}", external, "A")
     assert direct.rc == 0 and direct.stdout.strip(), direct
-    got = in_container(client(namespace), "getent", "ahostsv4", EXTERNAL)
+    got = in_container(client(namespace), "getent", "ahostsv4", external)
     assert got.rc == 0 and {line.split()[0] for line in got.stdout.splitlines()} \
         == set(direct.stdout.split()), got
 
 
 def test_nodes_may_ask_the_cluster_dns() -> None:
+    name = f"{names().service.fqdn}."
     for node in plan().nodes:
-        got = ask(node.name, f"web.demo.svc.{ZONE}.", "A")
-        assert answers(got) == expected(f"web.demo.svc.{ZONE}.", "A"), got
-        assert_answer(got, expected(f"web.demo.svc.{ZONE}.", "A"))
+        got = ask(node.name, name, "A")
+        assert answers(got) == expected(name, "A"), got
+        assert_answer(got, expected(name, "A"))
 
 
 def test_the_cluster_dns_refuses_hosts_outside_the_cluster_and_node_networks() -> None:
     """The client host gets a route to a DNS pod through its node; its query arrives (the
     answer is REFUSED, not a timeout) and is refused, while the node's is answered."""
-    outsider = next(h for h in hosts("clients"))
+    outsider = outside_client()
     pod = dns_pods()[0]
     node = plan().pod(str(pod["key"])).node
     via = next(n.address for n in plan().nodes if n.name == node)
@@ -302,20 +366,21 @@ def test_the_cluster_dns_refuses_hosts_outside_the_cluster_and_node_networks() -
     assert added.rc == 0, added
     try:
         refused = run(outsider.name, "dig", f"@{pod['ip']}", "+time=2", "+tries=1",
-                      f"web.demo.svc.{ZONE}.", "A")
+                      f"{FQDN}.", "A")
         assert status(refused) == "REFUSED", refused
     finally:
         run(outsider.name, "ip", "route", "del", f"{pod['ip']}/32", "via", via)
-    allowed = run(node, "dig", f"@{pod['ip']}", "+time=2", "+tries=1", f"web.demo.svc.{ZONE}.")
+    allowed = run(node, "dig", f"@{pod['ip']}", "+time=2", "+tries=1", f"{FQDN}.")
     assert status(allowed) == "NOERROR", allowed
 
 
 @pytest.mark.quick
-@pytest.mark.parametrize("namespace", CLIENTS)
+@pytest.mark.parametrize("namespace", params(CLIENTS, targets.DNS_NAMES))
 def test_a_pod_reaches_a_service_by_name(namespace: str) -> None:
-    name = "web" if namespace == "demo" else "web.demo"
-    port = plan().service("demo/web").ports[0].port
-    backends = {plan().pod(e.pod).host_name for e in plan().service("demo/web").ports[0].endpoints}
-    got = in_container(client(namespace), "curl", "-s", "--max-time", "5",
+    svc, clients = names().service, names().clients
+    name = svc.name if namespace == svc.namespace else f"{svc.name}.{svc.namespace}"
+    port = svc.ports[0].port
+    backends = {plan().pod(e.pod).host_name for e in svc.ports[0].endpoints}
+    got = in_container(clients[namespace], "curl", "-s", "--max-time", "5",
                        f"http://{name}:{port}/hostname")
     assert got.rc == 0 and got.stdout.strip() in backends, got

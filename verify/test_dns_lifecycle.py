@@ -1,19 +1,19 @@
 """Service DNS while things change: a DNS pod stopped (its endpoint leaves every node's
 kube-dns rules through its readiness probe, names keep resolving through the other), and a new
 Service that resolves right after the converge that adds it, with no query dropped meanwhile.
-These change the lab and put it back; they run after the other suites."""
+These change the lab and put it back; they run after the other suites. The Service looked up
+and the one added beside it come from the plan by shape (targets.py)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+import targets
 from conftest import (
-    INVENTORY_PATH,
     assert_restored,
     container_units,
     converge,
@@ -21,32 +21,19 @@ from conftest import (
     manifests_dir,
     observed,
     plan,
+    plan_of,
     pod_id,
     run,
+    servers,
+    target,
 )
 
-from podnet import cluster, kubeproxy
+from podnet import kubeproxy
 
 pytestmark = pytest.mark.principle("service DNS")
 
 DNS_IP = str(plan().settings.dns_service_ip)
 ZONE = plan().settings.cluster_domain
-NEW_SERVICE = """\
-apiVersion: v1
-kind: Service
-metadata:
-  name: dns-new
-  namespace: demo
-spec:
-  selector:
-    app: web
-  ports:
-    - name: http
-      port: 8088
-      targetPort: http
-"""
-
-
 def dns_chains(key: str, ip: str) -> set[str]:
     svc = plan().service("kube-system/kube-dns")
     pod = plan().pod(key)
@@ -72,8 +59,11 @@ def wait_for(what: str, check, seconds: float) -> float:  # type: ignore[no-unty
 
 
 def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:
-    dns_pods = sorted(p.key for p in plan().pods if p.namespace == "kube-system")
-    assert len(dns_pods) >= 2, dns_pods
+    dns_pods = targets.dns_pods(plan())
+    if len(dns_pods) < 2:
+        pytest.skip(str(targets.NotInPlan(targets.DNS_REPLICAS)))
+    web = target(targets.http_service)
+    name = f"{web.fqdn}."
     victim = dns_pods[0]
     pod = plan().pod(victim)
     ip = observed()[victim]["ip"]
@@ -85,7 +75,7 @@ def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:
     stopped = run(pod.node, "systemctl", "stop", *units)
     assert stopped.rc == 0, stopped
     try:
-        dead = run(pod.node, "dig", f"@{ip}", "+time=1", "+tries=1", f"web.demo.svc.{ZONE}.")
+        dead = run(pod.node, "dig", f"@{ip}", "+time=1", "+tries=1", name)
         assert dead.rc != 0, dead  # really gone
         # no server answers at all (dig 9, "no servers could be reached"), not an answer with
         # some status (SERVFAIL, REFUSED) nor a failure of dig itself
@@ -93,15 +83,13 @@ def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:
         took = wait_for(f"{victim} leaving every node's kube-dns rules",
                         lambda: not any(jumps_to(n, chains) for n in nodes), 20)
         print(f"\n{victim} out of the kube-dns rules on {len(nodes)} nodes after {took:.1f} s")
-        clients = [p.key for p in plan().pods if p.namespace in ("demo", "other")
-                   and any(c.workload["kind"] == "netexec" for c in p.containers)]
+        clients = servers()
         failures = []
         for client in clients:
             for _ in range(5):
                 got = run(plan().pod(client).node, "ip", "netns", "exec", pod_id(client), "dig",
-                          f"@{DNS_IP}", "+time=2", "+tries=1", "+short",
-                          f"web.demo.svc.{ZONE}.")
-                if got.rc != 0 or got.stdout.strip() != plan().service("demo/web").cluster_ip:
+                          f"@{DNS_IP}", "+time=2", "+tries=1", "+short", name)
+                if got.rc != 0 or got.stdout.strip() != web.cluster_ip:
                     failures.append(got)
         assert not failures, failures[:3]
     finally:
@@ -115,14 +103,17 @@ def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:
 
 def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_path: Path
                                                                             ) -> None:
+    # a new Service beside one the plan has (its namespace, selector and target port)
+    like = target(targets.http_service)
+    new, manifest = targets.new_service_like(plan(), like, "dns-new", 8088)
     copy = tmp_path / "manifests"
     shutil.copytree(manifests_dir(), copy)
-    (copy / "zz-dns-new.yaml").write_text(NEW_SERVICE)
+    (copy / f"zz-{new}.yaml").write_text(manifest)
     node = plan().nodes[0].name
     lab = lab_state()
-    name = f"dns-new.demo.svc.{ZONE}."
+    name = f"{new}.{like.namespace}.svc.{ZONE}."
     # an unchanged name, the schema version and the SOA (its serial changes with the records)
-    queries = f"web.demo.svc.{ZONE}. A\\ndns-version.{ZONE}. TXT\\n{ZONE}. SOA\\n"
+    queries = f"{like.fqdn}. A\\ndns-version.{ZONE}. TXT\\n{ZONE}. SOA\\n"
     load = ["systemd-run", "--unit", "podnet-verify-dnsperf", "--collect", "-p",
             "StandardOutput=file:/run/podnet-verify-dnsperf.out", "sh", "-c",
             f"printf '{queries}' > /run/podnet-verify-queries && exec dnsperf -s {DNS_IP} "
@@ -140,15 +131,8 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
                                                      "podnet-verify-dnsperf").rc != 0, 15)
         report = run(node, "cat", "/run/podnet-verify-dnsperf.out")
         run(node, "rm", "-f", "/run/podnet-verify-dnsperf.out", "/run/podnet-verify-queries")
-        old = os.environ.get("PODNET_MANIFESTS_DIR")
-        os.environ["PODNET_MANIFESTS_DIR"] = str(copy)
-        try:
-            changed = cluster.load(INVENTORY_PATH)
-        finally:
-            os.environ.pop("PODNET_MANIFESTS_DIR")
-            if old is not None:
-                os.environ["PODNET_MANIFESTS_DIR"] = old
-        assert got.stdout.strip() == changed.service("demo/dns-new").cluster_ip, got
+        changed = plan_of(copy)
+        assert got.stdout.strip() == changed.service(f"{like.namespace}/{new}").cluster_ip, got
         sent = re.search(r"Queries sent:\s+(\d+)", report.stdout)
         lost = re.search(r"Queries lost:\s+(\d+)", report.stdout)
         assert sent and lost, report
@@ -161,6 +145,6 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
         back = converge(manifests_dir(), tags="workloads")
         assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
         run(node, "systemctl", "stop", "podnet-verify-dnsperf")  # if it was left running
-        assert_restored(lab, "adding Service demo/dns-new")
+        assert_restored(lab, f"adding Service {like.namespace}/{new}")
     gone = run(node, "dig", f"@{DNS_IP}", name)
     assert "status: NXDOMAIN" in gone.stdout, gone

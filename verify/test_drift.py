@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+import targets
 from conftest import (
     assert_restored,
     container_units,
@@ -29,6 +30,7 @@ from conftest import (
     pod_id,
     run,
     running,
+    target,
 )
 
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
@@ -81,9 +83,8 @@ def must(node: str, *argv: str) -> str:
 
 @pytest.fixture(scope="module")
 def drift() -> Iterator[Drift]:
-    nodes = [n.name for n in plan().nodes]
-    assert len(nodes) >= 3, "the drift suite spreads its damage over three nodes"
-    a, b, c = nodes[:3]
+    # the damage is spread over three nodes; the second and third run a test server
+    a, b, c = target(targets.drift_nodes)
     d = Drift(nodes=[a, b, c])
     lab = lab_state()
     pods = running()
@@ -167,7 +168,7 @@ def test_a_flushed_service_chain_is_applied_again(drift: Drift) -> None:
     node = drift.nodes[0]
     assert must(node, "iptables", "-t", "nat", "-S", "KUBE-SERVICES") == \
         drift.before["kube_services"]
-    web = plan().service("demo/web")
+    web = target(targets.http_service)
     got = run(node, "curl", "-s", "--max-time", "5",
               f"http://{web.cluster_ip}:{web.ports[0].port}/hostname")
     assert got.rc == 0 and got.stdout.strip(), got

@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from conftest import Evidence, hosts, http_port, in_pod, plan, run, running
+from conftest import Evidence, http_port, in_pod, outside_client, plan, run, running
 
 pytestmark = pytest.mark.principle("flat network")
 
@@ -76,9 +76,7 @@ def test_pod_to_node_keeps_the_pod_address() -> None:
 
 
 def test_pod_to_the_outside_is_masqueraded() -> None:
-    outside = [h for h in hosts("lab") if h.name not in {n.name for n in plan().nodes}]
-    if not outside:
-        pytest.skip("the inventory has no host outside the cluster")
+    outside = outside_client()
     pod = plan().pods[0]
-    seen, evidence = peer_seen_by(outside[0].name, outside[0].address, pod.key)
+    seen, evidence = peer_seen_by(outside.name, outside.address, pod.key)
     assert seen == plan().node(pod.node).address, evidence

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import targets
 import yaml
 from conftest import (
     Evidence,
@@ -25,7 +26,10 @@ from conftest import (
     run,
     running,
     servers,
+    target,
 )
+
+from podnet.plan import ServicePlan
 
 pytestmark = pytest.mark.principle("unique pod IP")
 
@@ -44,17 +48,17 @@ def wait_for(what: str, check, timeout: float = 120.0, every: float = 1.0):  # t
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}")
 
 
-def matrix_failures(clients: list[str], targets: list[str]) -> list[str]:
-    """Every client pod dials every target pod (its /dial), as the flat-network suite does."""
+def matrix_failures(clients: list[str], peers: list[str]) -> list[str]:
+    """Every client pod dials every peer pod (its /dial), as the flat-network suite does."""
     now = observed()
     failures = []
     for client in clients:
-        for target in targets:
-            url = (f"http://{now[client]['ip']}:{http_port(client)}/dial?host={now[target]['ip']}"
-                   f"&port={http_port(target)}&request=clientip&protocol=http")
+        for peer in peers:
+            url = (f"http://{now[client]['ip']}:{http_port(client)}/dial?host={now[peer]['ip']}"
+                   f"&port={http_port(peer)}&request=clientip&protocol=http")
             got = run(plan().pod(client).node, "curl", "-s", "--max-time", "15", url)
             if f'["{now[client]["ip"]}:' not in got.stdout:
-                failures.append(f"{client} -> {target}: {got}")
+                failures.append(f"{client} -> {peer}: {got}")
     return failures
 
 
@@ -93,14 +97,15 @@ def test_killed_container_restarts_with_the_same_ip() -> None:
 
 
 def test_rebooted_node_brings_its_pods_back_with_their_ips() -> None:
-    node = max(plan().nodes, key=lambda n: len(plan().pods_on(n.name))).name
+    node = target(targets.reboot_node)
+    web = target(targets.http_service)
     mine = [p.key for p in plan().pods_on(node)]
     before = {key: running()[key]["ip"] for key in mine}
     lab = lab_state()
     marker = run(node, "touch", "/run/podnet-verify-before-reboot")
     assert marker.rc == 0, marker
     try:
-        reboot_and_check(node, mine, before)
+        reboot_and_check(node, mine, before, web)
     finally:
         # whatever happened above: the node up again, and converged if it came back without
         # its pods or rules as they were
@@ -114,8 +119,10 @@ def test_rebooted_node_brings_its_pods_back_with_their_ips() -> None:
             assert_restored(lab, f"rebooting {node} (and a converge)")
 
 
-def reboot_and_check(node: str, mine: list[str], before: dict[str, str]) -> None:
-    """Reboot ``node`` (marked in /run before) and check its pods came back as they were."""
+def reboot_and_check(node: str, mine: list[str], before: dict[str, str], web: ServicePlan
+                     ) -> None:
+    """Reboot ``node`` (marked in /run before) and check its pods came back as they were, and
+    its Service rules: a pod there reaches ``web``."""
     reboot = run(node, "systemd-run", "--on-active=1", "--timer-property=AccuracySec=100ms",
                  "systemctl", "reboot")
     assert reboot.rc == 0, reboot
@@ -136,7 +143,6 @@ def reboot_and_check(node: str, mine: list[str], before: dict[str, str]) -> None
     assert matrix_failures(here, servers()) == []
     assert matrix_failures(servers(), here) == []
     # and the node's Service rules came back at boot (podnet-iptables.service)
-    web = plan().service("demo/web")
     got = run(node, "ip", "netns", "exec", pod_id(here[0]), "curl", "-s", "--max-time", "5",
               f"http://{web.cluster_ip}:{web.ports[0].port}/hostname")
     assert got.rc == 0 and got.stdout.strip(), got
@@ -146,7 +152,7 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
     original = manifests_dir()
     copy = tmp_path / "manifests"
     shutil.copytree(original, copy)
-    victim = next(p for p in plan().pods if p.owner == f"Pod {p.key}" and http_port(p.key))
+    victim = target(targets.bare_server_pod)
     found = False
     for path in copy.glob("*.y*ml"):
         docs = list(yaml.safe_load_all(path.read_text()))

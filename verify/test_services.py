@@ -1,6 +1,7 @@
 """Services: a stable virtual IP that kube-proxy's rules on every node spread over the pods
 behind it (the article's third principle), NodePort and the traffic policies. LoadBalancer
-addresses are not proved here: nothing answers for them yet (issue 15)."""
+addresses are not proved here: nothing answers for them yet (issue 15). Each test takes its
+Service from the plan by the shape it needs (targets.py)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,13 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import Evidence, at_least, hosts, in_pod, plan, run
+import targets
+from conftest import Evidence, in_pod, outside_client, params, plan, run, selected, target
+from targets import CHI_SQUARE_LIMIT
 
 from podnet import kubeproxy
 
 pytestmark = pytest.mark.principle("service abstraction")
-
-CHI_SQUARE_LIMIT = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47}  # p = 0.001, by degrees of freedom
-
-
-def service_ports() -> list[tuple[str, str, str]]:
-    """(service, port name, protocol) of every ClusterIP port that has endpoints."""
-    out = []
-    for svc in plan().services:
-        if svc.cluster_ip and svc.internal_traffic_policy == "Cluster":
-            out += [(svc.key, p.name, p.protocol) for p in svc.ports if p.endpoints]
-    return at_least("service ports", out)
-
 
 def port_of(key: str, name: str, protocol: str):  # type: ignore[no-untyped-def]
     return next(p for p in plan().service(key).ports if p.name == name and p.protocol == protocol)
@@ -61,8 +52,10 @@ CLIENTS = [n.name for n in plan().nodes] + [p.key for p in plan().pods]
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-@pytest.mark.parametrize(("service", "port_name", "protocol"), service_ports(),
-                         ids=[f"{s}:{p or n}/{t}" for s, p, t in service_ports() for n in [""]])
+@pytest.mark.parametrize(("service", "port_name", "protocol"), [
+    pytest.param(s, p, t, id=f"{s}:{p}/{t}") for s, p, t in targets.cluster_ip_ports(plan())
+] or [pytest.param(None, None, None, id="none", marks=pytest.mark.skip(
+    reason=str(targets.NotInPlan(targets.CLUSTER_IP_PORT))))])
 def test_every_client_reaches_every_cluster_ip(client: str, service: str, port_name: str,
                                                protocol: str) -> None:
     port = port_of(service, port_name, protocol).port
@@ -81,9 +74,8 @@ def many(where: str, ip: str, port: int, count: int, request: str = "hostname") 
 
 @pytest.mark.quick
 def test_connections_are_spread_uniformly_over_the_endpoints() -> None:
-    svc = plan().service("demo/web")
-    behind = {e.pod for e in svc.ports[0].endpoints}
-    client = next(p.key for p in plan().pods if p.key not in behind)
+    balanced = target(targets.balanced_service)
+    svc, client = balanced.service, balanced.client
     answers = many(client, str(svc.cluster_ip), svc.ports[0].port, 300)
     counts = Counter(answers)
     want = backends(svc.key)
@@ -97,7 +89,7 @@ def test_connections_are_spread_uniformly_over_the_endpoints() -> None:
 
 
 def test_client_ip_affinity_keeps_a_client_on_one_endpoint() -> None:
-    svc = plan().service("demo/web-sticky")
+    svc = target(targets.affinity_service)
     assert svc.session_affinity_timeout
     seen = {}
     for client in (plan().pods[0].key, plan().pods[-1].key):
@@ -108,7 +100,7 @@ def test_client_ip_affinity_keeps_a_client_on_one_endpoint() -> None:
 
 
 def test_service_without_endpoints_is_refused_at_once() -> None:
-    svc = plan().service("demo/nothing")
+    svc = target(targets.service_without_endpoints)
     assert not svc.ports[0].endpoints
     for where in (plan().nodes[0].name, plan().pods[0].key):
         started = time.monotonic()
@@ -119,29 +111,12 @@ def test_service_without_endpoints_is_refused_at_once() -> None:
 
 
 def test_pod_reaches_itself_through_its_service() -> None:
-    # internalTrafficPolicy: Local sends a pod on a node with one web pod to itself (hairpin)
-    svc = plan().service("demo/web-node-local")
-    for pod in [plan().pod(e.pod) for e in svc.ports[0].endpoints]:
+    # internalTrafficPolicy: Local sends a pod that is its Service's only endpoint on its node
+    # to itself (hairpin)
+    svc = target(targets.hairpin_service)
+    for pod in [plan().pod(key) for key in targets.alone_on_their_node(svc)]:
         got = ask(pod.key, str(svc.cluster_ip), svc.ports[0].port, "TCP")
         assert got.stdout.strip() == pod.host_name, got
-
-
-def local_cases(policy: str) -> list[tuple[str, str, str]]:
-    """(Service, node, branch) for every Service whose ``policy`` (internal, external) traffic
-    policy is Local, on every node; the branch is the one the node takes: ``answers`` with a
-    local endpoint, ``drops`` without one (demo/api-local: 2 pods on 3 nodes)."""
-    out = []
-    for svc in plan().services:
-        local = (svc.internal_traffic_policy == "Local" and bool(svc.cluster_ip)
-                 if policy == "internal" else svc.external_traffic_policy == "Local"
-                 and svc.type in ("NodePort", "LoadBalancer"))
-        if not local:
-            continue
-        behind = {e.node for e in svc.ports[0].endpoints}
-        for node in plan().nodes:
-            branch = "answers" if node.name in behind else "drops"
-            out.append((svc.key, node.name, branch))
-    return out
 
 
 def dropped(node: str, service: str, policy: str) -> int | None:
@@ -168,13 +143,15 @@ def test_local_policy_cases_take_both_branches(policy: str) -> None:
     """The Local-policy tests below prove the drop branch too: some Service with that policy
     has a node without a local endpoint (else a renderer falling back to the cluster chain
     there would pass them all), and some node with one."""
-    branches = Counter(branch for _, _, branch in local_cases(policy))
+    branches = target(lambda plan: targets.local_branches(plan, policy))
     assert branches["drops"] >= 1 and branches["answers"] >= 1, (policy, branches)
 
 
 def local_params(policy: str) -> list[object]:
     return [pytest.param(svc, node, id=f"{svc}@{node}:{branch}")
-            for svc, node, branch in local_cases(policy)]
+            for svc, node, branch in targets.local_cases(plan(), policy)] or [
+        pytest.param(None, None, id="none", marks=pytest.mark.skip(
+            reason=str(targets.NotInPlan(targets.LOCAL[policy]))))]
 
 
 @pytest.mark.parametrize(("service", "on_node"), local_params("internal"))
@@ -203,10 +180,11 @@ def test_internal_local_policy_answers_from_the_same_node(service: str, on_node:
 
 @pytest.mark.quick
 @pytest.mark.principle("NodePort")
-@pytest.mark.parametrize("service", ["demo/web", "demo/api"])
+@pytest.mark.parametrize("service", params(
+    [s.key for s in selected(targets.node_port_services) or []], targets.NODE_PORT))
 def test_node_port_answers_on_every_node_from_outside(service: str, node: str) -> None:
     svc = plan().service(service)
-    client = next(h.name for h in hosts("lab") if h.name not in {n.name for n in plan().nodes})
+    client = outside_client().name
     address = plan().node(node).address
     got = run(client, "curl", "-s", "--max-time", "5",
               f"http://{address}:{svc.ports[0].node_port}/clientip")
@@ -227,7 +205,7 @@ def test_local_policy_keeps_the_client_ip_and_the_node(service: str, on_node: st
     node = on_node
     svc = plan().service(service)
     assert svc.external_traffic_policy == "Local"
-    client = next(h for h in hosts("lab") if h.name not in {n.name for n in plan().nodes})
+    client = outside_client()
     address = plan().node(node).address
     port = svc.ports[0].node_port
     local = {plan().pod(e.pod).host_name for e in svc.ports[0].endpoints if e.node == node}

@@ -1,15 +1,20 @@
 """Services as endpoints come and go: rules repaired after a flush, other people's rules kept,
 a scaled Deployment changing only its Services' rules, and a UDP Service following its endpoint
-to another node. These change the lab and put it back; they run after the other suites."""
+to another node. These change the lab and put it back; they run after the other suites. The
+Services and Deployments they change come from the plan by shape (targets.py), and each edit of
+the manifests is derived from them."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import targets
 import yaml
 from conftest import (
     assert_restored,
@@ -20,9 +25,11 @@ from conftest import (
     manifests_dir,
     observed,
     plan,
+    plan_of,
     pod_id,
     rule_differences,
     run,
+    target,
 )
 
 from podnet import kubeproxy
@@ -39,18 +46,20 @@ def converged(manifests: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
-def edited(tmp: Path, kind: str, name: str, change) -> Path:  # type: ignore[no-untyped-def]
+def edited(tmp: Path, kind: str, namespace: str, name: str,
+           change: Callable[[dict[str, Any]], object]) -> Path:
     """A copy of the manifests with one object changed by ``change(obj)``."""
     copy = tmp / "manifests"
     shutil.copytree(manifests_dir(), copy)
     for path in copy.glob("*.y*ml"):
         docs = list(yaml.safe_load_all(path.read_text()))
-        hit = [d for d in docs if d and d.get("kind") == kind and d["metadata"]["name"] == name]
+        hit = [d for d in docs if d and d.get("kind") == kind and d["metadata"]["name"] == name
+               and d["metadata"].get("namespace", "default") == namespace]
         if hit:
             change(hit[0])
             path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
             return copy
-    raise AssertionError(f"{kind} {name} not in {manifests_dir()}")
+    raise AssertionError(f"{kind} {namespace}/{name} not in {manifests_dir()}")
 
 
 def rules(node: str) -> set[str]:
@@ -60,17 +69,18 @@ def rules(node: str) -> set[str]:
             if line and not line.startswith("#")}
 
 
-def web_jumps(lines: set[str]) -> list[str]:
-    """The endpoint chains demo/web's KUBE-SVC chain jumps to, one per rule."""
-    port = plan().service("demo/web").ports[0]
-    chain = kubeproxy.chains("demo", "web", port.name, port.protocol)["svc"]
+def svc_jumps(svc: ServicePlan, lines: set[str]) -> list[str]:
+    """The endpoint chains the KUBE-SVC chain of ``svc``'s first port jumps to, one per rule."""
+    port = svc.ports[0]
+    chain = kubeproxy.chains(svc.namespace, svc.name, port.name, port.protocol)["svc"]
     return [line.rsplit(" -j ", 1)[1] for line in lines
             if line.startswith(f"-A {chain} ") and " -j KUBE-SEP-" in line]
 
 
-def web_endpoint_chains(services: list[ServicePlan], ips: set[str]) -> set[str]:
-    """The KUBE-SEP chains web's Services may have for pods at ``ips`` (every web pod serves
-    each port on the same target port, so a new pod's port is an old one's)."""
+def endpoint_chains(services: list[ServicePlan], ips: set[str]) -> set[str]:
+    """The KUBE-SEP chains the Deployment's Services may have for pods at ``ips`` (every pod of
+    a Deployment serves each port on the same target port, so a new pod's port is an old
+    one's)."""
     return {kubeproxy.endpoint_chain(svc.namespace, svc.name, port.name, port.protocol, ip,
                                      e.port)
             for svc in services for port in svc.ports for e in port.endpoints[:1] for ip in ips}
@@ -81,7 +91,7 @@ def test_flushed_rules_are_put_back() -> None:
     again puts back every rule of every table as it was (iptables-save without counters,
     chain by chain in order), not only enough of them for one curl to work."""
     node = plan().nodes[0].name
-    web = plan().service("demo/web")
+    web = target(targets.http_service)
     url = f"http://{web.cluster_ip}:{web.ports[0].port}/hostname"
     assert run(node, "curl", "-s", "--max-time", "3", url).rc == 0
     lab = lab_state()
@@ -116,53 +126,61 @@ def test_flushed_rules_are_put_back() -> None:
 
 
 def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path: Path) -> None:
+    scaling = target(targets.scaling)
+    svc, (namespace, name) = scaling.service, scaling.deployment
     node = plan().nodes[0].name
     added = run(node, "iptables", "-t", "nat", "-A", *FOREIGN_NAT)
     assert added.rc == 0, added
     try:
         before = rules(node)
         before_ips = {k: v["ip"] for k, v in observed().items() if v.get("ip")}
-        assert len(web_jumps(before)) == len(plan().service("demo/web").ports[0].endpoints)
-        replicas = 4
-        converged(edited(tmp_path, "Deployment", "web",
-                        lambda d: d["spec"].__setitem__("replicas", replicas)))
+        assert len(svc_jumps(svc, before)) == len(svc.ports[0].endpoints)
+        replicas = len(scaling.pods) + 1
+        scaled = edited(tmp_path, "Deployment", namespace, name,
+                        lambda d: d["spec"].__setitem__("replicas", replicas))
+        pods_now = [p.key for p in plan_of(scaled).pods
+                    if targets.owner_deployment(p) == scaling.deployment]
+        converged(scaled)
         after = rules(node)
-        web_services = [s for s in plan().services if s.selector == {"app": "web"}]
+        services = scaling.services
         mine = set()
-        for svc in web_services:
-            for port in svc.ports:
-                mine |= set(kubeproxy.chains(svc.namespace, svc.name, port.name,
+        for service in services:
+            for port in service.ports:
+                mine |= set(kubeproxy.chains(service.namespace, service.name, port.name,
                                              port.protocol).values())
-                mine.add(f"{svc.key}:{port.name}")
+                mine.add(f"{service.key}:{port.name}")
         changed = before ^ after
-        assert changed, "scaling web changed no rule"
+        assert changed, f"scaling {namespace}/{name} changed no rule"
         others = [line for line in changed if not any(m in line for m in mine)
                   and "KUBE-SEP-" not in line]
         assert others == [], others
         for line in (line for line in changed if "KUBE-SEP-" in line and line.startswith("-A")):
-            assert any(f"{s.key}:" in line for s in web_services), line
-        # every endpoint chain a changed line names (its declaration too) is one of web's
-        # Services' endpoints, before or after: nothing else was touched
+            assert any(f"{s.key}:" in line for s in services), line
+        # every endpoint chain a changed line names (its declaration too) is one of the
+        # Deployment's Services' endpoints, before or after: nothing else was touched
         now = {k: v["ip"] for k, v in observed().items() if v.get("ip")}
-        web_now = {ip for k, ip in now.items() if k.startswith("demo/web-")}
-        assert len(web_now) == replicas, now
-        seps = web_endpoint_chains(web_services, web_now | {
-            ip for k, ip in before_ips.items() if k.startswith("demo/web-")})
+        ips_now = {ip for k, ip in now.items() if k in pods_now}
+        assert len(ips_now) == replicas, now
+        seps = endpoint_chains(services, ips_now | {
+            ip for k, ip in before_ips.items() if k in scaling.pods})
         foreign = [line for line in changed
                    if not set(re.findall(r"KUBE-SEP-[A-Z0-9]+", line)) <= seps]
         assert foreign == [], foreign
-        # web's chain jumps to exactly its 4 endpoints now (jumps, not chain declarations)
-        port = plan().service("demo/web").ports[0]
-        assert sorted(web_jumps(after)) == sorted(
-            kubeproxy.endpoint_chain("demo", "web", port.name, port.protocol, ip,
-                                     port.endpoints[0].port) for ip in web_now), web_jumps(after)
+        # the Service's chain jumps to exactly its replicas + 1 endpoints now (jumps, not chain
+        # declarations)
+        port = svc.ports[0]
+        assert sorted(svc_jumps(svc, after)) == sorted(
+            kubeproxy.endpoint_chain(svc.namespace, svc.name, port.name, port.protocol, ip,
+                                     port.endpoints[0].port) for ip in ips_now), \
+            svc_jumps(svc, after)
         assert any("podnet-verify-foreign" in line for line in after), "foreign rule lost"
     finally:
         converged(manifests_dir())
         still = rules(node)
         run(node, "iptables", "-t", "nat", "-D", *FOREIGN_NAT)
     assert any("podnet-verify-foreign" in line for line in still), "foreign rule lost"
-    # back to three replicas: the fourth endpoint's chains are gone, the rest as before
+    # back to the replicas of the manifests: the new endpoint's chains are gone, the rest as
+    # before
     assert still == before, sorted(still ^ before)
 
 
@@ -183,10 +201,11 @@ while True:
 
 
 def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> None:
-    echo = plan().service("demo/echo")
-    udp = next(p for p in echo.ports if p.protocol == "UDP")
-    client = next(p for p in plan().pods if p.key not in {e.pod for e in udp.endpoints}
-                  and p.namespace == "demo")
+    follow = target(targets.udp_follow)
+    echo, udp, client = follow.service, follow.port, follow.client
+    namespace, deployment = follow.deployment
+    # the Deployment's pods: as they are, and (once the edit is made) after the move
+    owned = {p.key for p in plan().pods if targets.owner_deployment(p) == follow.deployment}
     log = f"/run/podnet-verify-udp-{pod_id(client.key)}.log"
     unit = "podnet-verify-udp-client"
     before = lab_state()
@@ -201,22 +220,27 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
         assert len(first) == 2 and first[1] != "-", first
         serving = first[1]  # the pod the client's conntrack flow is pinned to
         serving_node = next(p.node for p in plan().pods if p.host_name == serving)
-        target = next(n.name for n in plan().nodes if n.name != serving_node)
-        converged(edited(tmp_path, "Deployment", "echo",
-                        lambda d: d["spec"]["template"]["spec"].__setitem__("nodeName", target)))
+        to_node = next(n.name for n in plan().nodes if n.name != serving_node)
+        moved_manifests = edited(tmp_path, "Deployment", namespace, deployment,
+                                 lambda d: d["spec"]["template"]["spec"].__setitem__(
+                                     "nodeName", to_node))
+        after = {p.key for p in plan_of(moved_manifests).pods
+                 if targets.owner_deployment(p) == follow.deployment}
+        converged(moved_manifests)
         done_at = time.time()
         time.sleep(8)
         lines = run(client.node, "cat", log).stdout.splitlines()
         late = [line.split()[1] for line in lines if float(line.split()[0]) > done_at + 3]
         assert late and all(name not in ("-", serving) for name in late[-5:]), lines[-20:]
         now = observed()
-        moved = [k for k in now if k.startswith("demo/echo-")]
-        assert moved and all(now[k]["node"] == target for k in moved), now
+        moved = [k for k in now if k in owned | after]
+        assert moved and all(now[k]["node"] == to_node for k in moved), now
     finally:
         run(client.node, "systemctl", "stop", unit)
         run(client.node, "rm", "-f", log)
         converged(manifests_dir())
-        # echo's pods are back on their node, with new IPs (host-local gives the next free one)
-        assert_restored(before, "moving echo to another node and back",
-                        moved={k for k in before.pods if k.startswith("demo/echo-")})
+        # the Deployment's pods are back on their node, with new IPs (host-local gives the
+        # next free one)
+        assert_restored(before, f"moving {namespace}/{deployment} to another node and back",
+                        moved=owned)
     assert in_pod(client.key, "true").rc == 0
