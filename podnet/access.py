@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.addresses import is_documentation
 from podnet.inventory import Host, Inventory
 
 DEFAULT_INVENTORY = "inventory/lab"
@@ -130,6 +131,10 @@ def connection(host: Host) -> Connection:
     from ansible.utils.path import unfrackpath
 
     v = host.vars
+    if is_documentation(host.address):
+        raise AccessError(f"host {host.name}: {host.address} is a documentation address (RFC "
+                          f"5737, the example inventory's placeholder), never a real host's: "
+                          f"put in the host's address (ansible_host)")
     kind = str(v.get("ansible_connection") or "ssh")
     if kind not in SSH_CONNECTIONS:
         raise AccessError(f"host {host.name} is reached with ansible_connection={kind}; "

@@ -92,3 +92,26 @@ def probe(preferred: int, size: int, is_free: Callable[[int], bool]) -> int | No
         if is_free(slot):
             return slot
     return None
+
+
+# Addresses reserved for documentation (RFC 5737, RFC 3849): never a real host's. The example
+# inventory for real VMs uses them, so that running it before its addresses are yours reaches
+# nothing, and podnet refuses to try (placeholder_hosts).
+DOCUMENTATION_NETWORKS = tuple(ip_network(n) for n in (
+    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
+
+
+def is_documentation(text: object) -> bool:
+    """Whether ``text`` is an address in a documentation range (False for a name)."""
+    try:
+        address = ip_address(str(text))
+    except ValueError:
+        return False
+    return any(address in net for net in DOCUMENTATION_NETWORKS if net.version == address.version)
+
+
+def placeholder_hosts(addresses: dict[str, object]) -> list[str]:
+    """``host (address)`` for every host whose address (ansible_host, else its name) is a
+    documentation placeholder, in the order given."""
+    return [f"{name} ({address})" for name, address in addresses.items()
+            if is_documentation(address)]

@@ -97,16 +97,16 @@ def test_lab_host_is_reached_through_the_labs_namespace_as_ansible_does() -> Non
     ControlPersist: the lab's own folder, the converge's master connections."""
     host = access.host(Inventory(LAB), "node1")
     conn = access.connection(host)
-    assert conn.become_user is None  # root logs in: no sudo
+    assert conn.become_user == "root"  # a VM's login user: root through sudo -n
     assert access.ssh_argv(host) == [
-        "ssh", *CFG_ARGS, "-i", KEY, "-o", "ConnectTimeout=10",
+        "ssh", *CFG_ARGS, "-i", KEY, "-p", "2222", "-o", "ConnectTimeout=10",
         "-o", PROXY,
         "-o", f"UserKnownHostsFile=/var/lib/podnet/labs/{LAB_NAME}/known_hosts",
         "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
         "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
-        "-o", "ControlPath=" + control_path("192.168.56.11", None, "root",
+        "-o", "ControlPath=" + control_path("192.168.56.11", 2222, "debian",
                                             f".ansible/cp/{LAB_NAME}"),
-        "root@192.168.56.11",
+        "debian@192.168.56.11",
     ]
     assert Path(os.environ["HOME"], ".ansible", "cp", LAB_NAME).is_dir()  # made, as Ansible
 
@@ -203,6 +203,17 @@ def test_what_podnet_cannot_use_is_refused_naming_the_variable(given: dict[str, 
     assert str(err.value).startswith(message)
 
 
+@pytest.mark.parametrize("address", ["192.0.2.11", "198.51.100.7", "203.0.113.200"])
+def test_a_documentation_address_is_never_reached(address: str) -> None:
+    """The example inventory's placeholders (RFC 5737): verify, shell and exec stop before ssh."""
+    host = Host("node1", (), {"ansible_host": address, "ansible_user": "debian"})
+    with pytest.raises(access.AccessError) as err:
+        access.ssh_argv(host, ["true"])
+    assert str(err.value) == (f"host node1: {address} is a documentation address (RFC 5737, the "
+                              "example inventory's placeholder), never a real host's: put in "
+                              "the host's address (ansible_host)")
+
+
 def test_a_root_login_may_keep_another_become_method() -> None:
     """su as become method matters only when podnet would become: root logs in, no sudo."""
     host = Host("vm1", (), {"ansible_user": "root", "ansible_become_method": "su"})
@@ -255,13 +266,14 @@ def test_exec_runs_on_the_node_the_plan_puts_the_pod_on(ran: list[list[str]]) ->
                  "eth0"]) == 0
     [argv] = ran
     assert argv[0] == "ssh" and "-t" not in argv and PROXY in argv
-    assert argv[-2:] == ["root@192.168.56.13", "ip netns exec other_client ip -4 addr show eth0"]
+    assert argv[-2:] == ["debian@192.168.56.13",
+                         "sudo -n -u root -- ip netns exec other_client ip -4 addr show eth0"]
 
 
 def test_options_after_the_separator_belong_to_the_command(ran: list[list[str]]) -> None:
     main(["exec", "-i", str(LAB), "demo/db-0", "--", "ping", "-c", "1", "-i", "0.2", "10.0.0.1"])
-    assert ran[0][-2:] == ["root@192.168.56.11",
-                           "ip netns exec demo_db-0 ping -c 1 -i 0.2 10.0.0.1"]
+    assert ran[0][-2:] == ["debian@192.168.56.11",
+                           "sudo -n -u root -- ip netns exec demo_db-0 ping -c 1 -i 0.2 10.0.0.1"]
 
 
 def test_an_interactive_exec_gets_a_terminal(ran: list[list[str]],
@@ -303,9 +315,9 @@ def test_exec_on_an_invalid_inventory_points_at_plan(
 def test_shell_logs_in_or_runs_a_command(ran: list[list[str]],
                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["shell", "-i", str(LAB), "lb"]) == 0
-    assert ran[-1][-1] == "root@192.168.56.200"
+    assert ran[-1][-1] == "debian@192.168.56.200"
     main(["shell", "-i", str(LAB), "node2", "--", "systemctl", "is-system-running"])
-    assert ran[-1][-2:] == ["root@192.168.56.12", "systemctl is-system-running"]
+    assert ran[-1][-2:] == ["debian@192.168.56.12", "systemctl is-system-running"]
     assert main(["shell", "-i", str(LAB)]) == 2
     assert "podnet shell: name a host; the hosts are: client, lb, node1" in capsys.readouterr().err
 
@@ -329,7 +341,8 @@ def test_exec_exits_with_what_ssh_exits_with(tmp_path: Path) -> None:
                           text=True, check=False, timeout=120)
     assert done.returncode == 3, done.stderr
     args = (tmp_path / "ssh.args").read_text().splitlines()
-    assert args[-2:] == ["root@192.168.56.13", "ip netns exec demo_db-1 sh -c 'exit 3'"]
+    assert args[-2:] == ["debian@192.168.56.13",
+                         "sudo -n -u root -- ip netns exec demo_db-1 sh -c 'exit 3'"]
 
 
 def vm_inventory(tmp_path: Path) -> Path:
@@ -339,7 +352,9 @@ def vm_inventory(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "inventory" / "example-vms" / "group_vars" / "all" / "network.yml",
                 inventory / "group_vars" / "all" / "network.yml")
     (inventory / "group_vars" / "all" / "workloads.yml").write_text(
-        f"podnet_manifests_dir: {LAB / 'manifests'}\npodnet_state_dir: {tmp_path / 'state'}\n")
+        f"podnet_manifests_dir: {LAB / 'manifests'}\npodnet_state_dir: {tmp_path / 'state'}\n"
+        # the example's own addresses are placeholders podnet refuses (RFC 5737)
+        "podnet_underlay_cidr: 10.20.0.0/24\npodnet_lb_pool: 10.20.0.240/28\n")
     nodes = {f"node{i}": {"ansible_host": f"10.20.0.1{i}", "podnet_node_labels": {
         "topology.kubernetes.io/zone": "zone-b" if i == 3 else "zone-a"}} for i in (1, 2, 3)}
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {

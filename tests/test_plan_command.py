@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from podnet import addresses
+
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "inventory" / "lab"
 ENV = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
@@ -170,3 +172,22 @@ def test_an_undecodable_allocation_record_is_a_problem_not_a_traceback(fresh: Pa
     assert f"{tmp_path}/state/allocations.json: allocation record: cannot be read: 'utf-8' " \
            "codec can't decode byte 0xff" in run.stderr, run.stderr
     assert "fix: restore the file or delete it to allocate everything anew" in run.stderr
+
+
+@pytest.mark.parametrize("book", ["site.yml", "reset.yml"])
+def test_the_example_inventory_stops_before_any_host_is_reached(book: str) -> None:
+    """inventory/example-vms uses documentation addresses (RFC 5737) until a user puts in
+    theirs: site.yml and reset.yml name every such host and reach none of them."""
+    run = playbook(ROOT / "inventory" / "example-vms", ROOT / "playbooks" / book)
+    assert run.returncode != 0
+    assert ("node1 (192.0.2.11), node2 (192.0.2.12), node3 (192.0.2.13), client (192.0.2.100): "
+            "documentation addresses (RFC 5737, the example inventory's placeholders)") in \
+        " ".join(run.stdout.split()), run.stdout[-2000:]
+    recap = run.stdout.split("PLAY RECAP")[1]
+    assert "node1" not in recap and "client" not in recap, recap
+
+
+def test_placeholder_addresses_are_the_documentation_ranges() -> None:
+    assert addresses.placeholder_hosts({"a": "192.0.2.1", "b": "10.0.0.1", "c": "node-c",
+                                        "d": "2001:db8::5", "e": "203.0.113.9"}) == [
+        "a (192.0.2.1)", "d (2001:db8::5)", "e (203.0.113.9)"]

@@ -19,6 +19,7 @@ from podnet.plan import Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "inventory" / "lab"
+EXAMPLE = ROOT / "inventory" / "example-vms"
 
 # verify/ imports it as a top-level module beside its conftest; here under a name of its own
 targets: Any = load("verify_targets", ROOT / "verify" / "targets.py")
@@ -31,6 +32,15 @@ def demo() -> Plan:
         mp.setenv("PODNET_LAB", "podnet-targets-test")
         mp.delenv("PODNET_MANIFESTS_DIR", raising=False)
         return cluster.load(LAB)
+
+
+@pytest.fixture(scope="module")
+def example() -> Plan:
+    """inventory/example-vms with its own manifests (its record would be under the default
+    state root: point it at an empty folder)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("PODNET_MANIFESTS_DIR", raising=False)
+        return cluster.load(EXAMPLE)
 
 
 def owned_by(plan: Plan, namespace: str, name: str) -> list[str]:
@@ -103,6 +113,30 @@ def test_a_new_service_beside_the_demos_web(demo: Plan) -> None:
         "spec": {"selector": {"app": "web"}, "ports": [
             {"name": "http", "port": 8088, "protocol": "TCP", "targetPort": "http"}]}}
     assert targets.unused_service_name(demo, "demo", "web") == "web-2"
+
+
+# -- the example for real VMs: other names, the same shapes, so no proof skips there ----------
+def test_the_example_vms_manifests_give_every_test_its_shape(example: Plan) -> None:
+    """Every selector finds an object in inventory/example-vms/manifests (names unlike the
+    demo's): on VMs converged from the example, verify skips only what needs the lab itself."""
+    assert len(targets.servers(example)) >= 10
+    assert targets.http_service(example).key == "shop/frontend"
+    assert targets.balanced_service(example).service.key == "shop/frontend"
+    assert targets.affinity_service(example).key == "shop/frontend-sticky"
+    assert targets.service_without_endpoints(example).key == "shop/legacy-search"
+    assert targets.hairpin_service(example).key == "shop/frontend-local"
+    assert targets.local_branches(example, "internal") == Counter(answers=5, drops=1)
+    assert targets.local_branches(example, "external") == Counter(answers=2, drops=1)
+    assert [s.key for s in targets.node_port_services(example)] == ["shop/frontend"]
+    assert targets.external_name_service(example).key == "shop/payments"
+    assert targets.unnamed_port_services(example) == ["shop/cart"]
+    follow = targets.udp_follow(example)
+    assert (follow.service.key, follow.deployment) == ("ops/logsink", ("ops", "logsink"))
+    assert targets.scaling(example).deployment == ("shop", "frontend")
+    assert targets.bare_server_pod(example).namespace in {"shop", "ops"}
+    assert set(targets.dns_names(example).clients) == {"shop", "ops"}
+    assert targets.reboot_node(example) and len(targets.drift_nodes(example)) == 3
+    assert len(targets.dns_pods(example)) == 2
 
 
 # -- other plans: the choice follows the shape, and a missing shape says what to add ------------

@@ -10,7 +10,7 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from podnet import clusterdns, endpoints, kubelet, proxier
+from podnet import addresses, clusterdns, endpoints, kubelet, proxier
 from podnet.plan import Plan
 
 
@@ -91,6 +91,12 @@ def podnet_unbound_local_data(records: list[str]) -> str:
         raise AnsibleFilterError(f"podnet_unbound_local_data: {exc}") from exc
 
 
+def podnet_placeholder_hosts(hostvars: Any, hosts: list[str]) -> list[str]:
+    """The hosts whose address is a documentation placeholder (the example inventory's)."""
+    return addresses.placeholder_hosts(
+        {h: hostvars[h].get("ansible_host", h) for h in hosts})
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -100,4 +106,5 @@ class FilterModule:
             "podnet_cluster_dns": podnet_cluster_dns,
             "podnet_dns_upstreams": podnet_dns_upstreams,
             "podnet_unbound_local_data": podnet_unbound_local_data,
+            "podnet_placeholder_hosts": podnet_placeholder_hosts,
         }
