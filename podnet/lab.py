@@ -327,6 +327,16 @@ def mirror_pid(state_dir: Path) -> int | None:
     return pid if "http.server" in argv and str(state_dir / "mirror") in argv else None
 
 
+def mirror_url(state_dir: Path) -> str | None:
+    """``http://address:port`` of the lab's running mirror server (read off its command line),
+    None when it does not run."""
+    pid = mirror_pid(state_dir)
+    if pid is None:
+        return None
+    argv = _cmdline(pid)
+    return f"http://{argv[argv.index('--bind') + 1]}:{argv[-1]}"
+
+
 def ensure_mirror(lab: str, state_dir: Path, address: str, port: int,
                   mirrors: Mapping[str, str | Path]) -> bool:
     """Serve each suite's package mirror (a folder with Packages and its .debs, built by the lab

@@ -3,13 +3,14 @@ from the machine. The tests of the lab's own properties skip on an inventory wit
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import hosts, inventory, needs_lab, run, setting
+from conftest import connection, hosts, inventory, needs_lab, run, setting
 
-from podnet import lab
+from podnet import access, lab
 
 pytestmark = pytest.mark.principle("hosts")
 
@@ -96,3 +97,73 @@ def test_lab_hosts_are_only_reached_through_the_lab_namespace() -> None:
     for host in hosts("lab"):
         args = str(host.vars.get("ansible_ssh_common_args", ""))
         assert f"nsenter --net=/run/netns/{lab_name}" in args, (host.name, args)
+
+
+# -- the lab's hosts are shaped like fresh cloud VMs (roles/lab, docs/real-vms.md) ---------------
+def host_setting(host: str, name: str, default: object) -> object:
+    """A variable as ``host`` sees it (its host variables over the groups'), else ``default``."""
+    return inventory().render(host, (name,)).get(name, default)
+
+
+def login(host: str, command: str) -> subprocess.CompletedProcess[str]:
+    """``command`` as the login user itself (no sudo), over the ssh Ansible uses."""
+    return subprocess.run([*access.ssh_argv(connection(host)), command], capture_output=True,
+                          text=True, check=False, timeout=60)
+
+
+def test_lab_host_logs_in_as_its_user_who_becomes_root_with_sudo(inventory_host: str) -> None:
+    needs_lab()
+    user = connection(inventory_host).login
+    assert user != "root", f"lab hosts have no root login; {inventory_host} logs in as root"
+    got = login(inventory_host, "id -un; sudo -n id -un")
+    assert got.returncode == 0 and got.stdout.split() == [user, "root"], got
+
+
+def test_lab_host_refuses_root_and_passwords_and_serves_ssh_on_its_port(inventory_host: str
+                                                                       ) -> None:
+    needs_lab()
+    port = int(str(host_setting(inventory_host, "ansible_port", 22)))
+    sshd = run(inventory_host, "sshd", "-T")
+    settings = {line.split(" ", 1)[0]: line.split(" ", 1)[-1] for line in sshd.stdout.splitlines()}
+    assert sshd.rc == 0 and settings.get("port") == str(port), sshd
+    assert settings.get("permitrootlogin") == "no", sshd
+    assert settings.get("passwordauthentication") == "no", sshd
+    # the lab's key, as root: no shared master connection (a new login), no prompt
+    root = dataclasses.replace(connection(inventory_host), user="root", control_path=None)
+    as_root = subprocess.run([*access.ssh_argv(root)[:-1], "-o", "BatchMode=yes",
+                              f"root@{root.address}", "true"],
+                             capture_output=True, text=True, check=False, timeout=60)
+    assert as_root.returncode == 255 and "Permission denied" in as_root.stderr, as_root
+
+
+def test_lab_host_runs_its_release_and_installs_only_from_the_labs_mirror(inventory_host: str
+                                                                          ) -> None:
+    needs_lab()
+    suite = str(host_setting(inventory_host, "lab_suite", "bookworm"))
+    release = run(inventory_host, "sh", "-c", ". /etc/os-release && echo $VERSION_CODENAME")
+    assert release.stdout.strip() == suite, release
+    served = lab.mirror_url(Path(str(setting("lab_state_dir"))))
+    assert served, "the lab's mirror server does not run"
+    mirror = f"{served}/{suite}"
+    sources = run(inventory_host, "sh", "-c", "cat /etc/apt/sources.list "
+                  "/etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null"
+                  " | grep -E '^(deb|URIs:)'")
+    assert sources.stdout.strip() == f"deb [trusted=yes] {mirror} ./", sources
+
+
+def test_lab_host_resolves_as_the_lab_hands_out(inventory_host: str) -> None:
+    """A plain resolv.conf naming lab_nameservers, or (lab_resolver: systemd-resolved)
+    resolved's 127.0.0.53 stub with lab_nameservers as its upstreams, as on Ubuntu."""
+    needs_lab()
+    given = host_setting(inventory_host, "lab_nameservers", [])
+    assert isinstance(given, list), f"lab_nameservers is not a list: {given!r}"
+    nameservers = [str(n) for n in given]
+    conf = run(inventory_host, "sh", "-c", "readlink /etc/resolv.conf; grep ^nameserver "
+               "/etc/resolv.conf")
+    if host_setting(inventory_host, "lab_resolver", "resolv.conf") == "systemd-resolved":
+        assert conf.stdout.split("\n")[0] == lab.RESOLVED_STUB, conf
+        assert "nameserver 127.0.0.53" in conf.stdout, conf
+        upstream = run(inventory_host, "grep", "^nameserver", "/run/systemd/resolve/resolv.conf")
+        assert upstream.stdout.split()[1::2] == nameservers, upstream
+    else:
+        assert conf.stdout.split()[1::2] == nameservers, conf
