@@ -320,9 +320,9 @@ def upstream() -> Host:
 
 
 @cache
-def upstream_name() -> str:
-    """A name the upstream DNS answers with an A record: the first of its zones'
-    (upstream_dns_zones, from the inventory or the role's defaults), e.g. www.example.test."""
+def upstream_zones() -> dict[str, list[str]]:
+    """The zones the upstream DNS serves (upstream_dns_zones, from the inventory or the role's
+    defaults): {zone: [record, ...]}."""
     import yaml
 
     found = hosts("upstream_dns")
@@ -331,6 +331,14 @@ def upstream_name() -> str:
     if not zones:
         defaults = ROOT / "roles" / "upstream_dns" / "defaults" / "main.yml"
         zones = yaml.safe_load(defaults.read_text())["upstream_dns_zones"]
+    return dict(zones)
+
+
+@cache
+def upstream_name() -> str:
+    """A name the upstream DNS answers with an A record: the first of its zones', e.g.
+    www.example.test."""
+    zones = upstream_zones()
     for zone, records in zones.items():
         for record in records:
             name, _ttl, rtype, *_ = str(record).split()
