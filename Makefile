@@ -101,9 +101,15 @@ lint: venv
 # As root every test must run (PODNET_NO_SKIPS makes a skip a failure) over the 90% coverage
 # floor. As another user the tests that need root (network namespaces, the lab) skip, pytest
 # lists each as SKIPPED with its reason, and the run says it was not the whole suite.
+# The tests run on UNIT_WORKERS pytest-xdist workers (auto: one per CPU; 0 runs them in this
+# one process), each test file whole on one worker, so the tests of a file that share something
+# fixed (test_lab_lifecycle's lab podnet-t) never run at once; tests/conftest.py puts the lab
+# tests, the slowest file, first. Coverage adds up every worker and the node tools they run.
+UNIT_WORKERS ?= auto
 UNIT_PYTEST = PYTHONPATH=$(CURDIR)/tests/coverage_hook$(if $(PYTHONPATH),:$(PYTHONPATH)) \
 	PODNET_COVERAGE_SITE="$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
-	$(BIN)/pytest tests -ra --cov --cov-report=term
+	$(BIN)/pytest tests -ra -n $(UNIT_WORKERS) --dist loadfile --no-loadscope-reorder \
+	--cov --cov-report=term
 unit: venv
 ifeq ($(IS_ROOT),)
 	@echo "==> unit: pytest tests/ as $$(id -un), not root: tests that need root skip (SKIPPED below)"

@@ -3,6 +3,10 @@
 Needs root and about a minute (the image is cached by lab-up). Each check that nothing is
 left looks for itself (ip, /proc/mounts, /proc/*/cmdline, /run) rather than trusting
 podnet.lab.residue alone.
+
+These tests share one lab, podnet-t, and several check that none of it is left: they must run
+one after another. make unit's workers (pytest-xdist, --dist loadfile) take a file whole, so
+this one runs on one worker; tests/conftest.py starts it first, being the slowest.
 """
 
 from __future__ import annotations

@@ -144,8 +144,11 @@ $TOOL apply $DIR >/dev/null
 $TOOL watch $DIR --interval=0.2 & W=$!
 sleep 0.5; iptables -t nat -F KUBE-SVC-AAAA
 for _ in $(seq 50); do iptables -t nat -S KUBE-SVC-AAAA | grep -q DNAT && break; sleep 0.1; done
-iptables -t nat -S KUBE-SVC-AAAA | tail -1
+echo "CHAIN-ENDS $(iptables -t nat -S KUBE-SVC-AAAA | tail -1)"
 kill $W
 """)
-    assert "-j DNAT" in run.stdout.splitlines()[-1], run.stdout + run.stderr
+    # the watcher shares stdout and prints its repair's JSON line when it is done, which can
+    # come after the line above: the chain's last rule is the line marked CHAIN-ENDS
+    ends = [line for line in run.stdout.splitlines() if line.startswith("CHAIN-ENDS ")]
+    assert len(ends) == 1 and "-j DNAT" in ends[0], run.stdout + run.stderr
     assert "repairing, gone:" in run.stderr
