@@ -389,7 +389,8 @@ class Reset:
                     proc = subprocess.run([str(runtime), "remove", folder.name],
                                           capture_output=True, text=True, check=False,
                                           timeout=300, env=self.env)
-                    why = proc.stderr.strip()[-300:] if proc.returncode else ""
+                    # its first words say what failed (a long path would push them out of the end)
+                    why = proc.stderr.strip()[:300] if proc.returncode else ""
                 except (OSError, subprocess.TimeoutExpired) as exc:
                     why = str(exc)
                 if not why:
