@@ -12,7 +12,7 @@ description:
   - First loads each module of I(load) that is not loaded yet (C(modprobe)), as a fresh VM
     needs, failing with the module's name and modprobe's words when one cannot be loaded.
     A module the kernel already has (listed in C(/sys/module) or C(/proc/modules), a
-    filesystem in C(/proc/filesystems), or its C(/proc/sys) entries present: built in, or
+    filesystem in C(/proc/filesystems), or its C(/proc/sys) entries present - built in, or
     loaded by the machine that runs a container such as a lab host) is left alone.
   - Each feature is tried for real inside a throw-away network namespace
     (C(unshare --net)), so the host's own network is never changed, even outside check mode.

@@ -31,8 +31,8 @@ options:
     type: str
   mirrors:
     description:
-      - Package mirrors to serve to the lab's hosts, by release, e.g.
-        C({bookworm: /var/cache/podnet/mirrors/bookworm-abc}).
+      - Package mirrors to serve to the lab's hosts, by release (release name to the mirror's
+        folder, for example bookworm to C(/var/cache/podnet/mirrors/bookworm-abc)).
       - Each is served at C(http://<controller address>:<mirror_port>/<release>/) by an HTTP
         server inside the lab's network namespace, stopped with the lab.
     type: dict
