@@ -141,14 +141,14 @@ iptables -t nat -S PREROUTING | grep -c KUBE-SERVICES
 def test_watch_repairs_a_flush_on_its_own(rules_dir: Path) -> None:
     run = sandbox(rules_dir, """
 $TOOL apply $DIR >/dev/null
-$TOOL watch $DIR --interval=0.2 & W=$!
+$TOOL watch $DIR --interval=0.2 >/dev/null & W=$!
 sleep 0.5; iptables -t nat -F KUBE-SVC-AAAA
 for _ in $(seq 50); do iptables -t nat -S KUBE-SVC-AAAA | grep -q DNAT && break; sleep 0.1; done
 echo "CHAIN-ENDS $(iptables -t nat -S KUBE-SVC-AAAA | tail -1)"
 kill $W
 """)
-    # the watcher shares stdout and prints its repair's JSON line when it is done, which can
-    # come after the line above: the chain's last rule is the line marked CHAIN-ENDS
+    # the watcher's JSON lines go elsewhere (sharing stdout, its line could be cut by the echo
+    # above, written between its text and its newline); its stderr says what it repaired
     ends = [line for line in run.stdout.splitlines() if line.startswith("CHAIN-ENDS ")]
     assert len(ends) == 1 and "-j DNAT" in ends[0], run.stdout + run.stderr
     assert "repairing, gone:" in run.stderr
