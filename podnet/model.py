@@ -514,6 +514,25 @@ class _Builder:
                 return (f"podnet_lb_pool {pool} is exhausted: its {usable} usable addresses are "
                         "all taken", "widen podnet_lb_pool")
 
+    def check_lb_hosts(self, wanting: list[Service]) -> None:
+        """Cloud mode needs its one load-balancer host (group podnet_lb_group), l2 mode none."""
+        group = self.settings.lb_group
+        lbs = [h.name for h in self.hosts if group in h.groups]
+        if self.settings.lb_mode != "cloud" or len(lbs) == 1:
+            return
+        svc = wanting[0]
+        if not lbs:
+            self.error(svc.ref, ("spec", "type"),
+                       f"podnet_lb_mode is cloud but group {group} has no host to play the "
+                       "cloud load balancer",
+                       f"add a host to group {group} (see inventory/lab/hosts.yml) or set "
+                       "podnet_lb_mode: l2 to announce the addresses from the nodes")
+        else:
+            self.error(svc.ref, ("spec", "type"),
+                       f"podnet_lb_mode is cloud and group {group} has {len(lbs)} hosts "
+                       f"({', '.join(lbs)}); each would answer ARP for the same addresses",
+                       f"keep one host in group {group}")
+
     def lb_ips(self) -> dict[str, str]:
         wanting = [s for s in self.objects.services if s.type == "LoadBalancer"]
         if not wanting:
@@ -523,6 +542,7 @@ class _Builder:
                 self.error(svc.ref, ("spec", "type"), "podnet_lb_pool is not set, so there is "
                            "no LoadBalancer address to give", "set podnet_lb_pool in the inventory")
             return {}
+        self.check_lb_hosts(wanting)
         pool = allocate.lb_ips(self.settings.lb_pool)
         underlay = self.settings.underlay_cidr
         pool.reserve(underlay.network_address, "the underlay's network address")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-from podnet import dns, kubeproxy
+from podnet import dns, kubeproxy, loadbalancer
 from podnet.plan import Plan, ServicePlan
 
 
@@ -28,6 +29,25 @@ def _ports(svc: ServicePlan) -> str:
             text += f" (node {p.node_port})"
         out.append(f"{p.name}:{text}" if p.name else text)
     return ", ".join(out)
+
+
+def _load_balancers(plan: Plan) -> str:
+    lb = loadbalancer.config(plan)
+    if lb["mode"] == "cloud":
+        by = f"[cloud mode: {', '.join(lb['balancers']) or 'no lb host'} answers for them]"
+    else:
+        by = "[l2 mode: one node at a time answers for each]"
+    rows = []
+    for a in lb["addresses"]:
+        check = f":{a['check']['port']}{a['check']['path']}"
+        who = (f"nodes passing {check}" if lb["mode"] == "cloud"
+               else " > ".join(a["ranking"]) + f" (passing {check}, VRRP id {a['vrid']})")
+        svc = plan.service(a["service"])
+        rows.append((a["service"], json.dumps(loadbalancer.ingress(svc)),
+                     ", ".join(f"{p['port']}/{p['protocol']}" for p in a["ports"]),
+                     a["policy"], who))
+    return table(f"LoadBalancers {by}",
+                 ("service", "status.loadBalancer.ingress", "ports", "policy", "taken by"), rows)
 
 
 def render(plan: Plan) -> str:
@@ -64,6 +84,7 @@ def render(plan: Plan) -> str:
                 kubeproxy.chains(v.namespace, v.name, v.ports[0].name, v.ports[0].protocol)["svc"]
                 if v.ports else None)
                for v in plan.services if v.type != "ExternalName"]),
+        _load_balancers(plan),
         table("DNS names", ("name", "type", "ttl", "data"),
               [(r.name, r.type, r.ttl, r.data if r.data is not None else f"<IP of {r.pod}>")
                for r in dns.records(plan)]),

@@ -15,6 +15,11 @@ BACKENDS = ("host-gw",)
 PLANNED_BACKENDS = ("vxlan", "bgp")  # docs/design.md "Planned, not built"
 PROXY_MODES = ("iptables",)
 PLANNED_PROXY_MODES = ("nftables",)
+# how LoadBalancer addresses are made reachable (docs/design.md, "LoadBalancer"): the lb host
+# plays a cloud provider's network load balancer, or the nodes announce them on the segment
+LB_MODES = ("cloud", "l2")
+# l2 mode numbers each address's VRRP instance (virtual_router_id 1-255)
+L2_MAX_ADDRESSES = 255
 
 DEFAULTS: dict[str, Any] = {
     "podnet_cluster_name": "podnet",
@@ -25,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "podnet_cluster_domain": "cluster.local",
     "podnet_nodeport_range": "30000-32767",
     "podnet_lb_pool": "",
+    "podnet_lb_mode": "cloud",
+    "podnet_lb_group": "loadbalancers",
     "podnet_backend": "host-gw",
     "podnet_proxy_mode": "iptables",
     "podnet_nodes_group": "nodes",
@@ -50,6 +57,8 @@ class Settings:
     nodes_group: str
     dns_replicas: int
     dns_upstreams: tuple[str, ...] = ()
+    lb_mode: str = "cloud"
+    lb_group: str = "loadbalancers"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +76,8 @@ class Settings:
             "nodes_group": self.nodes_group,
             "dns_replicas": self.dns_replicas,
             "dns_upstreams": list(self.dns_upstreams),
+            "lb_mode": self.lb_mode,
+            "lb_group": self.lb_group,
         }
 
     @classmethod
@@ -84,6 +95,7 @@ class Settings:
             lb_pool=IPv4Network(pool) if pool else None, backend=data["backend"],
             proxy_mode=data["proxy_mode"], nodes_group=data["nodes_group"],
             dns_replicas=int(data["dns_replicas"]), dns_upstreams=tuple(data["dns_upstreams"]),
+            lb_mode=data["lb_mode"], lb_group=data["lb_group"],
         )
 
 
@@ -223,6 +235,23 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
                        f"'{mode}' is not a proxy mode podnet has{later}",
                        f"use one of: {', '.join(PROXY_MODES)}")
 
+    lb_mode = str(v["podnet_lb_mode"])
+    if lb_mode not in LB_MODES:
+        problems.error(where, "inventory", "podnet_lb_mode",
+                       f"'{lb_mode}' is not a LoadBalancer mode podnet has",
+                       f"use one of: {', '.join(LB_MODES)} (cloud: the lb host of group "
+                       "podnet_lb_group; l2: the nodes announce the addresses)")
+    if pool and underlay and not pool.subnet_of(underlay):
+        problems.error(where, "inventory", "podnet_lb_pool",
+                       f"{pool} is not inside podnet_underlay_cidr {underlay}: LoadBalancer "
+                       "addresses are answered for (ARP) on the underlay, in both modes",
+                       f"choose a pool inside {underlay}, like the top of its range")
+    if pool and lb_mode == "l2" and pool.num_addresses > L2_MAX_ADDRESSES:
+        problems.error(where, "inventory", "podnet_lb_pool",
+                       f"{pool} has {pool.num_addresses} addresses; l2 mode gives each one a "
+                       f"VRRP instance numbered 1-{L2_MAX_ADDRESSES}",
+                       "use a pool of at most 255 addresses (a /25 or smaller)")
+
     replicas = 0
     try:
         replicas = _int(v["podnet_dns_replicas"])
@@ -243,6 +272,7 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         nodeport_range=nodeports,
         lb_pool=pool, backend=backend, proxy_mode=mode,
         nodes_group=str(v["podnet_nodes_group"]), dns_replicas=replicas, dns_upstreams=upstreams,
+        lb_mode=lb_mode, lb_group=str(v["podnet_lb_group"]),
     )
 
 

@@ -34,6 +34,7 @@ def hosts(n: int = 3, **labels: dict[str, str]) -> list[dict[str, Any]]:
         for i in range(1, n + 1)
     ]
     out.append({"name": "client", "address": "192.168.56.100", "groups": ["clients", "lab"]})
+    out.append({"name": "lb", "address": "192.168.56.200", "groups": ["lab", "loadbalancers"]})
     return out
 
 

@@ -250,8 +250,9 @@ def test_unknown_or_missing_host_names_the_hosts_there_are() -> None:
     with pytest.raises(access.AccessError) as err:
         access.host(inventory, "node9")
     assert str(err.value) == \
-        "no host node9 in the inventory; the hosts are: client, lb, node1, node2, node3"
-    with pytest.raises(access.AccessError, match=r"^name a host; the hosts are: client, lb"):
+        "no host node9 in the inventory; the hosts are: client, client2, lb, node1, node2, node3"
+    with pytest.raises(access.AccessError,
+                       match=r"^name a host; the hosts are: client, client2, lb"):
         access.host(inventory, None)
 
 
@@ -319,7 +320,8 @@ def test_shell_logs_in_or_runs_a_command(ran: list[list[str]],
     main(["shell", "-i", str(LAB), "node2", "--", "systemctl", "is-system-running"])
     assert ran[-1][-2:] == ["debian@192.168.56.12", "systemctl is-system-running"]
     assert main(["shell", "-i", str(LAB)]) == 2
-    assert "podnet shell: name a host; the hosts are: client, lb, node1" in capsys.readouterr().err
+    assert ("podnet shell: name a host; the hosts are: client, client2, lb, node1"
+            in capsys.readouterr().err)
 
 
 def test_the_separator_is_for_shell_and_exec_only(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ LAB = Path(__file__).resolve().parent.parent / "inventory" / "lab"
 def test_lab_groups_follow_the_addressing_plan() -> None:
     inv = Inventory(LAB)
     assert inv.group("nodes") == ["node1", "node2", "node3"]
-    assert inv.group("clients") == ["client"]
+    assert inv.group("clients") == ["client", "client2"]
     assert inv.group("loadbalancers") == ["lb"]
     addresses = {n: inv.host(n).address for n in inv.group("lab")}
     assert addresses == {
@@ -22,6 +22,7 @@ def test_lab_groups_follow_the_addressing_plan() -> None:
         "node2": "192.168.56.12",
         "node3": "192.168.56.13",
         "client": "192.168.56.100",
+        "client2": "192.168.56.101",
         "lb": "192.168.56.200",
     }
 

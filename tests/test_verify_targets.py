@@ -66,7 +66,8 @@ def test_the_demo_services_each_test_takes(demo: Plan) -> None:
     hairpin = targets.hairpin_service(demo)
     assert hairpin.key == "demo/web-node-local"
     assert sorted(targets.alone_on_their_node(hairpin)) == sorted(owned_by(demo, "demo", "web"))
-    assert [s.key for s in targets.node_port_services(demo)] == ["demo/web", "demo/api"]
+    assert [s.key for s in targets.node_port_services(demo)] == [
+        "demo/web", "demo/web-public", "demo/api"]
     assert targets.external_name_service(demo).key == "demo/upstream"
     assert targets.unnamed_port_services(demo) == ["demo/api-local"]
 
@@ -90,7 +91,7 @@ def test_the_demo_lifecycle_targets(demo: Plan) -> None:
     assert (scaling.service.key, scaling.deployment) == ("demo/web", ("demo", "web"))
     assert scaling.pods == owned_by(demo, "demo", "web") and len(scaling.pods) == 3
     assert sorted(s.key for s in scaling.services) == [
-        "demo/web", "demo/web-lb", "demo/web-node-local", "demo/web-sticky"]
+        "demo/web", "demo/web-lb", "demo/web-node-local", "demo/web-public", "demo/web-sticky"]
     assert targets.bare_server_pod(demo).key == "demo/db-0"
     assert targets.reboot_node(demo) == "node1"
     assert targets.drift_nodes(demo) == ("node1", "node2", "node3")

@@ -10,7 +10,7 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from podnet import addresses, clusterdns, endpoints, kubelet, proxier
+from podnet import addresses, clusterdns, endpoints, kubelet, loadbalancer, proxier
 from podnet.plan import Plan
 
 
@@ -36,6 +36,12 @@ def podnet_kube_proxy(plan: dict[str, Any], pods: Any, node: str,
         return proxier.node_rules(typed, endpoints.observed_ips(pods), node, options or {})
     except (KeyError, TypeError, ValueError, StopIteration) as exc:
         raise AnsibleFilterError(f"podnet_kube_proxy: {type(exc).__name__}: {exc}") from exc
+
+
+def podnet_load_balancer(plan: dict[str, Any]) -> dict[str, Any]:
+    """What makes the LoadBalancer addresses reachable, in either mode (podnet/loadbalancer.py):
+    the mode, the nodes, and per address its Service, ports, health check and l2 ranking."""
+    return loadbalancer.config(_plan(plan, "podnet_load_balancer"))
 
 
 def podnet_cluster_pods(hostvars: Any, plan: dict[str, Any], strict: bool = True
@@ -102,6 +108,7 @@ class FilterModule:
         return {
             "podnet_node_pods": podnet_node_pods,
             "podnet_kube_proxy": podnet_kube_proxy,
+            "podnet_load_balancer": podnet_load_balancer,
             "podnet_cluster_pods": podnet_cluster_pods,
             "podnet_cluster_dns": podnet_cluster_dns,
             "podnet_dns_upstreams": podnet_dns_upstreams,
