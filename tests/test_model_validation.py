@@ -204,6 +204,23 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("lb-without-pool", {"text": service("lb", body="  type: LoadBalancer\n"),
                          "variables": {"podnet_lb_pool": ""}},
      ["Service default/lb: spec.type: podnet_lb_pool is not set"]),
+    ("lb-mode-unknown", {"variables": {"podnet_lb_mode": "bgp"}},
+     ["podnet_lb_mode: 'bgp' is not a LoadBalancer mode podnet has", "use one of: cloud, l2"]),
+    ("lb-pool-off-underlay", {"variables": {"podnet_lb_pool": "172.16.0.0/28"}},
+     ["podnet_lb_pool: 172.16.0.0/28 is not inside podnet_underlay_cidr 192.168.56.0/24"]),
+    ("l2-pool-too-large", {"variables": {"podnet_lb_mode": "l2", "podnet_underlay_cidr":
+                                         "192.168.0.0/16", "podnet_lb_pool": "192.168.200.0/24"}},
+     ["podnet_lb_pool: 192.168.200.0/24 has 256 addresses; l2 mode gives each one a VRRP "
+      "instance numbered 1-255", "(a /25 or smaller)"]),
+    ("cloud-without-lb-host", {"text": service("lb", body="  type: LoadBalancer\n"),
+                               "host_list": hosts()[:-1]},
+     ["Service default/lb: spec.type: podnet_lb_mode is cloud but group loadbalancers has no "
+      "host", "or set podnet_lb_mode: l2"]),
+    ("cloud-two-lb-hosts", {"text": service("lb", body="  type: LoadBalancer\n"),
+                            "host_list": [*hosts(), {"name": "lb2", "address": "192.168.56.201",
+                                                     "groups": ["loadbalancers"]}]},
+     ["podnet_lb_mode is cloud and group loadbalancers has 2 hosts (lb, lb2)",
+      "keep one host in group loadbalancers"]),
     ("lb-ip-outside-pool", {"text": service(
         "lb", body="  type: LoadBalancer\n  loadBalancerIP: 192.168.56.7\n")},
      ["spec.loadBalancerIP: 192.168.56.7 is outside podnet_lb_pool 192.168.56.240/28"]),
