@@ -10,7 +10,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Collection, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -142,7 +142,7 @@ def run(name: str, *argv: str) -> Evidence:
 
 
 LAST = ("test_drift.py", "test_pods_lifecycle.py", "test_services_lifecycle.py",
-        "test_dns_lifecycle.py")
+        "test_dns_lifecycle.py", "test_lb_lifecycle.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -425,11 +425,12 @@ def manifests_dir() -> Path:
     return cluster.manifests_dir(variables, inventory_dir) or inventory_dir / "manifests"
 
 
-def converge(manifests: Path, tags: str | None = None, check: bool = False
-             ) -> subprocess.CompletedProcess[str]:
+def converge(manifests: Path, tags: str | None = None, check: bool = False,
+             extra: Mapping[str, object] | None = None) -> subprocess.CompletedProcess[str]:
     """Run playbooks/site.yml on the lab with another folder of manifests; ``tags="workloads"``
     runs only what follows the manifests (pods, Services, DNS), as a user does after a manifest
-    change; ``check`` makes it a dry run (--check --diff)."""
+    change; ``check`` makes it a dry run (--check --diff); ``extra`` are more extra variables
+    (a setting changed for one run, as ``-e podnet_lb_mode=l2``)."""
     # plain output whoever runs us (molecule forces colour), so tests can read the recap
     env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
@@ -437,7 +438,7 @@ def converge(manifests: Path, tags: str | None = None, check: bool = False
     # the folder as an extra variable too: an inventory need not read PODNET_MANIFESTS_DIR
     # (the lab's does), and extra variables come before any inventory's
     argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY_PATH),
-            "-e", json.dumps({"podnet_manifests_dir": str(manifests)}),
+            "-e", json.dumps({"podnet_manifests_dir": str(manifests), **(extra or {})}),
             str(ROOT / "playbooks" / "site.yml"), *(["--tags", tags] if tags else []),
             *(["--check", "--diff"] if check else [])]
     return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
 
 from podnet.plan import Plan, PodPlan, ServicePlan, ServicePortPlan
 
@@ -397,3 +398,80 @@ def new_service_like(plan: Plan, like: ServicePlan, base: str, port: int) -> tup
                                     "protocol": first.protocol,
                                     "targetPort": first.target_port}]}}
     return name, yaml.safe_dump(manifest, sort_keys=False)
+
+
+# -- LoadBalancer --------------------------------------------------------------------------------
+LB_PORT = (f"LoadBalancer Service with an address from podnet_lb_pool and a port (TCP or UDP) "
+           f"with {SERVER} (HTTP for TCP, its UDP echo for UDP)")
+LB_CLUSTER = (f"LoadBalancer Service with externalTrafficPolicy Cluster whose first port is TCP, "
+              f"with 2 to {len(CHI_SQUARE_LIMIT) + 1} endpoints on 2 nodes or more, {SERVER}, "
+              f"and no loadBalancerSourceRanges")
+LB_LOCAL = (f"LoadBalancer Service with externalTrafficPolicy Local whose first port is TCP, "
+            f"with {SERVER}")
+LB_PARTIAL = (f"{LB_LOCAL}, on fewer nodes than the cluster has (a node without a local "
+              f"endpoint must not get its traffic)")
+LB_RANGED = (f"LoadBalancer Service whose first port is TCP with {SERVER} and "
+             f"loadBalancerSourceRanges that admit one host of group clients and not another "
+             f"(two clients with different addresses)")
+
+
+def lb_services(plan: Plan) -> list[ServicePlan]:
+    return [s for s in plan.services if s.type == "LoadBalancer" and s.lb_ip and s.ports]
+
+
+def admits(svc: ServicePlan, address: str) -> bool:
+    """Whether ``svc``'s loadBalancerSourceRanges let ``address`` reach its LB address."""
+    if not svc.load_balancer_source_ranges:
+        return True
+    ip = ip_address(address)
+    return any(ip in ip_network(r, strict=False) for r in svc.load_balancer_source_ranges)
+
+
+def lb_ports(plan: Plan) -> list[tuple[str, str, str]]:
+    """(Service, port name, protocol) of every LoadBalancer port the test server answers
+    (LB_PORT)."""
+    found = [(s.key, p.name, p.protocol) for s in lb_services(plan) for p in s.ports
+             if answerable(plan, p) and p.port != 53]
+    if not found:
+        raise NotInPlan(LB_PORT)
+    return found
+
+
+def lb_cluster_service(plan: Plan) -> ServicePlan:
+    """The LoadBalancer Service whose connections are counted over its endpoints (LB_CLUSTER)."""
+    return _first(_ranked(plan, [
+        s for s in lb_services(plan) if s.external_traffic_policy == "Cluster"
+        and not s.load_balancer_source_ranges and serves_http(plan, s.ports[0])
+        and 2 <= len(s.ports[0].endpoints) <= len(CHI_SQUARE_LIMIT) + 1
+        and len({e.node for e in s.ports[0].endpoints}) >= 2]), LB_CLUSTER)
+
+
+def lb_local_services(plan: Plan) -> list[ServicePlan]:
+    """Every LB_LOCAL Service, ranked."""
+    found = _ranked(plan, [s for s in lb_services(plan) if s.external_traffic_policy == "Local"
+                           and serves_http(plan, s.ports[0])])
+    if not found:
+        raise NotInPlan(LB_LOCAL)
+    return found
+
+
+def lb_partial_service(plan: Plan) -> ServicePlan:
+    """A Local LoadBalancer Service with a node that has none of its endpoints (LB_PARTIAL)."""
+    nodes = {n.name for n in plan.nodes}
+    return _first(_ranked(plan, [
+        s for s in lb_services(plan) if s.external_traffic_policy == "Local"
+        and serves_http(plan, s.ports[0]) and {e.node for e in s.ports[0].endpoints} < nodes]),
+        LB_PARTIAL)
+
+
+def lb_ranged_service(plan: Plan, clients: list[tuple[str, str]]
+                      ) -> tuple[ServicePlan, str, str]:
+    """(Service, admitted client, refused client) for LB_RANGED; ``clients`` are the
+    (name, address) of group clients."""
+    for svc in _ranked(plan, [s for s in lb_services(plan) if s.load_balancer_source_ranges
+                              and serves_http(plan, s.ports[0])]):
+        inside = [name for name, address in clients if admits(svc, address)]
+        outside = [name for name, address in clients if not admits(svc, address)]
+        if inside and outside:
+            return svc, inside[0], outside[0]
+    raise NotInPlan(LB_RANGED)
