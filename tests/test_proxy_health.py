@@ -158,7 +158,8 @@ class Node:
             self.proc = subprocess.Popen(
                 [str(TOOL), "serve", str(self.input), str(self.unready), str(self.rules),
                  f"--port={self.port}", "--address=127.0.0.1", f"--timeout={timeout}",
-                 f"--applied={self.applied}", f"--interval={CHECK}"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                 f"--applied={self.applied}", f"--interval={CHECK}"],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
         eventually("the node server to answer", lambda: self.up(self.port))
         eventually("the health check ports to open", lambda: self.up(self.hc1) and self.up(
             self.hc2))
