@@ -111,6 +111,8 @@ def get(port: int, path: str = "/") -> Reply | None:
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             return None
+        if isinstance(exc.reason, ConnectionResetError):  # as when it came while reading
+            raise exc.reason from None
         raise
 
 
