@@ -7,30 +7,43 @@ from outside the cluster (the load balancer's side) and from the node itself (12
 How a health check follows readiness is proved in tests/test_proxy_health.py: no Local
 LoadBalancer Service of the demo has pods with a readinessProbe to fail on purpose. What
 "healthy" means is proved by taking kube-proxy's canary chain away on one node: its servers
-answer 503 until podnet's canary puts the rules back."""
+answer 503 until podnet's canary puts the rules back. A Local LoadBalancer Service added by a
+converge over pods on some of the nodes gets its health check port on every node without a
+restart, 503 with 0 where it has no pods, and loses it when a converge removes it."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import pytest
+import targets
+import yaml
 from conftest import (
     Evidence,
     assert_restored,
+    converge,
     lab_state,
+    manifests_dir,
     observed,
     outside_client,
     params,
     plan,
+    plan_of,
     run,
 )
 
 from podnet import kubeproxy, proxier
+from podnet.plan import ServicePlan
 
 pytestmark = pytest.mark.principle("LoadBalancer")
 
+PARTIAL = ("Service with a selector and a TCP port whose pods run on some nodes but not all "
+           "(a new Local LoadBalancer Service is put over them)")
 LOCAL_LB = ("LoadBalancer Service with externalTrafficPolicy: Local (it gets a "
             "healthCheckNodePort)")
 FROM = ["outside", "node"]  # the outside client, or the node itself on 127.0.0.1
@@ -141,3 +154,66 @@ def test_flushed_rules_answer_503_until_the_canary_puts_them_back() -> None:
               f"{back:.1f} s later (podnet's canary repaired the rules)")
     finally:
         assert_restored(lab, f"deleting {proxier.CANARY} on {node}")
+
+
+def partial_service() -> ServicePlan:
+    """A Service over pods on some nodes but not all (demo/api-local's 2 pods on 3 nodes)."""
+    nodes = {n.name for n in plan().nodes}
+    for svc in plan().services:
+        if svc.selector and svc.ports and svc.ports[0].protocol == "TCP":
+            on = {e.node for e in svc.ports[0].endpoints}
+            if on and on != nodes:
+                return svc
+    pytest.skip(str(targets.NotInPlan(PARTIAL)))
+
+
+def main_pid(node: str) -> str:
+    got = run(node, "systemctl", "show", "-p", "MainPID", "--value", "podnet-proxy-health")
+    assert got.rc == 0 and got.stdout.strip() not in ("", "0"), got
+    return got.stdout.strip()
+
+
+def refused(node: str, port: int) -> bool:
+    got = run(outside_client().name, "curl", "-s", "--max-time", "5",
+              f"http://{plan().node(node).address}:{port}/")
+    return got.rc == 7  # connection refused: nothing listens (the rules ACCEPT the port)
+
+
+@pytest.mark.changes_lab
+def test_a_new_local_service_gets_its_health_check_everywhere_and_loses_it(tmp_path: Path
+                                                                          ) -> None:
+    like = partial_service()
+    name, text = targets.new_service_like(plan(), like, "hc-new", like.ports[0].port)
+    manifest = yaml.safe_load(text)
+    manifest["spec"].update(type="LoadBalancer", externalTrafficPolicy="Local")
+    copy = tmp_path / "manifests"
+    shutil.copytree(manifests_dir(), copy)
+    (copy / f"zz-{name}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    changed = plan_of(copy)
+    svc = changed.service(f"{like.namespace}/{name}")
+    port = svc.health_check_node_port
+    assert port and svc.external_traffic_policy == "Local", svc
+    nodes = [n.name for n in plan().nodes]
+    expected = {n: len({e.pod for p in svc.ports for e in p.endpoints if e.node == n})
+                for n in nodes}
+    assert 0 in expected.values() and max(expected.values()) > 0, expected  # both answers
+    pids = {n: main_pid(n) for n in nodes}
+    lab = lab_state()
+    try:
+        done = converge(copy, tags="workloads")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        for node in nodes:
+            status, _, body, got = ask("outside", node, port, "/")
+            assert json.loads(body) == {
+                "service": {"namespace": svc.namespace, "name": svc.name},
+                "localEndpoints": expected[node], "serviceProxyHealthy": True}, got
+            assert status == (200 if expected[node] else 503), got
+            print(f"\n{svc.key} on {node}: {status}, localEndpoints {expected[node]}")
+    finally:
+        back = converge(manifests_dir(), tags="workloads")
+        assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
+    for node in nodes:
+        wait_for(f"{node} closing port {port}", partial(refused, node, port), 5)
+    # the same processes followed both converges: no restart
+    assert {n: main_pid(n) for n in nodes} == pids
+    assert_restored(lab, f"adding and removing Service {svc.key}")
