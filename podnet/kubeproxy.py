@@ -10,6 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 
+# kube-proxy's node health server (--healthz-bind-address, 0.0.0.0:10256): /healthz and /livez,
+# what a cloud load balancer checks for externalTrafficPolicy Cluster (podnet-proxy-health)
+HEALTHZ_PORT = 10256
+
 PREFIXES = {
     "svc": "KUBE-SVC-",
     "svl": "KUBE-SVL-",

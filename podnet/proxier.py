@@ -549,6 +549,53 @@ def from_input(data: Mapping[str, Any], unready: Collection[tuple[str, str]] = (
     return services, opts
 
 
+def parse_unready(text: str) -> set[tuple[str, str]]:
+    """The (pod, ip) pairs of the unready pods file podnet-endpoints writes ("namespace/name
+    ip" a line; ``#`` comments and blank lines skipped), what ``from_input`` takes. Raises
+    ValueError starting with the line number for a line of another shape."""
+    out = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or line.startswith("#"):
+            continue
+        if len(words) != 2:
+            raise ValueError(f"{number}: {line!r} is not 'namespace/name ip' (podnet-endpoints "
+                             "writes this file; restart it)")
+        out.add((words[0], words[1]))
+    return out
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One Service's health check node port on a node and what it reports: the number of
+    ready endpoints of the Service on that node (kube-proxy's LocalReadyEndpoints)."""
+    namespace: str
+    name: str
+    port: int
+    local_endpoints: int
+
+
+def health_checks(services: Iterable[ServicePort], node: str) -> list[HealthCheck]:
+    """The health checks ``node`` serves, one per Service (not per port) with
+    externalTrafficPolicy Local and a healthCheckNodePort, as kube-proxy's service health
+    server: each counts the Service's distinct ready endpoints (pods) on ``node`` over all
+    its ports. Readiness here is strict, unlike ``categorize``'s fail-open: a node whose local
+    endpoints are all unready reports 0, so the load balancer stops sending to it, which is
+    what the Local policy needs (failing open keeps the rules, not the load balancer's
+    choice)."""
+    ports: dict[tuple[str, str], int] = {}
+    pods: dict[tuple[str, str], set[str]] = {}
+    for svc in services:
+        if not (svc.external_local and svc.health_check_node_port):
+            continue
+        key = (svc.namespace, svc.name)
+        ports[key] = svc.health_check_node_port
+        pods.setdefault(key, set()).update(e.pod or e.ip for e in svc.endpoints
+                                           if e.node == node and e.ready)
+    return [HealthCheck(ns, name, ports[(ns, name)], len(pods[(ns, name)]))
+            for ns, name in sorted(ports)]
+
+
 def node_rules(plan: Plan, observed: Mapping[str, str], node: str,
                options: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the kube_proxy role writes on ``node``: the renderer's input (rendered there

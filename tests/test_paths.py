@@ -85,3 +85,16 @@ def test_paths_follow_their_folders() -> None:
     assert moved.dns_records == "/srv/dns/records.conf"
     assert moved.cni_result("abc") == f"{PATHS.cni_cache_dir}/lab-abc-eth0"
     assert moved.cni_reservations == f"{PATHS.cni_ipam_dir}/lab"
+
+
+def test_podnet_proxy_health_reads_the_applied_rules_where_podnet_iptables_keeps_them() -> None:
+    """podnet-proxy-health compares the rendered rules with podnet-iptables' copy of its last
+    apply: one folder, spelled in both single-file tools (podnet-iptables owns it)."""
+    found = {}
+    for tool in ("roles/pod_network/files/podnet-iptables",
+                 "roles/kube_proxy/files/podnet-proxy-health"):
+        match = re.search(r'^APPLIED = Path\("([^"]+)"\)', (ROOT / tool).read_text(
+            encoding="utf-8"), re.MULTILINE)
+        assert match, f"{tool} has no APPLIED = Path(...)"
+        found[tool] = match.group(1)
+    assert len(set(found.values())) == 1, found
