@@ -7,7 +7,7 @@ loadBalancerSourceRanges, the Local policy). Which nodes may take an address is 
 kube-proxy's health servers, as a cloud provider's load balancer decides it:
 
 - externalTrafficPolicy Cluster: every node whose proxy is healthy (its node server, port
-  ``NODE_HEALTH_PORT`` path ``/healthz``);
+  ``kubeproxy.HEALTHZ_PORT`` path ``/healthz``);
 - externalTrafficPolicy Local: the nodes with a ready local endpoint (the Service's
   healthCheckNodePort answers 200 there, 503 elsewhere).
 
@@ -23,10 +23,9 @@ import hashlib
 from ipaddress import IPv4Address
 from typing import Any
 
+from podnet.kubeproxy import HEALTHZ_PORT
 from podnet.plan import Plan, ServicePlan
 
-# kube-proxy's node health server (--healthz-bind-address :10256)
-NODE_HEALTH_PORT = 10256
 NODE_HEALTH_PATH = "/healthz"
 # a Local Service's health check answers on every path of its healthCheckNodePort
 SERVICE_HEALTH_PATH = "/"
@@ -43,7 +42,7 @@ def health_check(svc: ServicePlan) -> dict[str, Any]:
     """Where a load balancer asks whether a node may take ``svc``'s traffic."""
     if svc.external_traffic_policy == "Local" and svc.health_check_node_port:
         return {"port": svc.health_check_node_port, "path": SERVICE_HEALTH_PATH}
-    return {"port": NODE_HEALTH_PORT, "path": NODE_HEALTH_PATH}
+    return {"port": HEALTHZ_PORT, "path": NODE_HEALTH_PATH}
 
 
 def ingress(svc: ServicePlan) -> list[dict[str, str]]:
