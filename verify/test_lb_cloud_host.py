@@ -80,6 +80,7 @@ def test_the_service_ports_from_the_underlay_are_routed_not_delivered() -> None:
     assert local and 0 not in local and min(local) > max(ours_prefs), ev
 
 
+@pytest.mark.quick
 def test_each_route_goes_to_the_nodes_that_pass_their_check() -> None:
     """The route's nexthops are the nodes the status file calls healthy (all of them when none
     is: fail open), and those are the nodes whose check answers 200 from the lb host now."""
