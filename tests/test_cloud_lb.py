@@ -242,6 +242,20 @@ def test_a_node_that_fails_its_check_leaves_only_that_address_group() -> None:
                     "buckets 64 idle_timer 10 protocol 153"]
 
 
+def test_a_new_bucket_count_makes_the_groups_and_routes_again() -> None:
+    c = cfg()
+    have = lb.desired(c, ALL)
+    data = copy.deepcopy(CONFIG)
+    data["nexthops"]["buckets"] = 128
+    c2 = lb.parse_config(data)
+    cmds = [" ".join(a[1:5]) for a in lb.commands(lb.desired(c2, ALL), have, c2, "eth0")]
+    assert cmds == [f"nexthop del id {G240}", f"nexthop del id {G241}",
+                    f"nexthop replace id {G240}", f"nexthop replace id {G241}",
+                    "route replace 192.168.56.240/32 table",
+                    "route replace 192.168.56.241/32 table"]
+    assert have.groups  # what the caller read is left as it was
+
+
 def test_no_healthy_node_fails_open_to_all_of_them() -> None:
     c = cfg()
     none = {"192.168.56.240": [], "192.168.56.241": ["node2"]}
@@ -323,8 +337,8 @@ def test_the_kernel_is_read_back_as_the_commands_left_it(tmp_path: Path,
         "-j nexthop show protocol 153": [
             *({"id": NH[n], "gateway": f"192.168.56.1{i + 1}", "dev": "eth0", "protocol": "153"}
               for i, n in enumerate(("node1", "node2", "node3"))),
-            {"id": G240, "group": group, "type": "resilient", "protocol": "153"},
-            {"id": G241, "group": group, "type": "resilient", "protocol": "153"}],
+            *({"id": g, "group": group, "type": "resilient", "protocol": "153",
+               "resilient_args": {"buckets": 64, "idle_timer": 10}} for g in (G240, G241))],
         "-j route show table 153 protocol 153": [
             {"dst": "192.168.56.240", "nhid": G240, "protocol": "153"},
             {"dst": "192.168.56.241", "nhid": G241, "protocol": "153"}],
