@@ -50,7 +50,16 @@ CONTROLLER_ONLY = ("labs",)
 # the node tools' own state (their constants: podnet-iptables APPLIED and LOCK, podnet-dns
 # APPLIED, podnet-kube-proxy LOCK): under the roots reset removes whole (a test checks both)
 TOOL_STATE = ("/var/lib/podnet/iptables", "/var/lib/podnet/cluster-dns",
-              "/run/podnet/iptables.lock", "/run/podnet/kube-proxy.lock")
+              "/run/podnet/iptables.lock", "/run/podnet/kube-proxy.lock",
+              "/var/lib/podnet/cloud-lb/saved.json")
+# podnet-cloud-lb (the external_lb role, on the lb host) marks what it puts in the kernel: its
+# rules, nexthops and routes carry this routing protocol, its routes live in this table, its
+# addresses on lo carry this label (the tool's PROTO, TABLE, LABEL; the tests compare)
+CLOUD_LB_TOOL = "podnet-cloud-lb"
+CLOUD_LB_UNIT = f"{UNIT_PREFIX}cloud-lb.service"
+CLOUD_LB_PROTO = "153"
+CLOUD_LB_TABLE = "153"
+CLOUD_LB_LABEL = "lo:podnetlb"
 # the variables the catalogue reads: (variable, role whose defaults/main.yml gives its default)
 ROLE_INPUTS = (
     ("node_base_sysctls", "node_base"), ("node_base_sysctl_file", "node_base"),
@@ -59,6 +68,7 @@ ROLE_INPUTS = (
     ("kubelet_masked_services", "kubelet"), ("cluster_dns_packages", "cluster_dns"),
     ("upstream_dns_packages", "upstream_dns"), ("upstream_dns_dir", "upstream_dns"),
     ("upstream_dns_service", "upstream_dns"),
+    ("external_lb_sysctls", "external_lb"), ("external_lb_sysctl_file", "external_lb"),
 )
 SETTINGS_INPUTS = ("podnet_cluster_cidr", "podnet_service_cidr")
 RECORD_VERSION = 1
@@ -79,8 +89,18 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
     """Every change podnet makes on a host, in the order reset undoes them."""
     p = paths
     return (
-        Change("unit", f"{UNIT_PREFIX}iptables-canary.service, {UNIT_PREFIX}endpoints.service",
-               "kube_proxy", "stopped first, so that nothing puts the rules back during reset"),
+        Change("unit", f"{UNIT_PREFIX}iptables-canary.service, {UNIT_PREFIX}endpoints.service, "
+               f"{CLOUD_LB_UNIT}", "kube_proxy, external_lb",
+               "stopped first, so that nothing puts the rules (or the load balancer's routes) "
+               "back during reset"),
+        Change("kernel", f"the LoadBalancer addresses on lo (label {CLOUD_LB_LABEL}); rules with "
+               f"protocol {CLOUD_LB_PROTO} (per Service port `iif <underlay> to <address> "
+               f"ipproto .. dport ..`, and the local rule moved from pref 0 to 1000); nexthops "
+               f"and nexthop groups with protocol {CLOUD_LB_PROTO}; routes in table "
+               f"{CLOUD_LB_TABLE}; send_redirects=0 on the underlay interface",
+               f"external_lb ({CLOUD_LB_TOOL})",
+               f"`{CLOUD_LB_TOOL} clean`: the local rule back at pref 0 first, then the rest, "
+               "found by their marks; the interface's send_redirects back to the value it saved"),
         Change("unit", f"{UNIT_PREFIX}sandbox@<pod>.service and {UNIT_PREFIX}<pod>-<container>"
                ".service (pods)", "kubelet",
                "stopped and disabled by `podnet-cni remove <pod>`; a pod that cannot be removed "
@@ -118,14 +138,15 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "it (NATed to a pod)", "kube_proxy (the Services' DNAT)",
                "deleted with conntrack -D (by CIDR; per pod address for the NATed ones)"),
         Change("file", f"{UNIT_DIR}/{UNIT_PREFIX}* (unit files) and their links in "
-               "*.wants/", "pod_network, kubelet, kube_proxy, upstream_dns",
+               "*.wants/", "pod_network, kubelet, kube_proxy, upstream_dns, external_lb",
                "units stopped, disabled, files removed, daemon-reload, reset-failed"),
         Change("file", f"{p.bin_dir}/{UNIT_PREFIX}* (node tools; and an old "
                f"{Path(p.bin_dir).parent}/bin/podnet-netexec)", "every node role",
                "removed"),
         Change("file", f"{p.lib_dir} (kube-proxy's renderer)", "kube_proxy", "removed"),
         Change("file", f"{config_root(p)} (pods, rules, routes, DNS records, upstream DNS "
-               "config)", "cni, pod_network, kubelet, kube_proxy, cluster_dns, upstream_dns",
+               "config, the load balancer's config)",
+               "cni, pod_network, kubelet, kube_proxy, cluster_dns, upstream_dns, external_lb",
                "removed"),
         Change("file", f"{state_root(p)} (pod state, kube-proxy input, applied rules, DNS "
                "state)", "kubelet, kube_proxy, node tools",
@@ -140,7 +161,9 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "removed", kept="modules already loaded stay loaded: unloading br_netfilter "
                "would break anything else on the host that filters bridged traffic"),
         Change("sysctl", "node_base_sysctls (net.ipv4.ip_forward, "
-               "net.bridge.bridge-nf-call-iptables) in node_base_sysctl_file", "node_base",
+               "net.bridge.bridge-nf-call-iptables) in node_base_sysctl_file; external_lb_sysctls "
+               "(net.ipv4.fib_multipath_hash_policy, send_redirects of all and default) in "
+               "external_lb_sysctl_file", "node_base, external_lb",
                "the file is removed; the running values go back to the record's",
                kept="without a record the running values stay (reset says which): podnet "
                "cannot know what they were"),
@@ -238,10 +261,13 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
             cidrs[name] = str(parse_network(v[name]))
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}; fix it in the inventory") from None
-    sysctls = v["node_base_sysctls"]
-    if not isinstance(sysctls, Mapping) or not all(isinstance(k, str) for k in sysctls):
-        raise ValueError(f"node_base_sysctls: {sysctls!r} is not a mapping of sysctl names to "
-                         "values; give one such as {net.ipv4.ip_forward: 1}")
+    sysctls: dict[str, Any] = {}
+    for name in ("node_base_sysctls", "external_lb_sysctls"):
+        given = v[name]
+        if not isinstance(given, Mapping) or not all(isinstance(k, str) for k in given):
+            raise ValueError(f"{name}: {given!r} is not a mapping of sysctl names to "
+                             "values; give one such as {net.ipv4.ip_forward: 1}")
+        sysctls.update(given)
     masked = _str_list(v["kubelet_masked_services"], "kubelet_masked_services", empty=True)
     packages = sorted({p for name in ("node_base_packages", "cni_packages", "kubelet_packages",
                                       "cluster_dns_packages", "upstream_dns_packages")
@@ -257,7 +283,7 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
         "units": {"dir": root + UNIT_DIR, "prefix": UNIT_PREFIX,
                   # stopped before anything else: both put podnet's rules back
                   "first": [f"{UNIT_PREFIX}iptables-canary.service",
-                            f"{UNIT_PREFIX}endpoints.service"],
+                            f"{UNIT_PREFIX}endpoints.service", CLOUD_LB_UNIT],
                   "sandbox": f"{UNIT_PREFIX}sandbox@",
                   # a renamed upstream DNS unit is podnet's even without the prefix
                   "extra": [] if service.startswith(UNIT_PREFIX) else [service]},
@@ -267,6 +293,8 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
                 "cache_dir": paths.cni_cache_dir, "reservations": paths.cni_reservations,
                 "files": [paths.network_conf, paths.loopback_conf]},
         "routes": {"proto": ROUTE_PROTO},
+        "cloud_lb": {"tool": paths.tool(CLOUD_LB_TOOL), "proto": CLOUD_LB_PROTO,
+                     "table": CLOUD_LB_TABLE, "label": CLOUD_LB_LABEL},
         "iptables": {"dir": paths.iptables_dir, "chains": fixed_chains(),
                      "prefixes": [PODNET_CHAIN_PREFIX, *proxier.OWNED_PREFIXES],
                      "comment": PODNET_COMMENT},
@@ -276,7 +304,8 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
         "trees": [config_root(paths), run_root(paths), paths.lib_dir,
                   _path(v["upstream_dns_dir"], "upstream_dns_dir"),
                   f"{paths.facts_dir}/{FACT_FILE}", root + MODULES_FILE,
-                  _path(v["node_base_sysctl_file"], "node_base_sysctl_file")],
+                  _path(v["node_base_sysctl_file"], "node_base_sysctl_file"),
+                  _path(v["external_lb_sysctl_file"], "external_lb_sysctl_file")],
         "globs": [f"{paths.bin_dir}/{UNIT_PREFIX}*", f"{bin_parent}/bin/podnet-netexec"],
         "state_root": {"path": state_root(paths), "keep": list(CONTROLLER_ONLY)},
         # removed when empty (they may hold what is not podnet's)

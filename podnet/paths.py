@@ -31,6 +31,10 @@ class NodePaths:
     # pods failing their readinessProbe, kept by podnet-endpoints; in /run, so that after a
     # reboot every pod starts ready again, as in Kubernetes
     unready_pods: str = "/run/podnet/unready-pods"
+    # cloud mode's load balancer (podnet-cloud-lb on the lb host): its config, written by the
+    # external_lb role, and the state it reports (per address the nodes passing their checks)
+    cloud_lb_config: str = "/etc/podnet/cloud-lb.json"
+    cloud_lb_status: str = "/run/podnet/cloud-lb.json"
     facts_dir: str = "/etc/ansible/facts.d"  # Ansible local facts (ansible_local.podnet)
     # what the host was before podnet's first change (resolv.conf, sysctls, masked units,
     # packages): node_reset's record.yml writes it once, reset puts those back, then deletes it

@@ -173,7 +173,7 @@ CONTROLLER_ROLES = ("lab", "cluster_model")  # they run on localhost, not on a h
 def resolved(path: str) -> str | None:
     """A task's ``path:`` with the node paths and role defaults it names filled in."""
     paths = PATHS.as_dict()
-    defaults = {k: v for role in ("node_base", "upstream_dns")
+    defaults = {k: v for role in ("node_base", "upstream_dns", "external_lb")
                 for k, v in hostchanges.role_defaults(role).items()}
     out = re.sub(r"\{\{ __\w+_paths\.(\w+) \| dirname \}\}",
                  lambda m: str(Path(paths[m.group(1)]).parent), path)

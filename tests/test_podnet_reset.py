@@ -117,9 +117,10 @@ def node_paths(world: Path) -> NodePaths:
 
 def catalogue(world: Path, **given: Any) -> dict[str, Any]:
     values = hostchanges.inputs({
-        "node_base_sysctls": {"net.ipv4.ip_forward": 1},
+        "node_base_sysctls": {"net.ipv4.ip_forward": 1}, "external_lb_sysctls": {},
         "node_base_sysctl_file": f"{world}/etc/sysctl.d/90-podnet.conf",
-        "upstream_dns_dir": f"{world}/etc/podnet/upstream-dns", **given})
+        "upstream_dns_dir": f"{world}/etc/podnet/upstream-dns",
+        "external_lb_sysctl_file": f"{world}/etc/sysctl.d/90-podnet-cloud-lb.conf", **given})
     cat = hostchanges.node_catalogue(values, node_paths(world), root=str(world))
     # nothing of the catalogue may name a place outside the test's folder
     def places(value: Any) -> list[str]:

@@ -196,6 +196,25 @@ def podnet_routes(cat: Catalogue) -> list[dict[str, Any]]:
     return ip_json("-4", "route", "show", "table", "all", "proto", cat["routes"]["proto"])
 
 
+def cloud_lb_residue(cat: Catalogue) -> list[str]:
+    """What podnet-cloud-lb left in the kernel, found by its marks (its label on lo, its routing
+    protocol on rules and nexthops, its table), and a local rule that is not back at pref 0."""
+    lb = cat["cloud_lb"]
+    left = [f"address {a.get('local')} on lo (label {lb['label']})"
+            for link in ip_json("address", "show", "dev", "lo")
+            for a in link.get("addr_info", []) if a.get("label") == lb["label"]]
+    rules = ip_json("rule", "show")
+    left += [f"rule pref {r.get('priority')} (protocol {lb['proto']}) to {r.get('dst', 'all')} "
+             f"lookup {r.get('table')}" for r in rules if str(r.get("protocol")) == lb["proto"]]
+    if rules and not any(r.get("table") == "local" and r.get("priority") == 0 for r in rules):
+        left.append("rule pref 0 lookup local is missing (podnet-cloud-lb moves it)")
+    left += [f"nexthop id {n.get('id')} (protocol {lb['proto']})"
+             for n in ip_json("nexthop", "show", "protocol", lb["proto"])]
+    left += [f"route {r.get('dst')} (table {lb['table']})"
+             for r in ip_json("-4", "route", "show", "table", lb["table"])]
+    return left
+
+
 # -- iptables -----------------------------------------------------------------------------------
 def iptables_variants() -> list[str]:
     """The iptables variants in use here: nft's, and legacy's when the kernel has legacy tables
@@ -368,6 +387,7 @@ class Reset:
             self.systemctl("stop", "--", *rest)
         self.namespaces(netns | podnet_netns(self.cat))
         self.links()
+        self.cloud_lb()
         self.routes()
         self.iptables(extra)
         self.conntrack()
@@ -421,6 +441,23 @@ class Reset:
             self.report.note(f"deleted link {bridge}")
             if not self.check:
                 must(["ip", "link", "delete", bridge], f"deleting the bridge {bridge}")
+
+    def cloud_lb(self) -> None:
+        """The load balancer's addresses, rules and routes, by its own clean (the one that
+        knows their order: the local rule back at pref 0 before the rest goes)."""
+        found = cloud_lb_residue(self.cat)
+        tool = self.cat["cloud_lb"]["tool"]
+        if not found and not Path(tool).exists():
+            return
+        for line in found:
+            self.report.note(f"removed {line}")
+        if self.check or not Path(tool).exists():
+            if found and not Path(tool).exists():
+                self.kept.append(f"{tool} is gone: the residue check lists what it left")
+            return
+        proc = run([tool, "clean"])
+        if proc.returncode != 0:
+            raise SyncError(f"{tool} clean failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
 
     def routes(self) -> None:
         proto = self.cat["routes"]["proto"]
@@ -594,6 +631,7 @@ def residue(cat: Catalogue) -> dict[str, list[str]]:
     left += [f"link {p.get('ifname')} (on {bridge})" for p in bridge_ports(cat)]
     left += [f"route {r['dst']} (table {r.get('table', 'main')}, proto {cat['routes']['proto']})"
              for r in podnet_routes(cat)]
+    left += cloud_lb_residue(cat)
     for variant, table, owned, jumps in iptables_residue(cat, declared_by_files(cat)):
         label = _variant_label(variant)
         left += [f"{label} chain {c} in {table.name}" for c in owned]
