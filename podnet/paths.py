@@ -27,6 +27,8 @@ class NodePaths:
     iptables_dir: str = "/etc/podnet/iptables"  # the rule files podnet-iptables applies
     routes_file: str = "/etc/podnet/routes.conf"  # the routes podnet-routes keeps
     dns_dir: str = "/etc/podnet/cluster-dns"  # the cluster DNS records, shared by its pods
+    # l2 mode's keepalived configuration (the l2_announce role), read by podnet-keepalived
+    l2_announce_dir: str = "/etc/podnet/l2-announce"
     kube_proxy_state_dir: str = "/var/lib/podnet/kube-proxy"  # its renderer's and prober's inputs
     # pods failing their readinessProbe, kept by podnet-endpoints; in /run, so that after a
     # reboot every pod starts ready again, as in Kubernetes
@@ -83,6 +85,17 @@ class NodePaths:
         return f"{self.dns_dir}/records.conf"
 
     @property
+    def keepalived_conf(self) -> str:
+        """keepalived's configuration in l2 mode: one VRRP instance per LoadBalancer address."""
+        return f"{self.l2_announce_dir}/keepalived.conf"
+
+    @property
+    def lb_check(self) -> str:
+        """The health check keepalived runs per LoadBalancer address (kube-proxy's health
+        servers, over HTTP on 127.0.0.1)."""
+        return self.tool("podnet-lb-check")
+
+    @property
     def dns_pods(self) -> str:
         return f"{self.dns_dir}/pods.json"  # the node's DNS pods, for podnet-dns converge
 
@@ -105,7 +118,7 @@ class NodePaths:
         """Every path by name, the derived ones too (what roles read from the plan)."""
         derived = ("cni_runtime", "netexec", "network_conf", "loopback_conf", "dns_records",
                    "dns_pods", "cni_reservations", "lib_dir", "kube_proxy_rules",
-                   "kube_proxy_input")
+                   "kube_proxy_input", "keepalived_conf", "lb_check")
         return {**self.__dict__, **{name: getattr(self, name) for name in derived}}
 
 
