@@ -69,8 +69,13 @@ ROLE_INPUTS = (
     ("upstream_dns_packages", "upstream_dns"), ("upstream_dns_dir", "upstream_dns"),
     ("upstream_dns_service", "upstream_dns"),
     ("external_lb_sysctls", "external_lb"), ("external_lb_sysctl_file", "external_lb"),
+    ("l2_announce_packages", "l2_announce"),
 )
 SETTINGS_INPUTS = ("podnet_cluster_cidr", "podnet_service_cidr")
+# the LoadBalancer pool: every /32 in it on a host's interface is podnet's (empty: no pool)
+POOL_INPUT = "podnet_lb_pool"
+# l2 mode's keepalived, under podnet's own unit name (Debian's keepalived.service untouched)
+KEEPALIVED_UNIT = f"{UNIT_PREFIX}keepalived.service"
 RECORD_VERSION = 1
 
 
@@ -101,6 +106,14 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                f"external_lb ({CLOUD_LB_TOOL})",
                f"`{CLOUD_LB_TOOL} clean`: the local rule back at pref 0 first, then the rest, "
                "found by their marks; the interface's send_redirects back to the value it saved"),
+        Change("unit", f"{KEEPALIVED_UNIT} (l2 mode: keepalived, announcing the "
+               "LoadBalancer addresses)", "l2_announce",
+               "stopped with podnet's other units: keepalived removes the addresses it holds as "
+               "it stops and tells the other nodes (priority 0), which take them over"),
+        Change("address", "LoadBalancer addresses: /32s of podnet_lb_pool on an interface "
+               "(l2 mode: the node's underlay interface)", "l2_announce (keepalived)",
+               "any one left (its keepalived was killed) is deleted after the units stop; no "
+               "other address is touched"),
         Change("unit", f"{UNIT_PREFIX}sandbox@<pod>.service and {UNIT_PREFIX}<pod>-<container>"
                ".service (pods)", "kubelet",
                "stopped and disabled by `podnet-cni remove <pod>`; a pod that cannot be removed "
@@ -138,15 +151,17 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "it (NATed to a pod)", "kube_proxy (the Services' DNAT)",
                "deleted with conntrack -D (by CIDR; per pod address for the NATed ones)"),
         Change("file", f"{UNIT_DIR}/{UNIT_PREFIX}* (unit files) and their links in "
-               "*.wants/", "pod_network, kubelet, kube_proxy, upstream_dns, external_lb",
+               "*.wants/", "pod_network, kubelet, kube_proxy, upstream_dns, external_lb, "
+               "l2_announce",
                "units stopped, disabled, files removed, daemon-reload, reset-failed"),
         Change("file", f"{p.bin_dir}/{UNIT_PREFIX}* (node tools; and an old "
                f"{Path(p.bin_dir).parent}/bin/podnet-netexec)", "every node role",
                "removed"),
         Change("file", f"{p.lib_dir} (kube-proxy's renderer)", "kube_proxy", "removed"),
         Change("file", f"{config_root(p)} (pods, rules, routes, DNS records, upstream DNS "
-               "config, the load balancer's config)",
-               "cni, pod_network, kubelet, kube_proxy, cluster_dns, upstream_dns, external_lb",
+               "config, the load balancer's config, keepalived's config)",
+               "cni, pod_network, kubelet, kube_proxy, cluster_dns, upstream_dns, external_lb, "
+               "l2_announce",
                "removed"),
         Change("file", f"{state_root(p)} (pod state, kube-proxy input, applied rules, DNS "
                "state)", "kubelet, kube_proxy, node tools",
@@ -173,7 +188,9 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "record, unmasked when the host has other traces of podnet. They stay stopped",
                kept="their enablement at boot is what their packages set"),
         Change("package", "node_base_packages, cni_packages, kubelet_packages, "
-               "cluster_dns_packages, upstream_dns_packages", "every role",
+               "cluster_dns_packages, upstream_dns_packages, l2_announce_packages (keepalived: "
+               "its own keepalived.service is left as the package set it, and starts only "
+               "with a /etc/keepalived/keepalived.conf, which podnet never writes)", "every role",
                "kept: removing a package can remove what the host needs (kubespray's reset "
                "keeps them too)", kept="the record tells which podnet installed: reset lists "
                "them so they can be removed by hand"),
@@ -244,7 +261,7 @@ def inputs(variables: Mapping[str, Any]) -> dict[str, Any]:
     for name, role in ROLE_INPUTS:
         value = variables.get(name)
         v[name] = role_defaults(role)[name] if value is None else value
-    for name in SETTINGS_INPUTS:
+    for name in (*SETTINGS_INPUTS, POOL_INPUT):
         value = variables.get(name)
         v[name] = DEFAULTS[name] if value is None else value
     return v
@@ -261,6 +278,12 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
             cidrs[name] = str(parse_network(v[name]))
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}; fix it in the inventory") from None
+    pool = v.get(POOL_INPUT) or ""
+    if pool:
+        try:
+            pool = str(parse_network(pool))
+        except ValueError as exc:
+            raise ValueError(f"{POOL_INPUT}: {exc}; fix it in the inventory") from None
     sysctls: dict[str, Any] = {}
     for name in ("node_base_sysctls", "external_lb_sysctls"):
         given = v[name]
@@ -270,7 +293,8 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
         sysctls.update(given)
     masked = _str_list(v["kubelet_masked_services"], "kubelet_masked_services", empty=True)
     packages = sorted({p for name in ("node_base_packages", "cni_packages", "kubelet_packages",
-                                      "cluster_dns_packages", "upstream_dns_packages")
+                                      "cluster_dns_packages", "upstream_dns_packages",
+                                      "l2_announce_packages")
                        for p in _str_list(v[name], name, empty=True)})
     service = v["upstream_dns_service"]
     if not isinstance(service, str) or not service.endswith(".service"):
@@ -295,6 +319,7 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
         "routes": {"proto": ROUTE_PROTO},
         "cloud_lb": {"tool": paths.tool(CLOUD_LB_TOOL), "proto": CLOUD_LB_PROTO,
                      "table": CLOUD_LB_TABLE, "label": CLOUD_LB_LABEL},
+        "lb_addresses": {"pool": pool},
         "iptables": {"dir": paths.iptables_dir, "chains": fixed_chains(),
                      "prefixes": [PODNET_CHAIN_PREFIX, *proxier.OWNED_PREFIXES],
                      "comment": PODNET_COMMENT},

@@ -20,6 +20,7 @@ instances, so that the template only prints:
 
 from __future__ import annotations
 
+import re
 from ipaddress import ip_address, ip_network
 from typing import Any
 
@@ -91,3 +92,41 @@ def stray_addresses(lb: dict[str, Any], interface_json: list[dict[str, Any]]) ->
                     and ip_address(a["local"]) in pool:
                 found.append(a["local"])
     return sorted(set(found), key=ip_address)
+
+
+def read_instances(text: str) -> dict[str, dict[str, Any]]:
+    """keepalived's VRRP instances and their checks as a keepalived.conf written from
+    ``node_config`` holds them, by instance name: what the tests and verify compare with
+    ``node_config`` (the file read back, not a second rendering)."""
+    scripts = dict(re.findall(r"^vrrp_script (\S+) \{\n(.*?)^\}", text, re.M | re.S))
+    found = {}
+    for name, body in re.findall(r"^vrrp_instance (\S+) \{\n(.*?)^\}", text, re.M | re.S):
+        def value(key: str, where: str = body) -> str | None:
+            hit = re.search(rf"^\s+{key} (.+)$", where, re.M)
+            return hit.group(1).strip() if hit else None
+
+        def items(key: str) -> list[str]:
+            hit = re.search(rf"^\s+{key} \{{\n(.*?)\n\s+\}}", body, re.M | re.S)
+            return [x.strip() for x in hit.group(1).splitlines()] if hit else []
+        tracked = items("track_script")
+        script = scripts.get(tracked[0], "") if len(tracked) == 1 else ""
+        found[name] = {
+            "state": value("state"), "interface": value("interface"),
+            "vrid": value("virtual_router_id"), "priority": value("priority"),
+            "advert_int": value("advert_int"), "src": value("unicast_src_ip"),
+            "peers": sorted(items("unicast_peer")), "addresses": items("virtual_ipaddress"),
+            "track": tracked, "check": (value("script", script) or "").strip('"'),
+            "nopreempt": bool(re.search(r"^\s+nopreempt$", body, re.M)),
+        }
+    return found
+
+
+def expected_instances(node: dict[str, Any], interface: str,
+                       check_tool: str) -> dict[str, dict[str, Any]]:
+    """What ``read_instances`` must find in ``node``'s (node_config's) keepalived.conf."""
+    return {i["name"]: {
+        "vrid": str(i["vrid"]), "priority": str(i["priority"]), "src": node["address"],
+        "peers": sorted(node["peers"]), "addresses": [f"{i['address']}/32 dev {interface}"],
+        "interface": interface, "track": [i["name"]], "state": "BACKUP", "nopreempt": False,
+        "check": f"{check_tool} {i['check']['port']} {i['check']['path']}"}
+        for i in node["instances"]}

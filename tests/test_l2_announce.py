@@ -62,43 +62,38 @@ def value(body: str, key: str) -> str:
     return found.group(1).strip()
 
 
-def list_block(body: str, key: str) -> list[str]:
-    found = re.search(rf"^\s+{key} \{{\n(.*?)\n\s+\}}", body, re.M | re.S)
-    assert found, f"no {key} block in\n{body}"
-    return [x.strip() for x in found.group(1).splitlines()]
-
-
 @pytest.mark.parametrize("node", ["node1", "node2", "node3"])
 def test_each_address_is_one_instance_with_its_vrid_priority_peers_and_address(node: str) -> None:
     lb = lb_config()
-    text = render(lb, node)
-    instances = blocks(text, "vrrp_instance")
+    found = l2announce.read_instances(render(lb, node))
     addresses = {a["address"]: a for a in lb["addresses"]}
     assert len(addresses) == 2
-    assert sorted(instances) == sorted(l2announce.instance_name(a) for a in addresses)
+    assert sorted(found) == sorted(l2announce.instance_name(a) for a in addresses)
     nodes = {n["name"]: n["address"] for n in lb["nodes"]}
     for address, a in addresses.items():
-        body = instances[l2announce.instance_name(address)]
-        assert value(body, "virtual_router_id") == str(a["vrid"])
+        got = found[l2announce.instance_name(address)]
+        assert got["vrid"] == str(a["vrid"])
         # first in the ranking: 254; every next node one less
-        assert value(body, "priority") == str(254 - a["ranking"].index(node))
-        assert value(body, "state") == "BACKUP"  # all start equal: priority decides, preempting
-        assert "nopreempt" not in body
-        assert value(body, "interface") == "ens3"
-        assert value(body, "unicast_src_ip") == nodes[node]
-        assert sorted(list_block(body, "unicast_peer")) == sorted(
-            ip for name, ip in nodes.items() if name != node)
-        assert list_block(body, "virtual_ipaddress") == [f"{address}/32 dev ens3"]
-        assert list_block(body, "track_script") == [l2announce.instance_name(address)]
-        assert value(body, "advert_int") == "0.2"
+        assert got["priority"] == str(254 - a["ranking"].index(node))
+        assert got["state"] == "BACKUP"  # all start equal: priority decides, preempting
+        assert got["nopreempt"] is False
+        assert got["interface"] == "ens3"
+        assert got["src"] == nodes[node]
+        assert got["peers"] == sorted(ip for name, ip in nodes.items() if name != node)
+        assert got["addresses"] == [f"{address}/32 dev ens3"]
+        assert got["track"] == [l2announce.instance_name(address)]
+        assert got["advert_int"] == "0.2"
+    # what verify compares the nodes' files with says the same
+    expected = l2announce.expected_instances(l2announce.node_config(lb, node), "ens3",
+                                             PATHS.lb_check)
+    assert {k: {f: v[f] for f in expected[k]} for k, v in found.items()} == expected
 
 
 def test_every_address_has_one_top_node_the_first_of_its_ranking() -> None:
     lb = lb_config()
     for a in lb["addresses"]:
         name = l2announce.instance_name(a["address"])
-        priorities = {node: int(value(blocks(render(lb, node), "vrrp_instance")[name],
-                                      "priority"))
+        priorities = {node: int(l2announce.read_instances(render(lb, node))[name]["priority"])
                       for node in ("node1", "node2", "node3")}
         assert len(set(priorities.values())) == 3, priorities  # no tie: no election by address
         assert sorted(priorities, key=priorities.__getitem__, reverse=True) == a["ranking"]

@@ -502,3 +502,34 @@ def test_a_bad_record_is_named_with_the_fix(world: Path) -> None:
     assert failed["error"].endswith("remove it to reset without one (sysctls and masks are "
                                     "then left as they are)")
     assert failed["changes"] == []
+
+
+def test_load_balancer_addresses_left_on_an_interface_go_and_no_other_address(
+        world: Path) -> None:
+    """A keepalived that was killed leaves l2 mode's /32s behind: reset deletes every /32 of
+    podnet_lb_pool, on any interface, and no other address (outside the pool, or not a /32)."""
+    catalogue(world, podnet_lb_pool="192.168.56.240/28")
+    run = sandbox(world, """
+ip link add under0 type veth peer name under1 && ip link set under0 up
+ip addr add 192.168.56.11/24 dev under0
+ip addr add 192.168.56.240/32 dev under0
+ip addr add 192.168.56.241/32 dev lo
+ip addr add 192.168.56.250/28 dev under0
+ip addr add 10.9.9.9/32 dev under0
+$RESET residue $CAT
+$RESET reset $CAT --check
+$RESET reset $CAT
+$RESET residue $CAT
+$RESET reset $CAT
+echo "LEFT $(ip -o -4 addr show | awk '{print $4}' | sort | tr '\\n' ' ')"
+""")
+    assert run.returncode == 0, run.stdout + run.stderr
+    before, dry, done, after, again = results(run)
+    assert before["left"] == ["address 192.168.56.240/32 (on under0)",
+                              "address 192.168.56.241/32 (on lo)"], before
+    assert dry["changes"] == done["changes"] == [
+        "deleted address 192.168.56.240/32 (on under0)",
+        "deleted address 192.168.56.241/32 (on lo)"], (dry, done)
+    assert after["left"] == [] and again["changes"] == [], (after, again)
+    left = run.stdout.split("LEFT ", 1)[1].split()
+    assert left == ["10.9.9.9/32", "127.0.0.1/8", "192.168.56.11/24", "192.168.56.250/28"], left

@@ -45,7 +45,8 @@ class LookupModule(LookupBase):
             raise AnsibleLookupError("podnet_host_changes takes no terms: "
                                      "lookup('podnet_host_changes')")
         variables = variables or {}
-        names = [*(n for n, _ in hostchanges.ROLE_INPUTS), *hostchanges.SETTINGS_INPUTS]
+        names = [*(n for n, _ in hostchanges.ROLE_INPUTS), *hostchanges.SETTINGS_INPUTS,
+                 hostchanges.POOL_INPUT]
         given = {n: self._templar.template(variables[n]) for n in names if n in variables}
         try:
             values = hostchanges.inputs(given)

@@ -158,6 +158,21 @@ def ip_json(*argv: str) -> list[dict[str, Any]]:
     return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
 
 
+def lb_addresses(cat: Catalogue) -> list[tuple[str, str]]:
+    """The LoadBalancer addresses on this host's interfaces, as (address, interface): every /32
+    inside podnet_lb_pool (l2 mode's keepalived holds them on the nodes; one it could not remove,
+    killed, stays until reset)."""
+    pool = cat.get("lb_addresses", {}).get("pool")
+    if not pool:
+        return []
+    network = ipaddress.ip_network(pool)
+    found = [(str(a["local"]), str(link.get("ifname", "")))
+             for link in ip_json("-4", "addr", "show") for a in link.get("addr_info", [])
+             if a.get("family") == "inet" and a.get("prefixlen") == 32
+             and ipaddress.ip_address(a["local"]) in network]
+    return sorted(found, key=lambda f: (ipaddress.ip_address(f[0]), f[1]))
+
+
 def netns_names() -> dict[int, str]:
     """Named network namespaces: {id or -index: name}."""
     out = {}
@@ -386,6 +401,7 @@ class Reset:
             self.report.note(f"stopped {' '.join(rest)}")
             self.systemctl("stop", "--", *rest)
         self.namespaces(netns | podnet_netns(self.cat))
+        self.addresses()
         self.links()
         self.cloud_lb()
         self.routes()
@@ -429,6 +445,15 @@ class Reset:
             self.report.note(f"deleted network namespace {name}")
             if not self.check:
                 must(["ip", "netns", "delete", name], f"deleting network namespace {name}")
+
+    def addresses(self) -> None:
+        """LoadBalancer addresses left on an interface (keepalived removes its own as it stops,
+        above; one that was killed leaves them)."""
+        for address, ifname in lb_addresses(self.cat):
+            self.report.note(f"deleted address {address}/32 (on {ifname})")
+            if not self.check:
+                must(["ip", "addr", "del", f"{address}/32", "dev", ifname],
+                     f"deleting the LoadBalancer address {address} from {ifname}")
 
     def links(self) -> None:
         bridge = self.cat["cni"]["bridge"]
@@ -629,6 +654,7 @@ def residue(cat: Catalogue) -> dict[str, list[str]]:
     if ip_json("link", "show", "dev", bridge):
         left.append(f"link {bridge}")
     left += [f"link {p.get('ifname')} (on {bridge})" for p in bridge_ports(cat)]
+    left += [f"address {a}/32 (on {i})" for a, i in lb_addresses(cat)]
     left += [f"route {r['dst']} (table {r.get('table', 'main')}, proto {cat['routes']['proto']})"
              for r in podnet_routes(cat)]
     left += cloud_lb_residue(cat)
