@@ -7,9 +7,14 @@ instances, so that the template only prints:
 - one VRRP instance per address, virtual_router_id = the address's ``vrid``, the address as a
   /32 on the node's underlay interface;
 - the priority from the node's place in the address's ranking: the first node gets
-  ``TOP_PRIORITY``, each next one a point less, so every node agrees on the order without
-  talking (255 is VRRP's "address owner" and is never used, so a node that comes back takes
-  its addresses by preemption, not by owning them);
+  ``TOP_PRIORITY``, each next one ``priority_step`` less, so every node agrees on the order
+  without talking (255 is VRRP's "address owner" and is never used, so a node that comes back
+  takes its addresses by preemption, not by owning them). The step is as wide as the nodes
+  allow (at most ``MAX_STEP``): a backup waits 3 adverts plus a skew of (256 - priority) / 256
+  adverts before it takes over, so with sub-second adverts priorities one point apart differ by
+  under a millisecond and every backup takes the address at once (a brief dual master, seen on
+  the lab); 50 points apart, the next-ranked node is 40 ms ahead of the one after it at an
+  advert of 0.2 s, and its advert arrives in time;
 - unicast adverts to the other nodes (clouds and many switches drop multicast, and unicast
   keeps the adverts off every other host of the segment);
 - a health check per address: kube-proxy's node server (/healthz on 10256) for policy Cluster,
@@ -25,12 +30,18 @@ from ipaddress import ip_address, ip_network
 from typing import Any
 
 TOP_PRIORITY = 254  # VRRP priorities are 1-254 for backups; 255 means "owns the address"
+MAX_STEP = 50
 VRID_RANGE = range(1, 256)
 
 
 def instance_name(address: str) -> str:
     """keepalived's name for the instance (and its check) of ``address``."""
     return "podnet_lb_" + address.replace(".", "_")
+
+
+def priority_step(nodes: int) -> int:
+    """Points between two places of a ranking of ``nodes`` nodes (the last one stays >= 1)."""
+    return MAX_STEP if nodes < 2 else max(1, min(MAX_STEP, (TOP_PRIORITY - 1) // (nodes - 1)))
 
 
 def node_config(lb: dict[str, Any], node: str) -> dict[str, Any]:
@@ -46,6 +57,7 @@ def node_config(lb: dict[str, Any], node: str) -> dict[str, Any]:
     if len(nodes) > TOP_PRIORITY:
         raise ValueError(f"l2 mode: {len(nodes)} nodes, but VRRP priorities give at most "
                          f"{TOP_PRIORITY} nodes a place per address; use podnet_lb_mode cloud")
+    step = priority_step(len(nodes))
     peers = [address for name, address in nodes.items() if name != node]
     instances = []
     for a in lb["addresses"]:
@@ -65,7 +77,7 @@ def node_config(lb: dict[str, Any], node: str) -> dict[str, Any]:
             "policy": a["policy"],
             "vrid": a["vrid"],
             "rank": rank,
-            "priority": TOP_PRIORITY - rank,
+            "priority": TOP_PRIORITY - rank * step,
             "check": {"port": a["check"]["port"], "path": a["check"]["path"]},
         })
     return {
@@ -94,6 +106,16 @@ def stray_addresses(lb: dict[str, Any], interface_json: list[dict[str, Any]]) ->
     return sorted(set(found), key=ip_address)
 
 
+def _value(body: str, key: str) -> str | None:
+    hit = re.search(rf"^\s+{key} (.+)$", body, re.M)
+    return hit.group(1).strip() if hit else None
+
+
+def _items(body: str, key: str) -> list[str]:
+    hit = re.search(rf"^\s+{key} \{{\n(.*?)\n\s+\}}", body, re.M | re.S)
+    return [x.strip() for x in hit.group(1).splitlines()] if hit else []
+
+
 def read_instances(text: str) -> dict[str, dict[str, Any]]:
     """keepalived's VRRP instances and their checks as a keepalived.conf written from
     ``node_config`` holds them, by instance name: what the tests and verify compare with
@@ -101,21 +123,15 @@ def read_instances(text: str) -> dict[str, dict[str, Any]]:
     scripts = dict(re.findall(r"^vrrp_script (\S+) \{\n(.*?)^\}", text, re.M | re.S))
     found = {}
     for name, body in re.findall(r"^vrrp_instance (\S+) \{\n(.*?)^\}", text, re.M | re.S):
-        def value(key: str, where: str = body) -> str | None:
-            hit = re.search(rf"^\s+{key} (.+)$", where, re.M)
-            return hit.group(1).strip() if hit else None
-
-        def items(key: str) -> list[str]:
-            hit = re.search(rf"^\s+{key} \{{\n(.*?)\n\s+\}}", body, re.M | re.S)
-            return [x.strip() for x in hit.group(1).splitlines()] if hit else []
-        tracked = items("track_script")
+        tracked = _items(body, "track_script")
         script = scripts.get(tracked[0], "") if len(tracked) == 1 else ""
         found[name] = {
-            "state": value("state"), "interface": value("interface"),
-            "vrid": value("virtual_router_id"), "priority": value("priority"),
-            "advert_int": value("advert_int"), "src": value("unicast_src_ip"),
-            "peers": sorted(items("unicast_peer")), "addresses": items("virtual_ipaddress"),
-            "track": tracked, "check": (value("script", script) or "").strip('"'),
+            "state": _value(body, "state"), "interface": _value(body, "interface"),
+            "vrid": _value(body, "virtual_router_id"), "priority": _value(body, "priority"),
+            "advert_int": _value(body, "advert_int"), "src": _value(body, "unicast_src_ip"),
+            "peers": sorted(_items(body, "unicast_peer")),
+            "addresses": _items(body, "virtual_ipaddress"),
+            "track": tracked, "check": (_value(script, "script") or "").strip('"'),
             "nopreempt": bool(re.search(r"^\s+nopreempt$", body, re.M)),
         }
     return found

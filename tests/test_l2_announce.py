@@ -36,12 +36,19 @@ def lb_config(variables: dict[str, Any] | None = None, text: str = TEXT) -> dict
     return loadbalancer.config(make_plan(text, L2 if variables is None else variables))
 
 
+def templates() -> jinja2.Environment:
+    """The role's templates, rendered as Ansible renders them (trim_blocks, its filters)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(ROLE / "templates"),
+        autoescape=False,  # noqa: S701 - keepalived's config and a systemd unit, not HTML
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True)
+    env.filters.update(FilterModule().filters())
+    return env
+
+
 def render(lb: dict[str, Any], node: str, interface: str = "ens3") -> str:
     """The role's template as the role renders it on ``node`` (its defaults, the plan's paths)."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLE / "templates"),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             trim_blocks=True)  # as Ansible renders templates
-    env.filters.update(FilterModule().filters())
+    env = templates()
     variables = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text(encoding="utf-8"))
     variables.update(ansible_managed="managed by podnet",
                      __l2_announce=l2announce.node_config(lb, node),
@@ -73,8 +80,8 @@ def test_each_address_is_one_instance_with_its_vrid_priority_peers_and_address(n
     for address, a in addresses.items():
         got = found[l2announce.instance_name(address)]
         assert got["vrid"] == str(a["vrid"])
-        # first in the ranking: 254; every next node one less
-        assert got["priority"] == str(254 - a["ranking"].index(node))
+        # first in the ranking: 254; every next node 50 less (3 nodes: 254, 204, 154)
+        assert got["priority"] == str(254 - 50 * a["ranking"].index(node))
         assert got["state"] == "BACKUP"  # all start equal: priority decides, preempting
         assert got["nopreempt"] is False
         assert got["interface"] == "ens3"
@@ -127,10 +134,7 @@ def test_checks_run_as_root_from_root_owned_files_and_vrrp_is_version_3() -> Non
 
 
 def test_the_unit_runs_podnets_config_with_its_own_pid_files() -> None:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLE / "templates"),
-                             undefined=jinja2.StrictUndefined)
-    env.filters.update(FilterModule().filters())
-    unit = env.get_template("etc/systemd/system/podnet-keepalived.service.j2").render(
+    unit = templates().get_template("etc/systemd/system/podnet-keepalived.service.j2").render(
         ansible_managed="managed", __l2_announce_paths=PATHS.as_dict())
     start = value(unit.replace("ExecStart=", "  ExecStart "), "ExecStart")
     assert f"--use-file={PATHS.keepalived_conf}" in start.split()
@@ -154,6 +158,21 @@ def test_a_host_that_is_not_a_node_announces_nothing() -> None:
     assert answer["enabled"] is False and answer["address"] is None
 
 
+@pytest.mark.parametrize("nodes, step", [(1, 50), (2, 50), (3, 50), (6, 50), (7, 42),
+                                         (100, 2), (254, 1)])
+def test_priorities_are_spread_as_far_as_the_nodes_allow(nodes: int, step: int) -> None:
+    assert l2announce.priority_step(nodes) == step
+    assert 254 - (nodes - 1) * step >= 1  # the last node keeps a valid priority
+
+
+def test_more_nodes_than_priorities_is_an_error_naming_the_fix() -> None:
+    lb = lb_config()
+    lb["nodes"] = [{"name": f"n{i}", "address": f"10.0.{i // 250}.{i % 250 + 1}"}
+                   for i in range(255)]
+    with pytest.raises(ValueError, match=r"255 nodes.*at most 254.*podnet_lb_mode cloud"):
+        l2announce.node_config(lb, "n0")
+
+
 def test_a_vrid_outside_vrrps_range_is_an_error_naming_the_pool() -> None:
     lb = lb_config()
     lb["addresses"][0]["vrid"] = 256
@@ -174,7 +193,7 @@ def test_stray_addresses_are_the_pools_32s_on_the_interface_only() -> None:
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.send_response(200 if self.path == "/healthz" else 503)
         self.end_headers()
 
@@ -194,7 +213,7 @@ def health_port() -> Iterator[int]:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the check uses curl; install curl")
 def test_the_check_passes_on_200_and_fails_on_503_and_on_a_closed_port(health_port: int) -> None:
-    check = str(ROLE / "files" / "podnet-lb-check")
+    check = str(ROLE / "files" / "lb-check.sh")
 
     def rc(*argv: str) -> int:
         return subprocess.run([check, *argv], capture_output=True, timeout=10).returncode
@@ -205,7 +224,7 @@ def test_the_check_passes_on_200_and_fails_on_503_and_on_a_closed_port(health_po
     assert rc(str(health_port)) == 2  # usage
 
 
-class socket_closed:  # noqa: N801 - used as a context manager's name
+class socket_closed:
     """A port on 127.0.0.1 that nothing listens on."""
 
     def __enter__(self) -> int:

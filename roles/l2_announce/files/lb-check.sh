@@ -4,7 +4,9 @@
 # balancer asks it: the node server (10256 /healthz) for externalTrafficPolicy Cluster, the
 # Service's healthCheckNodePort for Local (200 while the node has a ready local endpoint, 503
 # otherwise). Exit 0 = healthy; anything else (refused, timed out, 4xx/5xx) = not.
-# A shell script with curl, not a Python tool: keepalived runs it every interval per address.
+# A shell script with curl, not a Python tool: keepalived runs it every interval per address,
+# and a Python start costs several times what curl does (so its source is not named podnet-*,
+# which the Python lint takes for a node tool). Installed as podnet-lb-check (PATHS.lb_check).
 # usage: podnet-lb-check PORT PATH
 set -u
 if [ "$#" -ne 2 ]; then
