@@ -581,7 +581,10 @@ def _prepare_root(root: Path, spec: NodeSpec) -> None:
     _write(root / "etc/systemd/network/10-underlay.network",
            "# podnet lab: the node's underlay address (host0 is the nspawn veth)\n"
            f"[Match]\nName=host0\n\n[Network]\nAddress={spec.address_cidr}\n{dns}"
-           "LinkLocalAddressing=no\nIPv6AcceptRA=no\n" + route)
+           "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+           # a cut link (verify's failover tests set the lab's end down) keeps the address,
+           # and so the routes through it (podnet-routes'), as a VM's NIC losing carrier does
+           "ConfigureWithoutCarrier=yes\nIgnoreCarrierLoss=yes\n" + route)
     if spec.mirror_url:
         # the image's own sources are gone (lab image recipe); the site's mirror replaces them
         _write(root / "etc/apt/sources.list",

@@ -153,7 +153,7 @@ def test_other_mode_local_policy_keeps_the_client_address(other_mode: str, servi
 
 
 def test_other_mode_only_nodes_with_a_local_endpoint_get_traffic(other_mode: str) -> None:
-    lbchecks.only_nodes_with_a_local_endpoint_get_traffic()
+    lbchecks.only_nodes_with_a_local_endpoint_get_traffic(other_mode)
 
 
 def test_other_mode_source_ranges(other_mode: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import lbchecks
 import pytest
 import targets
-from conftest import params, selected
+from conftest import params, plan, selected
 
 pytestmark = pytest.mark.principle("LoadBalancer")
 
@@ -34,7 +34,7 @@ def test_local_policy_keeps_the_client_address(service: str) -> None:
 
 
 def test_only_nodes_with_a_local_endpoint_get_the_traffic() -> None:
-    lbchecks.only_nodes_with_a_local_endpoint_get_traffic()
+    lbchecks.only_nodes_with_a_local_endpoint_get_traffic(plan().settings.lb_mode)
 
 
 def test_source_ranges_admit_one_client_and_refuse_another() -> None:
