@@ -366,3 +366,32 @@ def test_the_tool_marks_its_state_as_reset_looks_for_it() -> None:
     assert unit.exists()
     assert hostchanges.CLOUD_LB_UNIT in hostchanges.node_catalogue(
         hostchanges.inputs({}))["units"]["first"]
+
+
+def test_a_new_address_is_announced_by_gratuitous_arp(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, bytes]] = []
+
+    class FakeSocket:
+        def __init__(self, family: int, kind: int) -> None:
+            assert (family, kind) == (socket.AF_PACKET, socket.SOCK_RAW)
+
+        def __enter__(self) -> FakeSocket:
+            return self
+
+        def __exit__(self, *args: object) -> None:
+            pass
+
+        def bind(self, where: tuple[str, int]) -> None:
+            self.interface = where[0]
+
+        def send(self, frame: bytes) -> None:
+            sent.append((self.interface, frame))
+
+    monkeypatch.setattr(lb.socket, "socket", FakeSocket)
+    monkeypatch.setattr(lb.time, "sleep", lambda _: None)
+    lb.gratuitous_arp("lo", "192.168.56.241", count=2)
+    mac = bytes(6)  # lo's address
+    ip = socket.inet_aton("192.168.56.241")
+    want = (b"\xff" * 6 + mac + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01"
+            + mac + ip + bytes(6) + ip)
+    assert sent == [("lo", want), ("lo", want)]

@@ -542,8 +542,35 @@ class LabState:
     units: dict[str, list[str]]
     unchecked: list[str]  # pods whose network fails CNI CHECK (interface, IP, routes)
 
-    def differences(self, now: LabState, moved: Collection[str] = ()) -> list[str]:
-        """How ``now`` differs; a pod of ``moved`` (re-created by the test) may have a new IP."""
+    def by_node(self, replicas: Collection[str]) -> LabState:
+        """This state with each pod of ``replicas`` (the pods of one Deployment) named by the
+        node it runs on: replicas are interchangeable, so a lab where two of them came back on
+        each other's nodes is the same lab."""
+        names = {}
+        for key in replicas:
+            if key in self.pods:
+                names[key] = f"replica-on-{self.pods[key][0]}"
+                names[pod_id(key)] = names[key]
+
+        def rename(text: str) -> str:
+            for old, new in names.items():
+                text = text.replace(old, new)
+            return text
+
+        return LabState(
+            {names.get(k, k): v for k, v in self.pods.items()},
+            {node: {rename(chain): _jumps_last([rename(line) for line in lines])
+                    for chain, lines in rules.items()} for node, rules in self.rules.items()},
+            {node: [rename(u) for u in units] for node, units in self.units.items()},
+            self.unchecked)
+
+    def differences(self, now: LabState, moved: Collection[str] = (),
+                    replicas: Collection[str] = ()) -> list[str]:
+        """How ``now`` differs; a pod of ``moved`` (re-created by the test) may have a new IP,
+        and the pods of ``replicas`` may have come back on each other's nodes."""
+        if replicas:
+            return self.by_node(replicas).differences(
+                now.by_node(replicas), {f"replica-on-{n}" for n in self.units} | set(moved))
         found = []
         for key in sorted(self.pods.keys() | now.pods.keys()):
             was, got = self.pods.get(key), now.pods.get(key)
@@ -562,6 +589,12 @@ class LabState:
                 found.append(f"{node} units: gone {sorted(was_units - now_units)}, "
                              f"new {sorted(now_units - was_units)}")
         return found
+
+
+def _jumps_last(lines: list[str]) -> list[str]:
+    """A chain as pod_neutral orders it: its rules, then its endpoint jumps sorted."""
+    jumps = sorted(line for line in lines if " -j KUBE-SEP[" in line)
+    return [line for line in lines if " -j KUBE-SEP[" not in line] + jumps
 
 
 def lab_state() -> LabState:
@@ -597,12 +630,12 @@ class LabNotRestored(AssertionError):
 
 
 def assert_restored(before: LabState, what: str, moved: Collection[str] = (),
-                    timeout: float = 120.0) -> None:
+                    timeout: float = 120.0, replicas: Collection[str] = ()) -> None:
     """Wait until the lab is as ``before`` (readiness and rules settle after a restore); raise
     LabNotRestored with what differs if it is not within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        differences = before.differences(lab_state(), moved)
+        differences = before.differences(lab_state(), moved, replicas)
         if not differences:
             return
         if time.monotonic() > deadline:

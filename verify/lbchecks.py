@@ -144,14 +144,23 @@ def failover(key: str) -> tuple[str, outage.Failover]:
                                  lambda down: lab_link(node, up=not down))
 
 
-def settle(key: str, timeout: float = 30.0) -> None:
-    """Wait until every pod behind ``key`` answers at its LB address again (a node that came
-    back is taken again once it passes its health check)."""
+def settle(key: str, mode: str, timeout: float = 30.0) -> None:
+    """Wait until ``key``'s LB address is served as its mode serves it (a node that came back
+    is taken again once it passes its health check, or takes its address back): every pod
+    behind it answers, or in l2 mode for a Local Service every pod of the node holding it;
+    no connection fails."""
     deadline = time.monotonic() + timeout
-    want = set(backends(key))
+    behind = backends(key)
+    local = plan().service(key).external_traffic_policy == "Local"
     while True:
-        got = set(many(admitted_client(key), key, 12))
-        if got == want:
-            return
-        assert time.monotonic() < deadline, f"{key}: answered by {got}, not {want}"
+        got = many(admitted_client(key), key, 12)
+        if "" not in got:
+            if mode == "l2" and local:
+                nodes = {behind[a] for a in got if a in behind}
+                want = {a for a, n in behind.items() if n in nodes} if len(nodes) == 1 else set()
+            else:
+                want = set(behind)
+            if set(got) == want:
+                return
+        assert time.monotonic() < deadline, f"{key} ({mode} mode): answered by {got}"
         time.sleep(1)

@@ -60,7 +60,7 @@ def cut_a_node_off(mode: str) -> None:
         print(f"{mode} mode, {key}, {node}'s link: {got}")
         assert got.failed_over, got
     finally:
-        lbchecks.settle(key)
+        lbchecks.settle(key, mode)
         assert_restored(before, f"cutting a node off ({mode} mode)")
 
 
@@ -110,8 +110,9 @@ def test_local_policy_follows_its_pods_to_another_node(tmp_path: Path) -> None:
         print(f"{svc.key}: pods moved to {empty} by a converge of {took:.1f} s; a request "
               f"every 100 ms meanwhile: {outage.summary(out)}")
         converged(manifests_dir(), "workloads")
-        assert_restored(before, f"moving {namespace}/{name} to {empty} and back", moved=owned)
-    lbchecks.settle(svc.key)
+        # the Deployment's pods are back on the nodes they left, each on one of them
+        assert_restored(before, f"moving {namespace}/{name} to {empty} and back", replicas=owned)
+    lbchecks.settle(svc.key, plan().settings.lb_mode)
 
 
 # -- the other mode ------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def other_mode() -> Iterator[str]:
         converged(manifests_dir(), "lb")
         assert_restored(before, f"switching to {other} mode and back to {mine}")
         for key in {s for s, _, _ in selected(targets.lb_ports) or []}:
-            lbchecks.settle(key)
+            lbchecks.settle(key, mine)
 
 
 @pytest.mark.parametrize(("service", "port_name", "protocol"), [
