@@ -126,6 +126,10 @@ def other_mode() -> Iterator[str]:
     before = lab_state()
     converged(manifests_dir(), "lb", podnet_lb_mode=other)
     try:
+        # every address served in the new mode (l2: its node has passed its checks and
+        # announced it) before the proofs start
+        for key in {s for s, _, _ in selected(targets.lb_ports) or []}:
+            lbchecks.settle(key, other)
         yield other
     finally:
         converged(manifests_dir(), "lb")
