@@ -135,8 +135,8 @@ def failover(shell: Sequence[str], address: str, port: int, cut: Callable[[bool]
     cut_at = lead
     try:
         time.sleep(lead)
+        cut_at = time.monotonic() - started  # a request sent from here on may meet the cut
         cut(True)
-        cut_at = time.monotonic() - started
         time.sleep(hold)
     finally:
         cut(False)
