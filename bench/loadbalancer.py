@@ -90,9 +90,11 @@ def iperf(client: str, address: str, port: int) -> float:
     """Median Gbit/s of 3 runs of iperf3 -c from ``client``."""
     rates = []
     for _ in range(3):
-        out = on(client, shlex.join(["iperf3", "-c", address, "-p", str(port), "-t",
-                                     str(SECONDS), "-J"]))
-        rates.append(json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9)
+        out = json.loads(on(client, shlex.join(["iperf3", "-c", address, "-p", str(port),
+                                                "-t", str(SECONDS), "-J"])))
+        if "error" in out:
+            raise SystemExit(f"bench: iperf3 to {address}:{port}: {out['error']}")
+        rates.append(out["end"]["sum_received"]["bits_per_second"] / 1e9)
     return statistics.median(rates)
 
 
@@ -101,17 +103,21 @@ def throughput(plan: Plan, client: str) -> None:
     port = svc.ports[0]
     [node] = {e.node for e in port.endpoints}
     node_address = plan.node(node).address
-    on(node, f"iperf3 -s -D -1 -p {NODE_PORT}")
+    pidfile = "$HOME/.podnet-bench-iperf3.pid"  # the login user's, on the node
+    on(node, f"iperf3 --server --daemon --port {NODE_PORT} --pidfile {pidfile}")
     paths = [
         ("LB address", str(svc.lb_ip), port.port),
         (f"NodePort on {node}", node_address, int(port.node_port or 0)),
         (f"{node} itself", node_address, NODE_PORT),
     ]
     got = {}
-    for label, address, number in paths:
-        got[label] = iperf(client, address, number)
-        print(f"  {client} -> {label:<20} {address}:{number:<6} {got[label]:6.2f} Gbit/s",
-              flush=True)
+    try:
+        for label, address, number in paths:
+            got[label] = iperf(client, address, number)
+            print(f"  {client} -> {label:<20} {address}:{number:<6} {got[label]:6.2f} Gbit/s",
+                  flush=True)
+    finally:
+        on(node, f"kill $(cat {pidfile}); rm -f {pidfile}")
     lb, nodeport, floor = got.values()
     print(f"  LB / NodePort = {lb / nodeport:.2f} (goal >= {GOAL_RATIO}); NodePort / node = "
           f"{nodeport / floor:.2f}")

@@ -14,6 +14,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+# failover's pace: a request every INTERVAL seconds, each given up after TIMEOUT (requests go
+# one at a time, so a lost one costs TIMEOUT: the outage is measured to about that much)
+INTERVAL = 0.1
+TIMEOUT = 0.5
+
 # run as: python3 -c SCRIPT tcp|udp ADDRESS PORT SECONDS INTERVAL TIMEOUT
 SCRIPT = r"""
 import socket, sys, time
@@ -123,12 +128,12 @@ class Failover:
 
 def failover(shell: Sequence[str], address: str, port: int, cut: Callable[[bool], None],
              lead: float = 2.0, hold: float = 8.0, tail: float = 1.0) -> Failover:
-    """Run SCRIPT (TCP, a request every 100 ms, 1 s timeout) through ``shell`` (an ssh
+    """Run SCRIPT (TCP, a request every INTERVAL, TIMEOUT each) through ``shell`` (an ssh
     command line to the client) against ``address:port``; ``lead`` seconds in, ``cut(True)``
     cuts, ``hold`` seconds later ``cut(False)`` puts it back (also when anything fails)."""
     seconds = lead + hold + tail
     command = shlex.join(["python3", "-c", SCRIPT, "tcp", address, str(port), str(seconds),
-                          "0.1", "1"])
+                          str(INTERVAL), str(TIMEOUT)])
     probe = subprocess.Popen([*shell, command], stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, text=True)
     started = time.monotonic()
@@ -144,7 +149,7 @@ def failover(shell: Sequence[str], address: str, port: int, cut: Callable[[bool]
     out, _ = probe.communicate(timeout=seconds + 30)
     rows = [line for line in out.splitlines() if _row(line) is not None]
     window = "\n".join(line for line in rows
-                       if cut_at <= (_row(line) or 0.0) < back_at - 0.2)
+                       if cut_at - INTERVAL <= (_row(line) or 0.0) < back_at - 0.2)
     return Failover(summary(out, end=seconds), summary(window, end=back_at), cut_at, back_at)
 
 
