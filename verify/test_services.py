@@ -1,6 +1,6 @@
 """Services: a stable virtual IP that kube-proxy's rules on every node spread over the pods
 behind it (the article's third principle), NodePort and the traffic policies. LoadBalancer
-addresses are not proved here: nothing answers for them yet (issue 15). Each test takes its
+addresses are proved from outside in test_loadbalancer.py. Each test takes its
 Service from the plan by the shape it needs (targets.py)."""
 
 from __future__ import annotations
