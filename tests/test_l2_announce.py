@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -211,7 +210,6 @@ def health_port() -> Iterator[int]:
     server.server_close()
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the check uses curl; install curl")
 def test_the_check_passes_on_200_and_fails_on_503_and_on_a_closed_port(health_port: int) -> None:
     check = str(ROLE / "files" / "lb-check.sh")
 
