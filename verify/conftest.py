@@ -142,7 +142,8 @@ def run(name: str, *argv: str) -> Evidence:
 
 
 LAST = ("test_drift.py", "test_pods_lifecycle.py", "test_services_lifecycle.py",
-        "test_dns_lifecycle.py", "test_proxy_health.py", "test_lb_lifecycle.py")
+        "test_dns_lifecycle.py", "test_proxy_health.py", "test_lb_lifecycle.py",
+        "test_lb_l2_nodes.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -627,6 +628,44 @@ def lab_state() -> LabState:
 class LabNotRestored(AssertionError):
     """A lifecycle test could not put the lab back: the tests after it would run on a broken
     lab and fail for the wrong reason, so the session stops (pytest_runtest_makereport)."""
+
+
+def converged(manifests: Path, tags: str | None = None, **extra: object) -> None:
+    """A converge that must succeed (its output's tail is the failure message)."""
+    done = converge(manifests, tags=tags, extra=extra)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+OTHER_LB_MODE = {"cloud": "l2", "l2": "cloud"}
+
+
+@pytest.fixture(scope="session")
+def other_lb_mode() -> Generator[str, None, None]:
+    """The lab converged in the other podnet_lb_mode (tag lb: only the LoadBalancer roles
+    run) for the LoadBalancer suites that prove it, and back in its own mode at the end of the
+    session, checked. Session-scoped: test_lb_lifecycle.py proves the other mode from outside,
+    then test_lb_l2_nodes.py (last of all) proves l2 mode on the nodes when that is the other
+    one, so one switch serves both."""
+    import lbchecks
+    import targets
+
+    needs_lab()
+    mine = plan().settings.lb_mode
+    other = OTHER_LB_MODE[mine]
+    before = lab_state()
+    services = {s for s, _, _ in selected(targets.lb_ports) or []}
+    converged(manifests_dir(), "lb", podnet_lb_mode=other)
+    try:
+        # every address served in the new mode (l2: its node has passed its checks and
+        # announced it) before the proofs start
+        for key in services:
+            lbchecks.settle(key, other)
+        yield other
+    finally:
+        converged(manifests_dir(), "lb")
+        assert_restored(before, f"switching to {other} mode and back to {mine}")
+        for key in services:
+            lbchecks.settle(key, mine)
 
 
 def assert_restored(before: LabState, what: str, moved: Collection[str] = (),

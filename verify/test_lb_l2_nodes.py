@@ -18,21 +18,20 @@ from podnet import l2announce, loadbalancer
 
 pytestmark = pytest.mark.principle("LoadBalancer")
 UNIT = "podnet-keepalived.service"
-NOT_L2 = ("the lab's plan is in podnet_lb_mode {mode} (the nodes announce nothing): these prove "
-          "l2 mode on the nodes; converge and verify with podnet_lb_mode l2 "
-          "(PODNET_LB_MODE=l2 make converge verify)")
 # a node's check may flip between two looks (its fall/rise): how long the holder may take to
 # match (fall 2 + rise 2 checks of 1 s, one VRRP master-down interval, and slack for a busy
 # machine)
 SETTLE_S = 10.0
 
 
-def l2() -> dict[str, Any]:
-    """The plan's LoadBalancer config, or a skip when the lab is not in l2 mode."""
-    mode = plan().settings.lb_mode
-    if mode != "l2":
-        pytest.skip(NOT_L2.format(mode=mode))
-    return loadbalancer.config(plan())
+@pytest.fixture(scope="module")
+def l2(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The plan's LoadBalancer config in l2 mode. A lab in another mode is converged in l2
+    mode first (the session's other_lb_mode, which puts the lab's own mode back at the end):
+    every make test proves both modes whatever the lab's own is."""
+    if plan().settings.lb_mode != "l2":
+        assert request.getfixturevalue("other_lb_mode") == "l2"
+    return {**loadbalancer.config(plan()), "mode": "l2"}
 
 
 ADDRESSES = [a["address"] for a in loadbalancer.config(plan())["addresses"]]
@@ -62,8 +61,9 @@ def passes(node: str, check: dict[str, Any]) -> Evidence:
     return run(node, plan().paths.lb_check, str(check["port"]), str(check["path"]))
 
 
-def test_keepalived_runs_on_every_node_with_the_planned_instances(node: str) -> None:
-    lb = l2()
+def test_keepalived_runs_on_every_node_with_the_planned_instances(l2: dict[str, Any],
+                                                                  node: str) -> None:
+    lb = l2
     state = run(node, "systemctl", "is-active", UNIT)
     enabled = run(node, "systemctl", "is-enabled", UNIT)
     assert state.stdout.strip() == "active" and enabled.stdout.strip() == "enabled", \
@@ -82,8 +82,9 @@ def test_keepalived_runs_on_every_node_with_the_planned_instances(node: str) -> 
 
 
 @pytest.mark.parametrize("address", params(ADDRESSES, targets.LB_PORT))
-def test_one_node_holds_each_address_the_highest_ranked_passing_its_check(address: str) -> None:
-    lb = l2()
+def test_one_node_holds_each_address_the_highest_ranked_passing_its_check(
+        l2: dict[str, Any], address: str) -> None:
+    lb = l2
     entry = next(a for a in lb["addresses"] if a["address"] == address)
     deadline = time.monotonic() + SETTLE_S
     while True:
@@ -101,8 +102,8 @@ def test_one_node_holds_each_address_the_highest_ranked_passing_its_check(addres
 
 
 @pytest.mark.parametrize("address", params(ADDRESSES, targets.LB_PORT))
-def test_the_outside_client_finds_the_address_at_its_holders_mac(address: str) -> None:
-    l2()
+def test_the_outside_client_finds_the_address_at_its_holders_mac(l2: dict[str, Any],
+                                                                 address: str) -> None:
     held = holders(address)
     if not held:
         pytest.skip(f"{address}: no node passes its health check, so none announces it")

@@ -8,7 +8,6 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import lbchecks
@@ -18,7 +17,7 @@ import yaml
 from conftest import (
     assert_restored,
     connection,
-    converge,
+    converged,
     lab_state,
     manifests_dir,
     needs_lab,
@@ -32,12 +31,6 @@ from conftest import (
 from podnet import access, outage
 
 pytestmark = pytest.mark.principle("LoadBalancer")
-OTHER_MODE = {"cloud": "l2", "l2": "cloud"}
-
-
-def converged(manifests: Path, tags: str, **extra: object) -> None:
-    done = converge(manifests, tags=tags, extra=extra)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 def failover_service() -> str:
@@ -116,54 +109,33 @@ def test_local_policy_follows_its_pods_to_another_node(tmp_path: Path) -> None:
 
 
 # -- the other mode ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def other_mode() -> Iterator[str]:
-    """The lab converged in the other podnet_lb_mode (tag lb: only the LoadBalancer roles
-    run), and back in its own mode afterwards, checked."""
-    needs_lab()
-    mine = plan().settings.lb_mode
-    other = OTHER_MODE[mine]
-    before = lab_state()
-    converged(manifests_dir(), "lb", podnet_lb_mode=other)
-    try:
-        # every address served in the new mode (l2: its node has passed its checks and
-        # announced it) before the proofs start
-        for key in {s for s, _, _ in selected(targets.lb_ports) or []}:
-            lbchecks.settle(key, other)
-        yield other
-    finally:
-        converged(manifests_dir(), "lb")
-        assert_restored(before, f"switching to {other} mode and back to {mine}")
-        for key in {s for s, _, _ in selected(targets.lb_ports) or []}:
-            lbchecks.settle(key, mine)
-
-
 @pytest.mark.parametrize(("service", "port_name", "protocol"), [
     pytest.param(s, p, t, id=f"{s}:{p}/{t}") for s, p, t in selected(targets.lb_ports) or []
 ] or [pytest.param(None, None, None, id="none", marks=pytest.mark.skip(
     reason=str(targets.NotInPlan(targets.LB_PORT))))])
-def test_other_mode_every_port_answers(other_mode: str, service: str, port_name: str,
+def test_other_mode_every_port_answers(other_lb_mode: str, service: str, port_name: str,
                                        protocol: str) -> None:
     lbchecks.every_port_answers(service, port_name, protocol)
 
 
-def test_other_mode_cluster_policy_spreads(other_mode: str) -> None:
+def test_other_mode_cluster_policy_spreads(other_lb_mode: str) -> None:
     lbchecks.cluster_policy_spreads()
 
 
 @pytest.mark.parametrize("service", params(
     [s.key for s in selected(targets.lb_local_services) or []], targets.LB_LOCAL))
-def test_other_mode_local_policy_keeps_the_client_address(other_mode: str, service: str) -> None:
+def test_other_mode_local_policy_keeps_the_client_address(other_lb_mode: str,
+                                                          service: str) -> None:
     lbchecks.local_policy_keeps_the_client_address(service)
 
 
-def test_other_mode_only_nodes_with_a_local_endpoint_get_traffic(other_mode: str) -> None:
-    lbchecks.only_nodes_with_a_local_endpoint_get_traffic(other_mode)
+def test_other_mode_only_nodes_with_a_local_endpoint_get_traffic(other_lb_mode: str) -> None:
+    lbchecks.only_nodes_with_a_local_endpoint_get_traffic(other_lb_mode)
 
 
-def test_other_mode_source_ranges(other_mode: str) -> None:
+def test_other_mode_source_ranges(other_lb_mode: str) -> None:
     lbchecks.source_ranges_admit_and_refuse()
 
 
-def test_other_mode_a_node_cut_off_stops_getting_traffic(other_mode: str) -> None:
-    cut_a_node_off(other_mode)
+def test_other_mode_a_node_cut_off_stops_getting_traffic(other_lb_mode: str) -> None:
+    cut_a_node_off(other_lb_mode)
