@@ -16,7 +16,7 @@ import targets
 from conftest import (
     assert_restored,
     container_units,
-    converge,
+    converged,
     lab_state,
     manifests_dir,
     observed,
@@ -122,8 +122,7 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
     assert started.rc == 0, started
     try:
         try:
-            done = converge(copy, tags="workloads")
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+            converged(copy, "workloads")
             got = run(node, "dig", f"@{DNS_IP}", "+short", name)
         finally:
             run(node, "systemctl", "kill", "-s", "INT", "podnet-verify-dnsperf")
@@ -142,8 +141,7 @@ def test_a_new_service_resolves_right_after_converge_with_no_query_dropped(tmp_p
                          re.MULTILINE), report
     finally:
         # the lab as it was, whatever happened above
-        back = converge(manifests_dir(), tags="workloads")
-        assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
+        converged(manifests_dir(), "workloads")
         run(node, "systemctl", "stop", "podnet-verify-dnsperf")  # if it was left running
         assert_restored(lab, f"adding Service {like.namespace}/{new}")
     gone = run(node, "dig", f"@{DNS_IP}", name)

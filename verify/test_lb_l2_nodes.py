@@ -63,7 +63,6 @@ def passes(node: str, check: dict[str, Any]) -> Evidence:
 
 def test_keepalived_runs_on_every_node_with_the_planned_instances(l2: dict[str, Any],
                                                                   node: str) -> None:
-    lb = l2
     state = run(node, "systemctl", "is-active", UNIT)
     enabled = run(node, "systemctl", "is-enabled", UNIT)
     assert state.stdout.strip() == "active" and enabled.stdout.strip() == "enabled", \
@@ -74,7 +73,7 @@ def test_keepalived_runs_on_every_node_with_the_planned_instances(l2: dict[str, 
     assert run(node, "keepalived", "--config-test", f"--use-file={conf}").rc == 0
     text = run(node, "cat", conf)
     assert text.rc == 0, text
-    expected = l2announce.expected_instances(l2announce.node_config(lb, node), underlay(node),
+    expected = l2announce.expected_instances(l2announce.node_config(l2, node), underlay(node),
                                              plan().paths.lb_check)
     found = l2announce.read_instances(text.stdout)
     got = {k: {f: v[f] for f in expected.get(k, v)} for k, v in found.items()}
@@ -84,8 +83,7 @@ def test_keepalived_runs_on_every_node_with_the_planned_instances(l2: dict[str, 
 @pytest.mark.parametrize("address", params(ADDRESSES, targets.LB_PORT))
 def test_one_node_holds_each_address_the_highest_ranked_passing_its_check(
         l2: dict[str, Any], address: str) -> None:
-    lb = l2
-    entry = next(a for a in lb["addresses"] if a["address"] == address)
+    entry = next(a for a in l2["addresses"] if a["address"] == address)
     deadline = time.monotonic() + SETTLE_S
     while True:
         checks = {node: passes(node, entry["check"]).rc == 0 for node in entry["ranking"]}

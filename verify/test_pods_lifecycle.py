@@ -16,7 +16,7 @@ from conftest import (
     assert_restored,
     connect,
     container_units,
-    converge,
+    converged,
     http_port,
     lab_state,
     manifests_dir,
@@ -114,8 +114,7 @@ def test_rebooted_node_brings_its_pods_back_with_their_ips() -> None:
         try:
             assert_restored(lab, f"rebooting {node}", timeout=60)
         except LabNotRestored:
-            recap = converge(manifests_dir())
-            assert recap.returncode == 0, recap.stdout[-3000:] + recap.stderr[-2000:]
+            converged(manifests_dir())
             assert_restored(lab, f"rebooting {node} (and a converge)")
 
 
@@ -168,8 +167,7 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
     ip = running()[victim.key]["ip"]
     lab = lab_state()
     try:
-        done = converge(copy, tags="workloads")
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        converged(copy, "workloads")
         paths = plan().paths
         leftovers = run(node, "sh", "-c",
                         f"ls -d {paths.pod_dir(ident)} {paths.pod_state_dir}/{ident} "
@@ -191,8 +189,7 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
         assert int(ports.stdout) == len(plan().pods_on(node)) - 1, ports
         assert victim.key not in observed()
     finally:
-        restored = converge(original, tags="workloads")
-        assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-2000:]
+        converged(original, "workloads")
         # the pod is back on its node, with a new IP (its old one was released)
         assert_restored(lab, f"removing {victim.key}", moved={victim.key})
     assert victim.key in observed()

@@ -26,7 +26,7 @@ import yaml
 from conftest import (
     Evidence,
     assert_restored,
-    converge,
+    converged,
     lab_state,
     manifests_dir,
     observed,
@@ -200,8 +200,7 @@ def test_a_new_local_service_gets_its_health_check_everywhere_and_loses_it(tmp_p
     pids = {n: main_pid(n) for n in nodes}
     lab = lab_state()
     try:
-        done = converge(copy, tags="workloads")
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        converged(copy, "workloads")
         for node in nodes:
             status, _, body, got = ask("outside", node, port, "/")
             assert json.loads(body) == {
@@ -210,8 +209,7 @@ def test_a_new_local_service_gets_its_health_check_everywhere_and_loses_it(tmp_p
             assert status == (200 if expected[node] else 503), got
             print(f"\n{svc.key} on {node}: {status}, localEndpoints {expected[node]}")
     finally:
-        back = converge(manifests_dir(), tags="workloads")
-        assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
+        converged(manifests_dir(), "workloads")
     for node in nodes:
         wait_for(f"{node} closing port {port}", partial(refused, node, port), 5)
     # the same processes followed both converges: no restart

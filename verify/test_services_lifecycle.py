@@ -18,7 +18,7 @@ import targets
 import yaml
 from conftest import (
     assert_restored,
-    converge,
+    converged,
     in_pod,
     iptables_rules,
     lab_state,
@@ -39,11 +39,6 @@ pytestmark = pytest.mark.principle("service abstraction")
 
 FOREIGN_NAT = ["POSTROUTING", "-s", "203.0.113.0/24", "-m", "comment", "--comment",
                "podnet-verify-foreign", "-j", "RETURN"]
-
-
-def converged(manifests: Path) -> None:
-    done = converge(manifests, tags="workloads")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 def edited(tmp: Path, kind: str, namespace: str, name: str,
@@ -140,7 +135,7 @@ def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path
                         lambda d: d["spec"].__setitem__("replicas", replicas))
         pods_now = [p.key for p in plan_of(scaled).pods
                     if targets.owner_deployment(p) == scaling.deployment]
-        converged(scaled)
+        converged(scaled, "workloads")
         after = rules(node)
         services = scaling.services
         mine = set()
@@ -175,7 +170,7 @@ def test_scaling_changes_only_its_services_rules_and_keeps_foreign_ones(tmp_path
             svc_jumps(svc, after)
         assert any("podnet-verify-foreign" in line for line in after), "foreign rule lost"
     finally:
-        converged(manifests_dir())
+        converged(manifests_dir(), "workloads")
         still = rules(node)
         run(node, "iptables", "-t", "nat", "-D", *FOREIGN_NAT)
     assert any("podnet-verify-foreign" in line for line in still), "foreign rule lost"
@@ -226,7 +221,7 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
                                      "nodeName", to_node))
         after = {p.key for p in plan_of(moved_manifests).pods
                  if targets.owner_deployment(p) == follow.deployment}
-        converged(moved_manifests)
+        converged(moved_manifests, "workloads")
         done_at = time.time()
         time.sleep(8)
         lines = run(client.node, "cat", log).stdout.splitlines()
@@ -238,7 +233,7 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
     finally:
         run(client.node, "systemctl", "stop", unit)
         run(client.node, "rm", "-f", log)
-        converged(manifests_dir())
+        converged(manifests_dir(), "workloads")
         # the Deployment's pods are back on their node, with new IPs (host-local gives the
         # next free one)
         assert_restored(before, f"moving {namespace}/{deployment} to another node and back",
