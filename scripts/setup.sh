@@ -10,10 +10,12 @@ cd "$(dirname "$0")/.."
 # dpkg-dev: dpkg-scanpackages indexes the lab's package mirror.
 # containernetworking-plugins and iptables: the CNI runtime's unit tests run the real plugins
 # in a throwaway network namespace; unbound, dnsutils (dig) and curl: podnet-dns's tests run
-# them there too (without dig they would be skipped, and make unit stays green on nothing).
+# them there too (without dig they would be skipped, and make unit stays green on nothing);
+# nginx and openssl: the ingress controller's config is served by a real nginx there, with
+# certificates made by openssl (tests/test_nginxconf.py, tests/test_podnet_ingress.py).
 APT_PACKAGES=(systemd-container mmdebstrap util-linux iproute2 netcat-openbsd openssh-client
               python3-venv make git containernetworking-plugins iptables unbound dnsutils curl
-              dpkg-dev)
+              dpkg-dev nginx openssl)
 
 host_packages() {
   missing=()
@@ -30,7 +32,7 @@ host_packages() {
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: apt-get install ${missing[*]}"
     apt-get update -q
-    # packaged servers (unbound) must not start on this machine: tests start their own
+    # packaged servers (unbound, nginx) must not start on this machine: tests start their own
     guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       guard=/usr/sbin/policy-rc.d
