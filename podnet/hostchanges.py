@@ -41,9 +41,10 @@ FACT_FILE = "podnet.fact"  # the kubelet role's local fact, in PATHS.facts_dir
 ROUTE_PROTO = "152"  # podnet-routes marks its routes with this routing protocol number
 PODNET_CHAIN_PREFIX = "PODNET-"  # pod_network's own chains (PODNET-POSTROUTING)
 PODNET_COMMENT = "podnet:"  # how pod_network's rules and jumps begin their comments
-# masked by the cluster_dns and upstream_dns roles in their task files (the kubelet role masks
-# kubelet_masked_services): the distribution's unbound, replaced by podnet's own instances
-ALSO_MASKED = ("unbound.service",)
+# masked by the cluster_dns, upstream_dns and ingress_nginx roles in their task files (the
+# kubelet role masks kubelet_masked_services): the distribution's unbound and nginx, replaced
+# by podnet's own instances
+ALSO_MASKED = ("unbound.service", "nginx.service")
 # entries of the state root that are the lab controller's, never a host's (podnet/lab.py keeps
 # each lab's state in /var/lib/podnet/labs/<lab>): reset and its check leave them alone
 CONTROLLER_ONLY = ("labs",)
@@ -69,7 +70,7 @@ ROLE_INPUTS = (
     ("upstream_dns_packages", "upstream_dns"), ("upstream_dns_dir", "upstream_dns"),
     ("upstream_dns_service", "upstream_dns"),
     ("external_lb_sysctls", "external_lb"), ("external_lb_sysctl_file", "external_lb"),
-    ("l2_announce_packages", "l2_announce"),
+    ("l2_announce_packages", "l2_announce"), ("ingress_nginx_packages", "ingress_nginx"),
 )
 SETTINGS_INPUTS = ("podnet_cluster_cidr", "podnet_service_cidr")
 # the LoadBalancer pool: every /32 in it on a host's interface is podnet's (empty: no pool)
@@ -157,11 +158,13 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
         Change("file", f"{p.bin_dir}/{UNIT_PREFIX}* (node tools; and an old "
                f"{Path(p.bin_dir).parent}/bin/podnet-netexec)", "every node role",
                "removed"),
-        Change("file", f"{p.lib_dir} (kube-proxy's renderer)", "kube_proxy", "removed"),
+        Change("file", f"{p.lib_dir} (kube-proxy's renderer, the ingress controller's nginx "
+               "renderer)", "kube_proxy, ingress_nginx", "removed"),
         Change("file", f"{config_root(p)} (pods, rules, routes, DNS records, upstream DNS "
-               "config, the load balancer's config, keepalived's config)",
+               "config, the load balancer's config, keepalived's config, the ingress input "
+               "(ingress_dir) and each controller pod's nginx.conf and TLS files)",
                "cni, pod_network, kubelet, kube_proxy, cluster_dns, upstream_dns, external_lb, "
-               "l2_announce",
+               "l2_announce, ingress_nginx (podnet-ingress)",
                "removed"),
         Change("file", f"{state_root(p)} (pod state, kube-proxy input, applied rules, DNS "
                "state)", "kubelet, kube_proxy, node tools",
@@ -182,13 +185,15 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "the file is removed; the running values go back to the record's",
                kept="without a record the running values stay (reset says which): podnet "
                "cannot know what they were"),
-        Change("mask", "kubelet_masked_services (nginx, unbound, unbound-resolvconf) and "
-               "unbound.service", "kubelet, cluster_dns, upstream_dns",
+        Change("mask", "kubelet_masked_services (nginx, unbound, unbound-resolvconf), "
+               "unbound.service and nginx.service", "kubelet, cluster_dns, upstream_dns, "
+               "ingress_nginx",
                "unmasked, except those the record says were masked before podnet; without a "
                "record, unmasked when the host has other traces of podnet. They stay stopped",
                kept="their enablement at boot is what their packages set"),
         Change("package", "node_base_packages, cni_packages, kubelet_packages, "
-               "cluster_dns_packages, upstream_dns_packages, l2_announce_packages (keepalived: "
+               "cluster_dns_packages, upstream_dns_packages, ingress_nginx_packages (nginx, "
+               "openssl), l2_announce_packages (keepalived: "
                "its own keepalived.service is left as the package set it, and starts only "
                "with a /etc/keepalived/keepalived.conf, which podnet never writes)", "every role",
                "kept: removing a package can remove what the host needs (kubespray's reset "
@@ -294,7 +299,7 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
     masked = _str_list(v["kubelet_masked_services"], "kubelet_masked_services", empty=True)
     packages = sorted({p for name in ("node_base_packages", "cni_packages", "kubelet_packages",
                                       "cluster_dns_packages", "upstream_dns_packages",
-                                      "l2_announce_packages")
+                                      "l2_announce_packages", "ingress_nginx_packages")
                        for p in _str_list(v[name], name, empty=True)})
     service = v["upstream_dns_service"]
     if not isinstance(service, str) or not service.endswith(".service"):

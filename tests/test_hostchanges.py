@@ -217,7 +217,7 @@ def test_every_input_has_a_default_in_its_role() -> None:
     assert values["node_base_sysctl_file"] == "/etc/sysctl.d/90-podnet.conf"  # role default
     assert values["podnet_cluster_cidr"] == "10.244.0.0/16"  # settings default
     cat = hostchanges.node_catalogue(values)
-    assert cat["masked"] == ["a.service", "unbound.service"]
+    assert cat["masked"] == ["a.service", "nginx.service", "unbound.service"]
     assert cat["conntrack"]["service_cidr"] == "10.32.0.0/16"
     renamed = hostchanges.node_catalogue(hostchanges.inputs(
         {"upstream_dns_service": "lab-dns.service"}))
@@ -259,7 +259,7 @@ def test_the_lookup_gives_the_catalogue_or_the_problems() -> None:
                                         "unrelated": "{{ undefined_variable }}"})
     assert good == {"errors": [], "catalogue": hostchanges.node_catalogue(hostchanges.inputs(
         {"kubelet_masked_services": ["a.service"]}))}
-    assert good["catalogue"]["masked"] == ["a.service", "unbound.service"]
+    assert good["catalogue"]["masked"] == ["a.service", "nginx.service", "unbound.service"]
     (bad,) = lookup.run([], variables={"podnet_service_cidr": "nope"})
     assert bad["catalogue"] == {} and bad["errors"][0].startswith("podnet_service_cidr: 'nope'")
     with pytest.raises(Exception, match="podnet_host_changes takes no terms"):
