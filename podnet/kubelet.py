@@ -59,8 +59,17 @@ def resolv_conf(namespace: str, settings: Settings) -> str:
             "options ndots:5\n")
 
 
-def default_config(kind: str, pod: PodPlan, ports: Sequence[PortPlan]) -> str | None:
-    """A minimal config for a packaged server until its component role writes the real one."""
+# the nginx placeholder podnet wrote before its pid file moved into the pod's folder: nginx
+# deletes its pid file when it exits or reloads into a config with another pid path, and the
+# one it deleted was the node's /dev/null. The kubelet role replaces a placeholder that still
+# reads so (only when the file is exactly this: a component's own config is never touched).
+OLD_NGINX_PID = "pid /dev/null;\n"
+
+
+def default_config(kind: str, pod: PodPlan, ports: Sequence[PortPlan], pid_file: str = ""
+                   ) -> str | None:
+    """A minimal config for a packaged server until its component role writes the real one
+    (nginx keeps its pid in ``pid_file``, in the pod's folder: never a file others use)."""
     first = {p.protocol: p.port for p in reversed(ports)}
     if kind == "unbound":
         port = first.get("UDP") or first.get("TCP") or 53
@@ -72,7 +81,8 @@ def default_config(kind: str, pod: PodPlan, ports: Sequence[PortPlan]) -> str | 
     if kind == "nginx":
         port = first.get("TCP") or 80
         return ("# podnet default: a placeholder until a component role configures it\n"
-                "pid /dev/null;\nerror_log stderr;\nevents {}\nhttp {\n  access_log off;\n"
+                f"pid {pid_file};\nerror_log stderr;\nevents {{}}\nhttp {{\n"
+                "  access_log off;\n"
                 f"  server {{\n    listen {port};\n"
                 f"    location / {{ return 200 \"podnet nginx {pod.name}\\n\"; }}\n"
                 "  }\n}\n")
@@ -134,7 +144,7 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
         containers = []
         for c in pod.containers:
             kind = c.workload["kind"]
-            config_text = default_config(kind, pod, c.ports)
+            config_text = default_config(kind, pod, c.ports, f"{folder}/{c.name}.pid")
             config = f"{folder}/{c.name}.conf" if config_text is not None else None
             containers.append({
                 "name": c.name,
@@ -147,6 +157,9 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
                 "restart": RESTART[pod.restart_policy],
                 "config_path": config,
                 "config_default": config_text,
+                # a placeholder of an older podnet that is replaced (podnet-kubelet): nginx's
+                # pid /dev/null, which nginx deleted as its pid file
+                "config_replace_marker": OLD_NGINX_PID if kind == "nginx" else None,
             })
         entry: dict[str, Any] = {
             "id": ident,

@@ -253,6 +253,9 @@ class Sandbox:
                               capture_output=True, text=True, check=False, timeout=30, **kw)
 
     def start_nginx(self, conf: Path) -> None:
+        # nginx deletes its pid file as it exits and when a reload changes it: never the
+        # host's /dev/null (an older kubelet placeholder said "pid /dev/null;")
+        assert "pid /dev/" not in conf.read_text(), "a pid file under /dev would be deleted"
         self.nginx = subprocess.Popen(
             ["nsenter", "-t", str(self.holder.pid), "-n", NGINX, "-c", str(conf),
              "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)

@@ -24,10 +24,12 @@ from podnet import nginxconf
 
 TOOL = Path(__file__).resolve().parents[1] / "roles" / "ingress_nginx" / "files" / "podnet-ingress"
 NAMESPACE = "ingress-nginx"
+# the kubelet's placeholder (podnet/kubelet.py default_config): its pid file in the pod's folder
+# (never /dev/null: nginx deletes its old pid file on a reload that changes it)
 PLACEHOLDER = ("# podnet default: a placeholder until a component role configures it\n"
-               "pid /dev/null;\nerror_log stderr;\nevents {}\nhttp {\n  access_log off;\n"
-               "  server {\n    listen 80;\n"
-               "    location / { return 200 \"podnet nginx placeholder\\n\"; }\n  }\n}\n")
+               "pid {pod}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log off;\n"
+               "  server {{\n    listen 80;\n"
+               "    location / {{ return 200 \"podnet nginx placeholder\\n\"; }}\n  }}\n}}\n")
 
 
 def load() -> ModuleType:
@@ -77,7 +79,7 @@ class Node:
         self.pods = tmp / "pods"
         self.pod = self.pods / f"{NAMESPACE}_ctl-1"
         self.pod.mkdir(parents=True)
-        (self.pod / "nginx.conf").write_text(PLACEHOLDER)
+        (self.pod / "nginx.conf").write_text(PLACEHOLDER.format(pod=self.pod))
         self.input, self.unready = tmp / "input.json", tmp / "unready-pods"
         self.set_input(make_input(cert, ["web", "web-unready"]))
         self.box = Sandbox(tmp)
@@ -226,3 +228,15 @@ def test_render_prints_the_config(tmp_path: Path) -> None:
                           env={**os.environ, "PYTHONPATH": str(TOOL.parents[3])})
     assert proc.returncode == 0, proc.stderr
     assert nginxconf.generation_of(proc.stdout)
+
+
+@pytest.mark.parametrize(("text", "unsafe"), [
+    ("# podnet default\npid /dev/null;\nevents {}\n", True),
+    ("pid /etc/podnet/pods/x/nginx.pid;\n", False),
+    ("worker_processes 1;\n", False),
+])
+def test_a_placeholder_keeping_its_pid_in_dev_null_is_never_reloaded(text: str,
+                                                                     unsafe: bool) -> None:
+    """nginx deletes its old pid file when a reload changes it (and as it exits): the node's
+    /dev/null, for an older kubelet's placeholder. The controller kills that nginx instead."""
+    assert tool.unsafe_pid_file(text) is unsafe

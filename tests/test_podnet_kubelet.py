@@ -175,3 +175,28 @@ def test_check_mode_reports_and_changes_nothing(node: Node) -> None:
     assert not (node.root / "runtime.log").exists()
     assert sorted(p.name for p in (node.root / "pods").iterdir()) == ["default_gone"]
     assert list((node.root / "units").iterdir()) == []
+
+
+def test_a_components_config_is_kept_and_an_old_dev_null_placeholder_replaced(node: Node) -> None:
+    """The kubelet writes its placeholder only where there is no config (a controller such as
+    podnet-ingress writes the real one), but replaces an older podnet's nginx placeholder whose
+    pid file was /dev/null (nginx deletes its pid file as it exits)."""
+    plan = Plan.from_data(make_plan(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: proxy, namespace: default}\nspec:\n"
+        "  nodeName: node1\n  containers:\n"
+        "    - {name: web, image: nginx, ports: [{containerPort: 8080}]}\n").data())
+    node.pods = kubelet.node_pods(plan, "node1")
+    pod = node.pods[0]
+    pod["dir"] = str(node.root / "pods" / pod["id"])
+    container = pod["containers"][0]
+    container["config_path"] = str(Path(pod["dir"]) / "web.conf")
+    path = Path(container["config_path"])
+    assert f"pid /etc/podnet/pods/{pod['id']}/web.pid;" in container["config_default"]
+    path.parent.mkdir(parents=True)
+    path.write_text("# written by the component\npid /dev/null;\n")
+    node.sync()
+    assert path.read_text() == "# written by the component\npid /dev/null;\n"
+    path.write_text("# podnet default: a placeholder until a component role configures it\n"
+                    "pid /dev/null;\nerror_log stderr;\n")
+    node.sync()
+    assert path.read_text() == container["config_default"]

@@ -104,6 +104,18 @@ def network_gone(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def stale_placeholder(path: Path, marker: str | None) -> bool:
+    """The file is podnet's own placeholder config with a line it no longer writes (nginx's
+    ``pid /dev/null;``: nginx deletes its pid file as it exits, and that was /dev/null)."""
+    if not marker:
+        return False
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    return text.startswith("# podnet default:") and marker in text.splitlines(keepends=True)
+
+
 def has_run(state: dict[str, str]) -> bool:
     """The unit's main process has started since boot (it ran, and may have ended)."""
     return state.get("ExecMainStartTimestampMonotonic", "0") not in ("", "0")
@@ -138,8 +150,12 @@ def converge(params: dict[str, Any], report: Report, diff: bool) -> dict[str, An
             resolv_changed.add(pod["id"])
         for c in pod["containers"]:
             if c.get("config_path"):
+                # the default only where there is no config: the component's role or
+                # controller (podnet-ingress) writes the real one and must keep it - unless the
+                # file is an older podnet's placeholder whose pid file was /dev/null
                 sync_file(report, Path(c["config_path"]), c["config_default"], 0o644,
-                          create_only=True)
+                          create_only=not stale_placeholder(Path(c["config_path"]),
+                                                            c.get("config_replace_marker")))
             if sync_file(report, unit_dir / c["unit"], c["unit_text"], 0o644, diff=diff):
                 unit_changed.add(c["unit"])
 
