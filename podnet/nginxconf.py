@@ -264,9 +264,10 @@ def render(config: Mapping[str, Any], unready: Collection[tuple[str, str]], pod_
         if cert_name and cert_name not in certs:
             raise InputError(f"host {host!r}: certificate {cert_name!r} is not in certificates")
         catch_all = " default_server" if host == "_" else ""
+        w()
+        w(f"# {host}")
         if server.get("ssl_redirect") and cert_name:
             # plain http only redirects; the https server below serves the locations
-            w()
             w.open("server")
             w(f"server_name {name};")
             w(f"listen {http_port}{catch_all};")
@@ -275,8 +276,6 @@ def render(config: Mapping[str, Any], unready: Collection[tuple[str, str]], pod_
             listens = [f"listen {https_port} ssl{catch_all};"]
         else:
             listens = [f"listen {http_port}{catch_all};", f"listen {https_port} ssl{catch_all};"]
-        w()
-        w(f"# {host}")
         w.open("server")
         w(f"server_name {name};")
         for line in listens:
@@ -327,7 +326,7 @@ def _locations(w: _Writer, server: Mapping[str, Any], ready: Mapping[str, list[s
     root_default = chosen[("^~", "/")][1].get("upstream") is None
     # the built-in default backend answers 200 on /healthz, unless a rule takes /healthz
     if root_default and not any(_matches(m, p, "/healthz") for (m, p) in chosen if p != "/"):
-        w("location = /healthz { return 200 \"ok\\n\"; }")
+        w('location = "/healthz" { return 200 "ok\\n"; }')
     for (modifier, path), (_, location) in sorted(chosen.items(),
                                                    key=lambda item: (item[0][1], item[0][0])):
         opening = "location /" if path == "/" else f"location {modifier} {quote(path)}"

@@ -106,7 +106,7 @@ def test_path_types_become_nginx_locations() -> None:
 def test_without_servers_the_catch_all_answers_404_and_healthz() -> None:
     text, files = nginxconf.render(tiny_input(), set(), "/pod")
     assert "listen 80 default_server;" in text and "listen 443 ssl default_server;" in text
-    assert 'location = /healthz { return 200 "ok\\n"; }' in text
+    assert 'location = "/healthz" { return 200 "ok\\n"; }' in text
     assert 'ssl_certificate "/pod/tls/default-fake.crt";' in text
     assert files == {}
 
