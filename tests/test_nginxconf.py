@@ -169,11 +169,13 @@ def test_a_path_cannot_inject_a_directive() -> None:
 # --- a real nginx ---------------------------------------------------------------------------
 
 BACKEND = r"""
-import http.server, json, subprocess, sys, threading
+import http.server, json, subprocess, sys, threading, time
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(1.5)  # a request still open while nginx reloads
         body = json.dumps({"name": self.server.name, "path": self.path,
                            "version": self.request_version,
                            "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()

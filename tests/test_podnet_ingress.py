@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from test_nginxconf import NGINX, Sandbox, backend, issue, needs_sandbox, openssl
+from test_nginxconf import CLIENT, NGINX, Sandbox, backend, issue, needs_sandbox, openssl
 
 from podnet import nginxconf
 
@@ -172,6 +172,30 @@ def test_an_unready_pod_is_left_out_without_restarting_nginx(node: Node) -> None
     until("a new generation", lambda: node.applied() and node.status()["generation"] != before)
     assert node.backends(16) == {"web"}
     assert node.master() == master
+
+
+@needs_sandbox
+def test_a_request_open_during_the_reload_is_answered(node: Node) -> None:
+    """nginx's graceful reload: the old workers finish the requests they hold."""
+    until("the controller applies its input", node.applied)
+    before = node.status()["generation"]
+    slow = subprocess.Popen(
+        ["nsenter", "-t", str(node.box.holder.pid), "-n", sys.executable, "-c", CLIENT],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert slow.stdin
+    slow.stdin.write(json.dumps([{"scheme": "http", "host": "web.example.test",
+                                  "path": "/slow"}]))
+    slow.stdin.close()
+    time.sleep(0.3)  # the request is at the backend
+    # one pod's readiness flips: a new generation, a reload
+    flipped = "" if node.unready.exists() and node.unready.read_text() else \
+        "demo/web-unready 127.0.0.3\n"
+    node.unready.write_text(flipped)
+    until("a new generation", lambda: node.applied() and node.status()["generation"] != before)
+    assert slow.poll() is None, "the request ended before the reload"
+    assert slow.stdout and slow.wait(timeout=20) == 0
+    reply, = json.loads(slow.stdout.read())
+    assert reply.get("status") == 200, reply
 
 
 @needs_sandbox
