@@ -37,3 +37,8 @@ def test_a_packages_variable_that_is_not_a_list_is_an_error(tmp_path: Path) -> N
 def test_the_real_roles_put_node_base_packages_in_the_image() -> None:
     packages = lab.role_packages(ROOT / "roles")
     assert {"iptables", "iproute2", "conntrack", "python3-apt"} <= set(packages)
+
+
+def test_the_ingress_controllers_packages_are_in_the_mirror() -> None:
+    """nginx for the controller pods, openssl for their self-signed default certificate."""
+    assert {"nginx", "openssl"} <= set(lab.role_packages(ROOT / "roles"))
