@@ -11,6 +11,9 @@ all three, so the Secrets and ca.crt always come from one run.
 These keys are public demo keys, committed to the repository: never use them for anything else.
 
     .venv/bin/python scripts/demo-tls.py [--inventory inventory/lab]
+
+`cryptography` is in the venv as ansible-core's own dependency (requirements.txt pins
+ansible-core), so this needs nothing more than `make venv`.
 """
 
 from __future__ import annotations
