@@ -154,3 +154,32 @@ def test_bad_flags_say_what_is_wrong(args: list[str], message: str) -> None:
     done = subprocess.run([sys.executable, str(WHOAMI), *args], capture_output=True, text=True,
                           timeout=10, check=False)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+                    reason="needs root, unshare and iproute2 (a network namespace of its own)")
+def test_in_a_pod_namespace_it_prints_that_namespaces_addresses() -> None:
+    """As in a pod: only the namespace's own addresses, by interface index (lo first)."""
+    script = (
+        "set -eu\n"
+        "ip link set lo up\n"
+        "ip link add eth0 type veth peer name peer0 && ip link set eth0 up\n"
+        "ip addr add 10.244.1.7/24 dev eth0 && ip addr add 10.244.1.8/24 dev eth0\n"
+        f"{sys.executable} {WHOAMI} -port 8080 >/dev/null & pid=$!\n"
+        f"{sys.executable} -c 'import time, urllib.request\n"
+        "for _ in range(50):\n"
+        "    try:\n"
+        "        print(urllib.request.urlopen(\"http://10.244.1.7:8080/\", timeout=2)"
+        ".read().decode()); break\n"
+        "    except OSError: time.sleep(0.1)'\n"
+        "kill $pid\n")
+    done = subprocess.run(["unshare", "--net", "--fork", "bash", "-c", script],
+                          env={**os.environ, "HOSTNAME": "whoami-x"}, capture_output=True,
+                          text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Hostname: whoami-x", done.stdout
+    ips = [line.removeprefix("IP: ") for line in lines if line.startswith("IP: ")]
+    # ::1 and eth0's link-local appear only where IPv6 is on
+    assert [ip for ip in ips if ":" not in ip] == ["127.0.0.1", "10.244.1.7", "10.244.1.8"], ips
+    assert any(line.startswith("RemoteAddr: 10.244.1.7:") for line in lines), done.stdout
