@@ -127,6 +127,24 @@ def test_keep_alive_serves_many_requests_on_one_connection(port: int) -> None:
         conn.close()
 
 
+def test_request_bodies_are_read_whole_on_a_kept_connection(port: int) -> None:
+    """A body (by length or chunked) is echoed after the headers, and the next request on the
+    same connection is read from where it ends."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", "/a", body=b"hello")
+        text = conn.getresponse().read().decode()
+        assert "Content-Length: 5\r\n" in text and text.endswith("\r\n\r\nhello"), text
+        conn.request("POST", "/b", body=iter([b"ab", b"cd"]), encode_chunked=True,
+                     headers={"Transfer-Encoding": "chunked"})
+        text = conn.getresponse().read().decode()
+        assert text.endswith("\r\n\r\nabcd") and "POST /b" in text, text
+        conn.request("GET", "/c")
+        assert "GET /c HTTP/1.1" in conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
 def test_bench_and_data(port: int) -> None:
     assert request(port, "GET", "/bench")[2] == b"1"
     assert len(request(port, "GET", "/data?size=3&unit=KB")[2]) == 3072
