@@ -83,6 +83,13 @@ def ingress_addon_documents(settings: Settings, problems: Problems) -> list[Docu
     return load_text(text, INGRESS_ADDON_LABEL, problems)
 
 
+def wants_ingress_controller(documents: Sequence[Document]) -> bool:
+    """Whether the cluster runs the Ingress controller add-on: when the manifests have an
+    Ingress. Unlike DNS, a cluster without Ingresses has no use for it, and its LoadBalancer
+    Service would take an address of podnet_lb_pool (and need the pool's load balancer)."""
+    return any(isinstance(d.data, dict) and d.data.get("kind") == "Ingress" for d in documents)
+
+
 def template_hash(template: Mapping[str, Any]) -> str:
     """Like pod-template-hash: a short safe-encoded hash of the Deployment's pod template."""
     data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
@@ -118,16 +125,19 @@ def build(
         raise InvalidInput(problems.errors)
     host_specs = read_hosts(hosts, settings, where, problems)
     nodes = sum(h.is_node(settings) for h in host_specs)
-    if nodes and settings.ingress_replicas > nodes and "podnet_ingress_replicas" not in variables:
-        # the default, 2, on a one-node cluster: one controller pod
-        settings = dataclasses.replace(settings, ingress_replicas=nodes)
-    elif nodes and settings.ingress_replicas > nodes:
-        problems.error(where, "inventory", "podnet_ingress_replicas",
-                       f"{settings.ingress_replicas} controller pods on {nodes} nodes: two would "
-                       "share a node, and a node's loss would take both",
-                       f"set it from 1 to {nodes}")
-    docs = (addon_documents(settings, problems) + list(documents)
-            + ingress_addon_documents(settings, problems))
+    ingress_wanted = wants_ingress_controller(documents)
+    if ingress_wanted and nodes and settings.ingress_replicas > nodes:
+        if "podnet_ingress_replicas" not in variables:
+            # the default, 2, on a one-node cluster: one controller pod
+            settings = dataclasses.replace(settings, ingress_replicas=nodes)
+        else:
+            problems.error(where, "inventory", "podnet_ingress_replicas",
+                           f"{settings.ingress_replicas} controller pods on {nodes} nodes: two "
+                           "would share a node, and a node's loss would take both",
+                           f"set it from 1 to {nodes}")
+    docs = addon_documents(settings, problems) + list(documents)
+    if ingress_wanted:
+        docs += ingress_addon_documents(settings, problems)
     objects = manifests.read(docs, problems)
     if problems.errors:
         raise InvalidInput(problems.errors)
@@ -716,6 +726,9 @@ class _Builder:
         the catch-all's "/"; a rule's own "/" replaces a default one; the same host, path and
         type twice is a warning and the first wins."""
         classes = self.ingress_classes()
+        if not self.objects.ingresses:  # no controller either (wants_ingress_controller)
+            self.tls_secrets([])
+            return IngressPlans(classes, [], [], [], [])
         served, ignored = self.served_ingresses()
         secrets = self.tls_secrets(served)
         by_key = {s.key: s for s in services}

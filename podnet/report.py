@@ -64,8 +64,9 @@ def _ingress_routes(plan: Plan) -> str:
     controller = next((s for s in plan.services if s.key == INGRESS_SERVICE), None)
     where = ""
     if controller is not None:
-        where = (f" [class nginx; reached at {controller.lb_ip}:80/443]" if controller.lb_ip
-                 else f" [class nginx; NodePorts {_ports(controller)}]")
+        where = (f" (class nginx, reached at {controller.lb_ip} ports 80 and 443)"
+                 if controller.lb_ip else f" (class nginx, reached at NodePorts "
+                 f"{_ports(controller)})")
     return table(f"Ingress routes{where}",
                  ("host", "path", "match", "backend", "ingress", "tls"), rows)
 

@@ -351,8 +351,19 @@ def test_the_filter_gives_the_same_input_from_the_plan_data() -> None:
 
 
 # -- the add-on and its settings -------------------------------------------------------------------
+AN_INGRESS = service("web") + ing(
+    "i", "defaultBackend: {service: {name: web, port: {number: 80}}}\n")
+
+
+def test_without_an_ingress_there_is_no_controller() -> None:
+    plan = make_plan(service("web"))
+    assert not [p for p in plan.pods if p.namespace == "ingress-nginx"]
+    assert [s.key for s in plan.services] == ["kube-system/kube-dns", "default/web"]
+    assert plan.ingress_classes == [] and plan.ingress_servers == []
+
+
 def test_the_add_on_runs_the_controller_behind_a_local_load_balancer() -> None:
-    plan = make_plan()
+    plan = make_plan(AN_INGRESS)
     svc = plan.ingress_service
     assert (svc.type, svc.external_traffic_policy, svc.addon) == ("LoadBalancer", "Local", True)
     assert [(p.name, p.port) for p in svc.ports] == [("http", 80), ("https", 443)]
@@ -369,28 +380,29 @@ def test_the_add_on_runs_the_controller_behind_a_local_load_balancer() -> None:
 
 
 def test_without_a_pool_the_controller_service_is_a_node_port() -> None:
-    plan = make_plan(variables={"podnet_lb_pool": ""})
+    plan = make_plan(AN_INGRESS, variables={"podnet_lb_pool": ""})
     assert plan.ingress_service.type == "NodePort"
     assert all(p.node_port for p in plan.ingress_service.ports)
 
 
 def test_replicas_default_to_at_most_the_nodes_and_are_checked() -> None:
-    one = make_plan(host_list=hosts(1))
+    one = make_plan(AN_INGRESS, host_list=hosts(1))
     assert len([p for p in one.pods if p.namespace == "ingress-nginx"]) == 1
     assert ("podnet_ingress_replicas: 4 controller pods on 3 nodes" in
-            "\n".join(errors_of(variables={"podnet_ingress_replicas": 4})))
+            "\n".join(errors_of(AN_INGRESS, variables={"podnet_ingress_replicas": 4})))
     assert ("podnet_ingress_replicas: '0' must be 1 or more" in
             "\n".join(errors_of(variables={"podnet_ingress_replicas": 0})))
 
 
 def test_the_default_certificate_must_be_a_tls_secret_of_the_manifests() -> None:
     cert, key = make_pair(["ingress.podnet.test"])
-    plan = make_plan(secret("default-tls", cert, key, "ingress-nginx"),
+    plan = make_plan(AN_INGRESS + secret("default-tls", cert, key, "ingress-nginx"),
                      variables={"podnet_ingress_default_certificate": "ingress-nginx/default-tls"})
     assert [t.ref for t in plan.tls_secrets] == ["ingress-nginx/default-tls"]
     assert ingress.config(plan, {})["default_certificate"] == "ingress-nginx/default-tls"
     assert "ingress-nginx/default-tls (default)" in report.render(plan)
-    missing = "\n".join(errors_of(variables={"podnet_ingress_default_certificate": "a/b"}))
+    missing = "\n".join(errors_of(AN_INGRESS,
+                                   variables={"podnet_ingress_default_certificate": "a/b"}))
     assert "podnet_ingress_default_certificate: 'a/b' is not a Secret of the manifests" in missing
     bad = "\n".join(errors_of(variables={"podnet_ingress_default_certificate": "nope"}))
     assert "podnet_ingress_default_certificate: 'nope' is not namespace/name" in bad
