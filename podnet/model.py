@@ -768,23 +768,25 @@ class _Builder:
                     target = self.backend(ing, p.backend, by_key)
                     if target is None:
                         continue
-                    is_root = p.path == "/" and p.path_type != "Exact"
-                    ident = (host, p.path, "root" if is_root else p.path_type)
+                    # Prefix matches by path element: a trailing "/" changes nothing
+                    value = (p.path.rstrip("/") or "/") if p.path_type == "Prefix" else p.path
+                    is_root = value == "/" and p.path_type != "Exact"
+                    ident = (host, value, "root" if is_root else p.path_type)
                     if ident in seen:
                         self.warn(ing.ref, ("spec", "rules", ri, "http", "paths", pi),
-                                  f"host {rule.host or '*'} path {p.path} ({p.path_type}) is "
+                                  f"host {rule.host or '*'} path {value} ({p.path_type}) is "
                                   f"already routed by Ingress {seen[ident]}; the first wins",
                                   "route each host and path in one Ingress")
                         continue
                     seen[ident] = ing.ref.key
-                    location = IngressLocationPlan(p.path, p.path_type, target[0], target[1],
+                    location = IngressLocationPlan(value, p.path_type, target[0], target[1],
                                                    ing.ref.key)
                     if is_root:
                         server.root = location
                     else:
                         server.locations.append(location)
                     routes.append(IngressRoutePlan(
-                        ing.ref.key, rule.host, p.path, p.path_type, target[0], target[1],
+                        ing.ref.key, rule.host, value, p.path_type, target[0], target[1],
                         rule.host in tls_hosts, tls_hosts.get(rule.host) if rule.host else None))
         ordered = sorted(servers.values(), key=lambda s: (
             s.host == CATCH_ALL, s.host.startswith("*."), s.host))

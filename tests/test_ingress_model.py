@@ -406,3 +406,19 @@ def test_the_default_certificate_must_be_a_tls_secret_of_the_manifests() -> None
     assert "podnet_ingress_default_certificate: 'a/b' is not a Secret of the manifests" in missing
     bad = "\n".join(errors_of(variables={"podnet_ingress_default_certificate": "nope"}))
     assert "podnet_ingress_default_certificate: 'nope' is not namespace/name" in bad
+
+
+def test_a_prefix_path_with_a_trailing_slash_is_the_same_prefix() -> None:
+    plan = make_plan(service("web") + ing("i", f"""\
+        rules:
+          - host: a.example.test
+            http:
+              paths:
+                - {path("/aaa/", "Prefix", "web", 80)}
+                - {path("/aaa", "Prefix", "web", 80)}
+                - {path("/bbb/", "Exact", "web", 80)}
+        """))
+    assert served(plan)["a.example.test"][:2] == [("/bbb/", "Exact", "default/web", "default/i"),
+                                                  ("/aaa", "Prefix", "default/web", "default/i")]
+    assert any("path /aaa (Prefix) is already routed by Ingress default/i" in str(w)
+               for w in plan.warnings)

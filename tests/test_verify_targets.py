@@ -230,6 +230,11 @@ def test_scaling_takes_a_deployment_of_the_manifests_never_the_dns_addon() -> No
     bare = make_plan(service("w", selector="nothing"))
     with pytest.raises(targets.NotInPlan):
         targets.scaling(bare)
+    # nor the Ingress controller's, though its Service has two endpoints of one Deployment
+    ingress = ("---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\n"
+               "spec: {defaultBackend: {service: {name: w, port: {number: 80}}}}\n")
+    with pytest.raises(targets.NotInPlan):
+        targets.scaling(make_plan(service("w", selector="nothing") + ingress))
     plan = make_plan(deployment("w", 1) + service("w") + service("w2", selector="w"))
     scaling = targets.scaling(plan)
     assert scaling.deployment == ("default", "w")
