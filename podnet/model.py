@@ -758,7 +758,9 @@ class _Builder:
                     if host in servers and key in secrets and servers[host].certificate is None:
                         servers[host].certificate = key
         routes: list[IngressRoutePlan] = []
-        seen: dict[tuple[str, str, str], str] = {}
+        # what each location becomes in nginx (docs/ingress.md): two rules giving the same
+        # nginx location would make nginx refuse the whole file, so the later one is dropped
+        seen: dict[tuple[str, str, str], tuple[str, str, str]] = {}
         for ing in served:
             tls_hosts = {h: t.secret_name for t in ing.tls for h in t.hosts}
             for ri, rule in enumerate(ing.rules):
@@ -771,14 +773,19 @@ class _Builder:
                     # Prefix matches by path element: a trailing "/" changes nothing
                     value = (p.path.rstrip("/") or "/") if p.path_type == "Prefix" else p.path
                     is_root = value == "/" and p.path_type != "Exact"
-                    ident = (host, value, "root" if is_root else p.path_type)
+                    ident = (host, *_nginx_location(value, p.path_type))
                     if ident in seen:
+                        first, first_path, first_type = seen[ident]
+                        same = (first_path, first_type) == (value, p.path_type)
+                        what = ("already routed" if same else
+                                f"the same nginx location as path {first_path} ({first_type}), "
+                                "routed")
                         self.warn(ing.ref, ("spec", "rules", ri, "http", "paths", pi),
                                   f"host {rule.host or '*'} path {value} ({p.path_type}) is "
-                                  f"already routed by Ingress {seen[ident]}; the first wins",
+                                  f"{what} by Ingress {first}; the first wins",
                                   "route each host and path in one Ingress")
                         continue
-                    seen[ident] = ing.ref.key
+                    seen[ident] = (ing.ref.key, value, p.path_type)
                     location = IngressLocationPlan(value, p.path_type, target[0], target[1],
                                                    ing.ref.key)
                     if is_root:
@@ -804,6 +811,19 @@ class _Builder:
 
 
 CATCH_ALL = "_"  # nginx's server_name for any host no other server names
+
+
+def _nginx_location(path: str, path_type: str) -> tuple[str, str]:
+    """The nginx location a rule path owns (docs/ingress.md): "/" of any prefix type is the
+    server's root; Prefix P owns ``^~ P/`` (its ``= P`` yields to an Exact P, as nginx's own
+    precedence says); ImplementationSpecific P owns ``^~ P``; Exact P owns ``= P``."""
+    if path == "/" and path_type != "Exact":
+        return ("root", "/")
+    if path_type == "Prefix":
+        return ("^~", f"{path}/")
+    if path_type == "ImplementationSpecific":
+        return ("^~", path)
+    return ("=", path)
 _LOCATION_ORDER = {"Exact": 0, "Prefix": 1, "ImplementationSpecific": 2}
 
 

@@ -422,3 +422,29 @@ def test_a_prefix_path_with_a_trailing_slash_is_the_same_prefix() -> None:
                                                   ("/aaa", "Prefix", "default/web", "default/i")]
     assert any("path /aaa (Prefix) is already routed by Ingress default/i" in str(w)
                for w in plan.warnings)
+
+
+def test_two_paths_making_one_nginx_location_are_a_conflict_the_first_wins() -> None:
+    """Prefix /aaa is nginx's ``^~ /aaa/``, as is ImplementationSpecific /aaa/: nginx would
+    refuse a file with both, so the second is dropped with a warning."""
+    plan = make_plan(service("web") + service("api") + ing("i", f"""\
+        rules:
+          - host: a.example.test
+            http:
+              paths:
+                - {path("/aaa", "Prefix", "web", 80)}
+                - {path("/aaa/", "ImplementationSpecific", "api", 80)}
+                - {path("/", "ImplementationSpecific", "api", 80)}
+                - {path("/", "Prefix", "web", 80)}
+        """))
+    assert served(plan)["a.example.test"] == [("/aaa", "Prefix", "default/web", "default/i"),
+                                              ("/", "ImplementationSpecific", "default/api",
+                                               "default/i")]
+    found = [str(w).split(": ", 3)[3] for w in plan.warnings]
+    assert found == [
+        "host a.example.test path /aaa/ (ImplementationSpecific) is the same nginx location as "
+        "path /aaa (Prefix), routed by Ingress default/i; the first wins; fix: route each host "
+        "and path in one Ingress",
+        "host a.example.test path / (Prefix) is the same nginx location as path / "
+        "(ImplementationSpecific), routed by Ingress default/i; the first wins; fix: route each "
+        "host and path in one Ingress"]
