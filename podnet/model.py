@@ -90,6 +90,20 @@ def wants_ingress_controller(documents: Sequence[Document]) -> bool:
     return any(isinstance(d.data, dict) and d.data.get("kind") == "Ingress" for d in documents)
 
 
+def check_default_certificate(settings: Settings, objects: Manifests, where: str,
+                              problems: Problems) -> None:
+    """podnet_ingress_default_certificate names a kubernetes.io/tls Secret of the manifests."""
+    default = settings.ingress_default_certificate
+    if not default or any(s.ref.key == default for s in objects.secrets):
+        return
+    other = objects.other_secrets.get(default)
+    why = (f"is a Secret of type {other}, not kubernetes.io/tls" if other
+           else "is not a Secret of the manifests")
+    problems.error(where, "inventory", "podnet_ingress_default_certificate", f"'{default}' {why}",
+                   "add that kubernetes.io/tls Secret to the manifests, or leave the setting "
+                   "empty for a self-signed certificate")
+
+
 def template_hash(template: Mapping[str, Any]) -> str:
     """Like pod-template-hash: a short safe-encoded hash of the Deployment's pod template."""
     data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
@@ -139,6 +153,7 @@ def build(
     if ingress_wanted:
         docs += ingress_addon_documents(settings, problems)
     objects = manifests.read(docs, problems)
+    check_default_certificate(settings, objects, where, problems)
     if problems.errors:
         raise InvalidInput(problems.errors)
     builder = _Builder(settings, host_specs, objects, record, problems, record_where)
@@ -708,15 +723,6 @@ class _Builder:
                                   f"(its names: {', '.join(info.names) or 'none'}); clients "
                                   "that check names will refuse it",
                                   "issue a certificate with that name in its subjectAltName")
-        default = self.settings.ingress_default_certificate
-        if default and default not in secrets:
-            other = self.objects.other_secrets.get(default)
-            why = (f"is a Secret of type {other}, not kubernetes.io/tls" if other
-                   else "is not a Secret of the manifests")
-            self.problems.error("inventory", "inventory", "podnet_ingress_default_certificate",
-                                f"'{default}' {why}",
-                                "add that kubernetes.io/tls Secret to the manifests, or leave "
-                                "the setting empty for a self-signed certificate")
         return secrets
 
     def ingress(self, services: list[ServicePlan]) -> IngressPlans:
@@ -727,7 +733,6 @@ class _Builder:
         type twice is a warning and the first wins."""
         classes = self.ingress_classes()
         if not self.objects.ingresses:  # no controller either (wants_ingress_controller)
-            self.tls_secrets([])
             return IngressPlans(classes, [], [], [], [])
         served, ignored = self.served_ingresses()
         secrets = self.tls_secrets(served)

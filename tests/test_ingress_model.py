@@ -404,6 +404,11 @@ def test_the_default_certificate_must_be_a_tls_secret_of_the_manifests() -> None
     missing = "\n".join(errors_of(AN_INGRESS,
                                    variables={"podnet_ingress_default_certificate": "a/b"}))
     assert "podnet_ingress_default_certificate: 'a/b' is not a Secret of the manifests" in missing
+    opaque = "\n".join(errors_of(
+        AN_INGRESS + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+        variables={"podnet_ingress_default_certificate": "default/s"}))
+    assert ("inv: inventory: podnet_ingress_default_certificate: 'default/s' is a Secret of type "
+            "Opaque, not kubernetes.io/tls") in opaque
     bad = "\n".join(errors_of(variables={"podnet_ingress_default_certificate": "nope"}))
     assert "podnet_ingress_default_certificate: 'nope' is not namespace/name" in bad
 
