@@ -84,6 +84,9 @@ def _command(kind: str, workload: Mapping[str, Any], config: str | None, paths: 
     if kind == "netexec":
         return [paths.netexec, f"--http-port={workload.get('http_port') or 0}",
                 f"--udp-port={workload.get('udp_port') or 0}"]
+    if kind == "whoami":
+        # whoami's own flags, unchanged; the container's env (WHOAMI_*) reaches it too
+        return [paths.tool("podnet-whoami"), *workload["command"]]
     if kind == "unbound":
         return ["/usr/sbin/unbound", "-d", "-p", "-c", str(config), *workload["command"]]
     if kind == "nginx":

@@ -32,6 +32,17 @@ spec:
   nodeName: node1
   containers:
     - {name: web, image: nginx, ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: who, namespace: default}
+spec:
+  nodeName: node1
+  containers:
+    - name: whoami
+      image: traefik/whoami:v1.10
+      args: [-port, "8000", --name=who]
+      env: [{name: WHOAMI_NAME, value: from-env}]
 """
 
 
@@ -79,6 +90,16 @@ def test_netexec_and_packaged_servers(pods: list[dict]) -> None:
     assert nginx["config_path"] == "/etc/podnet/pods/default_proxy/web.conf"
     assert "listen 8080;" in nginx["config_default"]
     assert nginx["exec_start"].startswith("/usr/sbin/nginx -c /etc/podnet/pods/default_proxy/")
+
+
+def test_whoami_runs_the_node_tool_with_its_own_flags(pods: list[dict]) -> None:
+    who = by_name(pods, "who")["containers"][0]
+    assert who["kind"] == "whoami" and who["config_path"] is None
+    assert shlex.split(who["exec_start"]) == [PATHS.tool("podnet-whoami"), "-port", "8000",
+                                              "--name=who"]
+    # the pod's name as the hostname whoami prints, and the container's env passed on
+    assert "HOSTNAME=who" in who["environment"]
+    assert "WHOAMI_NAME=from-env" in who["environment"]
 
 
 def test_dns_pods_run_unbound_with_a_placeholder_config() -> None:

@@ -59,6 +59,18 @@ def test_http_endpoints(server: tuple[int, int]) -> None:
         get(http, "/nope")
 
 
+@pytest.mark.parametrize("path", ["/hostname", "/healthz", "/echo?msg=x", "/nope"])
+def test_every_reply_names_the_pod(server: tuple[int, int], path: str) -> None:
+    """X-Podnet-Hostname on every path, errors too: a client behind the Ingress reads it."""
+    http, _ = server
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}{path}", timeout=5) as answer:
+            headers = answer.headers
+    except urllib.error.HTTPError as exc:
+        headers = exc.headers
+    assert headers["X-Podnet-Hostname"] == "pod-x", f"GET {path}: {dict(headers)}"
+
+
 def test_udp_echo(server: tuple[int, int]) -> None:
     _, port = server
     assert udp(port, "hostname") == "pod-x"

@@ -13,6 +13,11 @@ from podnet.workloads import Workload, resolve
      Workload("netexec", http_port=9000, udp_port=None)),
     ("registry.k8s.io/e2e-test-images/agnhost:2.53", [], ["netexec", "--http-port=80"],
      Workload("netexec", http_port=80, udp_port=8081)),
+    ("traefik/whoami", [], [], Workload("whoami", http_port=80)),
+    ("docker.io/traefik/whoami:v1.10.1", [], ["-port", "8000", "-name=a", "-verbose"],
+     Workload("whoami", command=("-port", "8000", "-name=a", "-verbose"), http_port=8000)),
+    ("traefik/whoami", [], ["--port=81"], Workload("whoami", command=("--port=81",),
+                                                  http_port=81)),
     ("nginx:1.25", [], [], Workload("nginx")),
     ("docker.io/library/nginx@sha256:abc", [], [], Workload("nginx")),
     ("unbound", [], [], Workload("unbound")),
@@ -32,6 +37,12 @@ def test_supported_images(image: str, command: list[str], args: list[str],
     ("podnet/netexec", [], ["--http-port=http"], "--http-port 'http' is not a port number"),
     ("podnet/netexec", [], ["--http-port=70000"], "--http-port 70000 is not a port"),
     ("podnet/netexec", [], ["--delay-shutdown=5"], "netexec flag '--delay-shutdown=5' is not"),
+    ("traefik/whoami", ["/whoami"], [], "give flags in args"),
+    ("traefik/whoami", [], ["-cert", "a.pem"], "whoami argument '-cert' is not supported"),
+    ("traefik/whoami", [], ["8080"], "whoami argument '8080' is not supported"),
+    ("traefik/whoami", [], ["-port"], "whoami flag '-port' needs a value"),
+    ("traefik/whoami", [], ["-port=http"], "whoami port 'http' is not a port number"),
+    ("traefik/whoami", [], ["--port", "0"], "whoami port 0 is not a port"),
     ("nginx", ["nginx", "-g"], [], "remove command"),
     ("busybox", [], [], "set command"),
     ("", [], [], "is not an image reference"),
@@ -45,3 +56,10 @@ def test_unsupported_containers(image: str, command: list[str], args: list[str],
 def test_workload_as_data() -> None:
     assert Workload("netexec", http_port=1).as_dict() == {
         "kind": "netexec", "command": [], "http_port": 1, "udp_port": None}
+
+
+def test_whoami_port_from_its_environment() -> None:
+    """traefik/whoami reads WHOAMI_PORT_NUMBER when -port is not given; -port wins over it."""
+    assert resolve("traefik/whoami", [], [], {"WHOAMI_PORT_NUMBER": "9000"}).http_port == 9000
+    assert resolve("traefik/whoami", [], ["-port=81"],
+                   {"WHOAMI_PORT_NUMBER": "9000"}).http_port == 81
