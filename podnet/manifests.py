@@ -6,10 +6,12 @@ inventory live in model.py.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from ipaddress import ip_address
 from typing import Any
 
-from podnet import names, schema, workloads
+from podnet import names, schema, tls, workloads
 from podnet.addresses import parse_network
 from podnet.objects import (
     Container,
@@ -17,6 +19,7 @@ from podnet.objects import (
     Deployment,
     Ingress,
     IngressBackend,
+    IngressClass,
     IngressPath,
     IngressRule,
     IngressTLS,
@@ -28,6 +31,7 @@ from podnet.objects import (
     Ref,
     Service,
     ServicePortSpec,
+    TLSSecret,
 )
 from podnet.problems import Problems
 from podnet.yamlsource import Document, FieldPath, fmt_path
@@ -35,7 +39,7 @@ from podnet.yamlsource import Document, FieldPath, fmt_path
 PROTOCOLS = ("TCP", "UDP")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
-INGRESS_CLASSES = ("nginx",)
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 DEFAULT_AFFINITY_TIMEOUT = 10800
 
 
@@ -100,6 +104,14 @@ def read(documents: list[Document], problems: Problems) -> Manifests:
             check.error(path, message, f"see 'kubectl explain {explain}' "
                         f"(Kubernetes {schema.KUBERNETES_VERSION} schema)")
         if not check.ok:
+            continue
+        if ref.kind == "Secret" and data.get("type") != tls.TLS_TYPE:
+            # podnet has one use for a Secret, an Ingress' TLS: others are let be, said once
+            kind = data.get("type") or "Opaque"
+            check.warn(("type",), f"a Secret of type {kind} is not used by podnet (it reads "
+                       f"{tls.TLS_TYPE} Secrets, for Ingress TLS); it is ignored",
+                       f"remove it, or make it type {tls.TLS_TYPE} with tls.crt and tls.key")
+            out.other_secrets[ref.key] = str(kind)
             continue
         for path in schema.unhonoured_fields(ref.kind, data):
             check.warn(path, "podnet does not act on this field; it has no effect here",
@@ -490,10 +502,7 @@ def _backend(check: _Checker, data: dict[str, Any], path: FieldPath) -> IngressB
 
 def _ingress(check: _Checker, data: dict[str, Any]) -> Ingress:
     spec = data.get("spec") or {}
-    class_name = spec.get("ingressClassName")
-    if class_name is not None and class_name not in INGRESS_CLASSES:
-        check.error(("spec", "ingressClassName"), f"'{class_name}' is not an IngressClass here",
-                    f"use {' or '.join(INGRESS_CLASSES)} or leave it out")
+    class_name = spec.get("ingressClassName")  # checked against the IngressClasses in model.py
     default = None
     if spec.get("defaultBackend"):
         default = _backend(check, spec["defaultBackend"], ("spec", "defaultBackend"))
@@ -539,6 +548,66 @@ def _ingress(check: _Checker, data: dict[str, Any]) -> Ingress:
     return Ingress(check.ref, class_name, default, tuple(rules), tuple(tls))
 
 
+def _ingress_class(check: _Checker, data: dict[str, Any]) -> IngressClass:
+    spec = data.get("spec") or {}
+    controller = str(spec.get("controller") or "")
+    if not controller:
+        check.error(("spec", "controller"), "is required",
+                    "name the controller, like k8s.io/ingress-nginx (podnet's)")
+    annotations = data["metadata"].get("annotations") or {}
+    marked = annotations.get(DEFAULT_CLASS_ANNOTATION)
+    path = ("metadata", "annotations", DEFAULT_CLASS_ANNOTATION)
+    if marked is not None and str(marked) not in ("true", "false"):
+        # Kubernetes' admission plugin compares with "true" exactly: anything else is not default
+        check.warn(path, f"'{marked}' is not \"true\", so this class is not the default",
+                   'write "true" (quoted) or remove the annotation')
+    return IngressClass(check.ref, controller, str(marked) == "true")
+
+
+def _secret(check: _Checker, data: dict[str, Any]) -> TLSSecret | None:
+    """A kubernetes.io/tls Secret (read() lets no other type here): tls.crt and tls.key from
+    stringData (PEM text, which the API server moves into data) or data (base64), checked."""
+    found: dict[str, tuple[FieldPath, bytes]] = {}
+    plain = data.get("stringData") or {}
+    encoded = data.get("data") or {}
+    for key in (tls.CERT_KEY, tls.KEY_KEY):
+        if key in plain:
+            found[key] = (("stringData", key), str(plain[key]).encode())
+        elif key in encoded:
+            try:
+                value = base64.b64decode(str(encoded[key]), validate=True)
+            except binascii.Error:
+                check.error(("data", key), "is not base64",
+                            "base64-encode the PEM (base64 -w0 file.pem), or give the PEM text "
+                            "under stringData")
+                continue
+            found[key] = (("data", key), value)
+        else:
+            check.error(("data", key), f"is missing: a {tls.TLS_TYPE} Secret needs "
+                        f"{tls.CERT_KEY} and {tls.KEY_KEY}",
+                        "add it under data (base64) or stringData (PEM text)")
+    if not check.ok:
+        return None
+    cert_path, cert = found[tls.CERT_KEY]
+    key_pem = found[tls.KEY_KEY][1]
+    try:
+        info = tls.check_pair(cert, key_pem)
+        cert_text, key_text = cert.decode("ascii"), key_pem.decode("ascii")
+    except tls.TLSError as exc:
+        check.error(found[exc.key][0], str(exc), exc.fix)
+        return None
+    except UnicodeDecodeError:
+        check.error(cert_path, "holds bytes that are not PEM text", "give PEM files")
+        return None
+    if info.expired():
+        check.warn(cert_path, f"the certificate expired on {info.not_after:%Y-%m-%d %H:%M} UTC; "
+                   "clients will refuse it", "renew it")
+    elif info.not_yet_valid():
+        check.warn(cert_path, f"the certificate is valid only from "
+                   f"{info.not_before:%Y-%m-%d %H:%M} UTC", "check the clock or the certificate")
+    return TLSSecret(check.ref, cert_text, key_text, info)
+
+
 def _is_ipv4(text: str) -> bool:
     try:
         return ip_address(text).version == 4
@@ -560,6 +629,8 @@ _PARSERS = {
     "Deployment": _deployment,
     "Service": _service,
     "Ingress": _ingress,
+    "IngressClass": _ingress_class,
+    "Secret": _secret,
 }
 _LISTS = {
     "Namespace": "namespaces",
@@ -567,4 +638,6 @@ _LISTS = {
     "Deployment": "deployments",
     "Service": "services",
     "Ingress": "ingresses",
+    "IngressClass": "ingress_classes",
+    "Secret": "secrets",
 }

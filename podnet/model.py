@@ -7,6 +7,7 @@ verify/ reads it to know what must hold.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import string
@@ -29,20 +30,27 @@ from podnet.allocate import (
     Reserved,
     V,
 )
-from podnet.objects import Manifests, PodSpec, Ref, Service
+from podnet.manifests import DEFAULT_CLASS_ANNOTATION
+from podnet.objects import Ingress, IngressBackend, Manifests, PodSpec, Ref, Service, TLSSecret
 from podnet.paths import PATHS
 from podnet.plan import (
     DNS_SERVICE,
+    INGRESS_CONTROLLER,
     ContainerPlan,
     EndpointPlan,
     HostPlan,
+    IgnoredIngressPlan,
+    IngressClassPlan,
+    IngressLocationPlan,
     IngressRoutePlan,
+    IngressServerPlan,
     NodePlan,
     Plan,
     PodPlan,
     PortPlan,
     ServicePlan,
     ServicePortPlan,
+    TLSSecretPlan,
 )
 from podnet.problems import InvalidInput, Problems
 from podnet.settings import HostSpec, Settings, read_hosts, read_settings
@@ -50,6 +58,8 @@ from podnet.yamlsource import Document, fmt_path, load_text
 
 ADDON = Path(__file__).parent / "addons" / "cluster-dns.yaml"
 ADDON_LABEL = "podnet:addons/cluster-dns.yaml"
+INGRESS_ADDON = Path(__file__).parent / "addons" / "ingress-nginx.yaml"
+INGRESS_ADDON_LABEL = "podnet:addons/ingress-nginx.yaml"
 BUILTIN_NAMESPACES = ("default", "kube-system")
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString alphabet
 
@@ -60,6 +70,38 @@ def addon_documents(settings: Settings, problems: Problems) -> list[Document]:
         replicas=settings.dns_replicas, dns_tool=PATHS.tool("podnet-dns"),
         records=PATHS.dns_records)
     return load_text(text, ADDON_LABEL, problems)
+
+
+def ingress_addon_documents(settings: Settings, problems: Problems) -> list[Document]:
+    """The Ingress controller add-on. It is read after the manifests, so that its Service and
+    pods take their addresses, NodePorts and nodes after the manifests' own: adding it moves
+    nothing a cluster already had."""
+    text = string.Template(INGRESS_ADDON.read_text(encoding="utf-8")).substitute(
+        replicas=settings.ingress_replicas, tool=PATHS.tool("podnet-ingress"),
+        input=PATHS.ingress_input, unready=PATHS.unready_pods, pods_dir=PATHS.pods_dir,
+        service_type="LoadBalancer" if settings.lb_pool else "NodePort")
+    return load_text(text, INGRESS_ADDON_LABEL, problems)
+
+
+def wants_ingress_controller(documents: Sequence[Document]) -> bool:
+    """Whether the cluster runs the Ingress controller add-on: when the manifests have an
+    Ingress. Unlike DNS, a cluster without Ingresses has no use for it, and its LoadBalancer
+    Service would take an address of podnet_lb_pool (and need the pool's load balancer)."""
+    return any(isinstance(d.data, dict) and d.data.get("kind") == "Ingress" for d in documents)
+
+
+def check_default_certificate(settings: Settings, objects: Manifests, where: str,
+                              problems: Problems) -> None:
+    """podnet_ingress_default_certificate names a kubernetes.io/tls Secret of the manifests."""
+    default = settings.ingress_default_certificate
+    if not default or any(s.ref.key == default for s in objects.secrets):
+        return
+    other = objects.other_secrets.get(default)
+    why = (f"is a Secret of type {other}, not kubernetes.io/tls" if other
+           else "is not a Secret of the manifests")
+    problems.error(where, "inventory", "podnet_ingress_default_certificate", f"'{default}' {why}",
+                   "add that kubernetes.io/tls Secret to the manifests, or leave the setting "
+                   "empty for a self-signed certificate")
 
 
 def template_hash(template: Mapping[str, Any]) -> str:
@@ -96,8 +138,22 @@ def build(
         manifests.read(list(documents), problems)  # report their own problems too
         raise InvalidInput(problems.errors)
     host_specs = read_hosts(hosts, settings, where, problems)
+    nodes = sum(h.is_node(settings) for h in host_specs)
+    ingress_wanted = wants_ingress_controller(documents)
+    if ingress_wanted and nodes and settings.ingress_replicas > nodes:
+        if "podnet_ingress_replicas" not in variables:
+            # the default, 2, on a one-node cluster: one controller pod
+            settings = dataclasses.replace(settings, ingress_replicas=nodes)
+        else:
+            problems.error(where, "inventory", "podnet_ingress_replicas",
+                           f"{settings.ingress_replicas} controller pods on {nodes} nodes: two "
+                           "would share a node, and a node's loss would take both",
+                           f"set it from 1 to {nodes}")
     docs = addon_documents(settings, problems) + list(documents)
+    if ingress_wanted:
+        docs += ingress_addon_documents(settings, problems)
     objects = manifests.read(docs, problems)
+    check_default_certificate(settings, objects, where, problems)
     if problems.errors:
         raise InvalidInput(problems.errors)
     builder = _Builder(settings, host_specs, objects, record, problems, record_where)
@@ -132,9 +188,12 @@ class _Builder:
         drafts = self.pod_drafts()
         pods = self.place(drafts)
         services = self.services(pods)
-        routes = self.routes(services)
+        ingress = self.ingress(services)
         hosts = [HostPlan(h.name, str(h.address), list(h.groups)) for h in self.hosts]
-        return Plan(self.settings, nodes, hosts, namespaces, pods, services, routes, self.record)
+        return Plan(self.settings, nodes, hosts, namespaces, pods, services, ingress.routes,
+                    self.record, ingress_classes=ingress.classes,
+                    ingress_servers=ingress.servers, ignored_ingresses=ingress.ignored,
+                    tls_secrets=ingress.secrets)
 
     # -- nodes ---------------------------------------------------------------------------------
     def node_cidrs(self) -> list[NodePlan]:
@@ -567,44 +626,234 @@ class _Builder:
         return ips
 
     # -- ingress ---------------------------------------------------------------------------------
-    def routes(self, services: list[ServicePlan]) -> list[IngressRoutePlan]:
-        by_key = {s.key: s for s in services}
-        routes: list[IngressRoutePlan] = []
-        seen: dict[tuple[str | None, str, str], str] = {}
+    def ingress_classes(self) -> list[IngressClassPlan]:
+        classes = self.objects.ingress_classes
+        defaults = [c for c in classes if c.default]
+        if len(defaults) > 1:
+            first = defaults[0]
+            for other in defaults[1:]:
+                self.error(other.ref, ("metadata", "annotations", DEFAULT_CLASS_ANNOTATION),
+                           f"IngressClass {first.ref.name} ({first.ref.where()}) is the default "
+                           f"class too: an Ingress without ingressClassName would have two",
+                           f"mark one IngressClass as the default (\"true\"), not both "
+                           f"{first.ref.name} and {other.ref.name}")
+        return [IngressClassPlan(c.ref.name, c.controller, c.default) for c in classes]
+
+    def served_ingresses(self) -> tuple[list[Ingress], list[IgnoredIngressPlan]]:
+        """The Ingresses of podnet's controller (their class's controller is
+        k8s.io/ingress-nginx), and the others with why they are left alone."""
+        classes = {c.ref.name: c for c in self.objects.ingress_classes}
+        default = next((c for c in self.objects.ingress_classes if c.default), None)
+        served: list[Ingress] = []
+        ignored: list[IgnoredIngressPlan] = []
         for ing in self.objects.ingresses:
+            name = ing.class_name
+            if name is None and default is None:
+                ignored.append(IgnoredIngressPlan(
+                    ing.ref.key, None, "no ingressClassName and no default IngressClass",
+                    ing.ref.where()))
+                continue
+            chosen = classes.get(name) if name is not None else default
+            if chosen is None:
+                self.error(ing.ref, ("spec", "ingressClassName"),
+                           f"'{name}' is not an IngressClass",
+                           f"use one of {', '.join(sorted(classes))}, add an IngressClass "
+                           f"manifest named {name}, or leave it out for the default class")
+                continue
+            if chosen.controller != INGRESS_CONTROLLER:
+                ignored.append(IgnoredIngressPlan(
+                    ing.ref.key, chosen.ref.name,
+                    f"class {chosen.ref.name}'s controller is {chosen.controller}, not "
+                    f"{INGRESS_CONTROLLER}", ing.ref.where()))
+                continue
+            served.append(ing)
+        return served, ignored
+
+    def backend(self, ing: Ingress, backend: IngressBackend, by_key: Mapping[str, ServicePlan]
+                ) -> tuple[str, int] | None:
+        """(Service, port number) a backend names, or None with the error reported."""
+        svc = by_key.get(f"{ing.ref.namespace}/{backend.service}")
+        if svc is None:
+            self.error(ing.ref, (*backend.path, "name"),
+                       f"Service '{backend.service}' does not exist in namespace "
+                       f"{ing.ref.namespace}", "point the backend at an existing Service")
+            return None
+        if svc.type == "ExternalName" or svc.headless:
+            self.error(ing.ref, (*backend.path, "name"),
+                       f"Service '{backend.service}' has no ClusterIP to proxy to",
+                       "use a ClusterIP, NodePort or LoadBalancer Service")
+            return None
+        port = next((p for p in svc.ports if p.protocol == "TCP" and (
+            p.port == backend.port if isinstance(backend.port, int)
+            else p.name == backend.port)), None)
+        if port is None:
+            self.error(ing.ref, (*backend.path, "port"),
+                       f"Service '{backend.service}' has no TCP port {backend.port!r}",
+                       f"use one of {[p.name or p.port for p in svc.ports]}")
+            return None
+        return svc.key, port.port
+
+    def tls_secrets(self, served: list[Ingress]) -> dict[str, TLSSecret]:
+        """The TLS Secrets by ns/name; a reference to a missing or non-TLS one is a warning (as
+        ingress-nginx, the host is then served with the default certificate: here, without
+        TLS); a certificate not covering a host that uses it is a warning."""
+        secrets = {s.ref.key: s for s in self.objects.secrets}
+        for ing in served:
+            for ti, entry in enumerate(ing.tls):
+                path = ("spec", "tls", ti, "secretName")
+                if entry.secret_name is None:
+                    if entry.hosts:
+                        self.warn(ing.ref, path, "is not set, so these hosts are served without "
+                                  "TLS here", "name a kubernetes.io/tls Secret")
+                    continue
+                key = f"{ing.ref.namespace}/{entry.secret_name}"
+                if key not in secrets:
+                    other = self.objects.other_secrets.get(key)
+                    why = (f"is a Secret of type {other}, not kubernetes.io/tls" if other
+                           else f"does not exist in namespace {ing.ref.namespace}")
+                    self.warn(ing.ref, path, f"Secret '{entry.secret_name}' {why}: its hosts "
+                              "are served without TLS", "add a kubernetes.io/tls Secret of that "
+                              "name (tls.crt, tls.key)")
+                    continue
+                info = secrets[key].info
+                for hi, host in enumerate(entry.hosts):
+                    if not info.covers(host):
+                        self.warn(ing.ref, ("spec", "tls", ti, "hosts", hi),
+                                  f"the certificate of Secret {key} does not cover '{host}' "
+                                  f"(its names: {', '.join(info.names) or 'none'}); clients "
+                                  "that check names will refuse it",
+                                  "issue a certificate with that name in its subjectAltName")
+        return secrets
+
+    def ingress(self, services: list[ServicePlan]) -> IngressPlans:
+        """Servers as ingress-nginx's createServers builds them (docs/ingress.md): manifest order
+        stands for creation time; a host's server is made by the first Ingress naming it, with
+        that Ingress' defaultBackend as its "/"; a defaultBackend of an Ingress without rules is
+        the catch-all's "/"; a rule's own "/" replaces a default one; the same host, path and
+        type twice is a warning and the first wins."""
+        classes = self.ingress_classes()
+        if not self.objects.ingresses:  # no controller either (wants_ingress_controller)
+            return IngressPlans(classes, [], [], [], [])
+        served, ignored = self.served_ingresses()
+        secrets = self.tls_secrets(served)
+        by_key = {s.key: s for s in services}
+        servers: dict[str, _Server] = {CATCH_ALL: _Server(CATCH_ALL)}
+        for ing in served:
+            default = (self.backend(ing, ing.default_backend, by_key)
+                       if ing.default_backend else None)
+            if default and not ing.rules:
+                root = servers[CATCH_ALL].root
+                if root.ingress is None:
+                    servers[CATCH_ALL].set_root(default, ing.ref.key)
+                else:
+                    self.warn(ing.ref, ("spec", "defaultBackend"),
+                              f"the default backend of unknown hosts is already Ingress "
+                              f"{root.ingress}'s; this one is not used",
+                              "give one Ingress without rules a defaultBackend")
+            for rule in ing.rules:
+                host = rule.host or CATCH_ALL
+                if host not in servers:
+                    servers[host] = _Server(host)
+                    if default:
+                        servers[host].set_root(default, ing.ref.key)
+        for ing in served:
+            for entry in ing.tls:
+                key = f"{ing.ref.namespace}/{entry.secret_name}"
+                for host in entry.hosts:
+                    if host in servers and key in secrets and servers[host].certificate is None:
+                        servers[host].certificate = key
+        routes: list[IngressRoutePlan] = []
+        # what each location becomes in nginx (docs/ingress.md): two rules giving the same
+        # nginx location would make nginx refuse the whole file, so the later one is dropped
+        seen: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+        for ing in served:
             tls_hosts = {h: t.secret_name for t in ing.tls for h in t.hosts}
-            pairs = [(rule.host, p) for rule in ing.rules for p in rule.paths]
-            entries = [(host, p.path, p.path_type, p.backend) for host, p in pairs]
-            if ing.default_backend:
-                entries.append((None, "/", "Prefix", ing.default_backend))
-            for host, path, path_type, backend in entries:
-                svc = by_key.get(f"{ing.ref.namespace}/{backend.service}")
-                if svc is None:
-                    self.error(ing.ref, (*backend.path, "name"),
-                               f"Service '{backend.service}' does not exist in namespace "
-                               f"{ing.ref.namespace}", "point the backend at an existing Service")
-                    continue
-                if svc.type == "ExternalName" or svc.headless:
-                    self.error(ing.ref, (*backend.path, "name"),
-                               f"Service '{backend.service}' has no ClusterIP to proxy to",
-                               "use a ClusterIP, NodePort or LoadBalancer Service")
-                    continue
-                port = next((p for p in svc.ports if p.protocol == "TCP" and (
-                    p.port == backend.port if isinstance(backend.port, int)
-                    else p.name == backend.port)), None)
-                if port is None:
-                    self.error(ing.ref, (*backend.path, "port"),
-                               f"Service '{backend.service}' has no TCP port {backend.port!r}",
-                               f"use one of {[p.name or p.port for p in svc.ports]}")
-                    continue
-                ident = (host, path, path_type)
-                if ident in seen and seen[ident] != ing.ref.key:
-                    self.error(ing.ref, backend.path, f"host {host or '*'} path {path} "
-                               f"({path_type}) is already routed by Ingress {seen[ident]}",
-                               "route each host and path in one Ingress")
-                    continue
-                seen[ident] = ing.ref.key
-                secret = tls_hosts.get(host) if host else None
-                routes.append(IngressRoutePlan(ing.ref.key, host, path, path_type, svc.key,
-                                               port.port, host in tls_hosts, secret))
-        return routes
+            for ri, rule in enumerate(ing.rules):
+                host = rule.host or CATCH_ALL
+                server = servers[host]
+                for pi, p in enumerate(rule.paths):
+                    target = self.backend(ing, p.backend, by_key)
+                    if target is None:
+                        continue
+                    # Prefix matches by path element: a trailing "/" changes nothing
+                    value = (p.path.rstrip("/") or "/") if p.path_type == "Prefix" else p.path
+                    is_root = value == "/" and p.path_type != "Exact"
+                    ident = (host, *_nginx_location(value, p.path_type))
+                    if ident in seen:
+                        first, first_path, first_type = seen[ident]
+                        same = (first_path, first_type) == (value, p.path_type)
+                        what = ("already routed" if same else
+                                f"the same nginx location as path {first_path} ({first_type}), "
+                                "routed")
+                        self.warn(ing.ref, ("spec", "rules", ri, "http", "paths", pi),
+                                  f"host {rule.host or '*'} path {value} ({p.path_type}) is "
+                                  f"{what} by Ingress {first}; the first wins",
+                                  "route each host and path in one Ingress")
+                        continue
+                    seen[ident] = (ing.ref.key, value, p.path_type)
+                    location = IngressLocationPlan(value, p.path_type, target[0], target[1],
+                                                   ing.ref.key)
+                    if is_root:
+                        server.root = location
+                    else:
+                        server.locations.append(location)
+                    routes.append(IngressRoutePlan(
+                        ing.ref.key, rule.host, value, p.path_type, target[0], target[1],
+                        rule.host in tls_hosts, tls_hosts.get(rule.host) if rule.host else None))
+        ordered = sorted(servers.values(), key=lambda s: (
+            s.host == CATCH_ALL, s.host.startswith("*."), s.host))
+        uses: dict[str, list[str]] = {}
+        for server in ordered:
+            if server.certificate:
+                uses.setdefault(server.certificate, []).append(server.host)
+        default_cert = self.settings.ingress_default_certificate
+        tls_plans = [TLSSecretPlan(
+            s.ref.namespace, s.ref.name, s.cert, s.key, list(s.info.names),
+            s.info.not_after.isoformat(), s.info.issuer, uses.get(s.ref.key, []), s.ref.where())
+            for s in self.objects.secrets
+            if s.ref.key in uses or s.ref.key == default_cert]
+        return IngressPlans(classes, [s.plan() for s in ordered], ignored, tls_plans, routes)
+
+
+CATCH_ALL = "_"  # nginx's server_name for any host no other server names
+
+
+def _nginx_location(path: str, path_type: str) -> tuple[str, str]:
+    """The nginx location a rule path owns (docs/ingress.md): "/" of any prefix type is the
+    server's root; Prefix P owns ``^~ P/`` (its ``= P`` yields to an Exact P, as nginx's own
+    precedence says); ImplementationSpecific P owns ``^~ P``; Exact P owns ``= P``."""
+    if path == "/" and path_type != "Exact":
+        return ("root", "/")
+    if path_type == "Prefix":
+        return ("^~", f"{path}/")
+    if path_type == "ImplementationSpecific":
+        return ("^~", path)
+    return ("=", path)
+_LOCATION_ORDER = {"Exact": 0, "Prefix": 1, "ImplementationSpecific": 2}
+
+
+class _Server:
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.certificate: str | None = None
+        self.root = IngressLocationPlan("/", "Prefix", None, None, None)  # the default backend
+        self.locations: list[IngressLocationPlan] = []
+
+    def set_root(self, target: tuple[str, int], ingress: str) -> None:
+        self.root = IngressLocationPlan("/", "Prefix", target[0], target[1], ingress)
+
+    def plan(self) -> IngressServerPlan:
+        """Locations longest path first, Exact before Prefix at one path (nginx's own
+        precedence decides; the order only keeps the file stable and readable), "/" last."""
+        ordered = sorted(self.locations, key=lambda loc: (
+            -len(loc.path), loc.path, _LOCATION_ORDER.get(loc.path_type, 3)))
+        return IngressServerPlan(self.host, self.certificate, [*ordered, self.root])
+
+
+@dataclasses.dataclass
+class IngressPlans:
+    classes: list[IngressClassPlan]
+    servers: list[IngressServerPlan]
+    ignored: list[IgnoredIngressPlan]
+    secrets: list[TLSSecretPlan]
+    routes: list[IngressRoutePlan]

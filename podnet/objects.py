@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from podnet.tls import CertInfo
 from podnet.workloads import Workload
 from podnet.yamlsource import Document, FieldPath
 
@@ -164,6 +165,23 @@ class Ingress:
     tls: tuple[IngressTLS, ...]
 
 
+@dataclass(frozen=True)
+class IngressClass:
+    ref: Ref
+    controller: str
+    default: bool  # annotation ingressclass.kubernetes.io/is-default-class: "true"
+
+
+@dataclass(frozen=True)
+class TLSSecret:
+    """A Secret of type kubernetes.io/tls whose certificate and key passed podnet/tls.py."""
+
+    ref: Ref
+    cert: str  # PEM chain
+    key: str  # PEM private key
+    info: CertInfo = field(compare=False, repr=False)
+
+
 @dataclass
 class Manifests:
     namespaces: list[Namespace] = field(default_factory=list)
@@ -171,3 +189,7 @@ class Manifests:
     deployments: list[Deployment] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     ingresses: list[Ingress] = field(default_factory=list)
+    ingress_classes: list[IngressClass] = field(default_factory=list)
+    secrets: list[TLSSecret] = field(default_factory=list)
+    # Secrets of other types: read, not used (ns/name -> type), so a reference can say why
+    other_secrets: dict[str, str] = field(default_factory=dict)

@@ -29,6 +29,9 @@ class NodePaths:
     dns_dir: str = "/etc/podnet/cluster-dns"  # the cluster DNS records, shared by its pods
     # l2 mode's keepalived configuration (the l2_announce role), read by podnet-keepalived
     l2_announce_dir: str = "/etc/podnet/l2-announce"
+    # the Ingress controller's input (the ingress_nginx role writes it on every node; it holds
+    # the TLS keys, so mode 0600), read by podnet-ingress in each controller pod
+    ingress_dir: str = "/etc/podnet/ingress"
     kube_proxy_state_dir: str = "/var/lib/podnet/kube-proxy"  # its renderer's and prober's inputs
     # pods failing their readinessProbe, kept by podnet-endpoints; in /run, so that after a
     # reboot every pod starts ready again, as in Kubernetes
@@ -96,6 +99,11 @@ class NodePaths:
         return self.tool("podnet-lb-check")
 
     @property
+    def ingress_input(self) -> str:
+        """What every Ingress controller pod renders nginx.conf from (INPUT JSON version 1)."""
+        return f"{self.ingress_dir}/input.json"
+
+    @property
     def dns_pods(self) -> str:
         return f"{self.dns_dir}/pods.json"  # the node's DNS pods, for podnet-dns converge
 
@@ -118,7 +126,7 @@ class NodePaths:
         """Every path by name, the derived ones too (what roles read from the plan)."""
         derived = ("cni_runtime", "netexec", "network_conf", "loopback_conf", "dns_records",
                    "dns_pods", "cni_reservations", "lib_dir", "kube_proxy_rules",
-                   "kube_proxy_input", "keepalived_conf", "lb_check")
+                   "kube_proxy_input", "keepalived_conf", "lb_check", "ingress_input")
         return {**self.__dict__, **{name: getattr(self, name) for name in derived}}
 
 

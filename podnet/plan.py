@@ -24,6 +24,12 @@ from podnet.problems import Problem, Problems
 from podnet.settings import Settings
 
 DNS_SERVICE = "kube-system/kube-dns"  # the cluster DNS addon's Service (podnet/addons)
+INGRESS_SERVICE = "ingress-nginx/ingress-nginx-controller"  # the Ingress controller add-on's
+INGRESS_CONTROLLER = "k8s.io/ingress-nginx"  # the IngressClass controller podnet serves
+# the add-ons' Deployments (PodPlan.owner) and Services: podnet's own, not the user's workloads
+ADDON_OWNERS = ("Deployment kube-system/cluster-dns",
+                "Deployment ingress-nginx/ingress-nginx-controller")
+ADDON_SERVICES = (DNS_SERVICE, INGRESS_SERVICE)
 
 
 def pod_hostname(name: str, hostname: str | None) -> str:
@@ -94,6 +100,11 @@ class PodPlan:
         return pod_hostname(self.name, self.hostname)
 
     @property
+    def addon(self) -> bool:
+        """A pod of one of podnet's add-ons (cluster DNS, Ingress controller)."""
+        return self.owner in ADDON_OWNERS
+
+    @property
     def readiness(self) -> dict[str, Any] | None:
         """The pod's readinessProbe (the first container's that has one)."""
         return next((c.readiness for c in self.containers if c.readiness), None)
@@ -160,6 +171,11 @@ class ServicePlan:
         return f"{self.namespace}/{self.name}"
 
     @property
+    def addon(self) -> bool:
+        """A Service of one of podnet's add-ons (kube-dns, the Ingress controller's)."""
+        return self.key in ADDON_SERVICES
+
+    @property
     def proxied(self) -> bool:
         """Whether kube-proxy writes rules for it: it has a ClusterIP (not headless, not
         ExternalName)."""
@@ -187,6 +203,71 @@ class IngressRoutePlan:
     secret_name: str | None
 
 
+@dataclass(frozen=True)
+class IngressClassPlan:
+    name: str
+    controller: str
+    default: bool
+
+
+@dataclass(frozen=True)
+class IgnoredIngressPlan:
+    """An Ingress the controller leaves alone, and why (another class's, or no class)."""
+
+    ingress: str  # ns/name
+    class_name: str | None
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True)
+class TLSSecretPlan:
+    """A checked kubernetes.io/tls Secret: its PEM (the controller's input carries it) and what
+    its certificate says."""
+
+    namespace: str
+    name: str
+    cert: str  # PEM chain
+    key: str  # PEM private key
+    names: list[str]  # subjectAltName DNS names
+    not_after: str  # ISO 8601, UTC
+    issuer: str
+    hosts: list[str]  # the TLS hosts of served Ingresses that use it
+    source: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> TLSSecretPlan:
+        return cls(**{**data, "names": list(data["names"]), "hosts": list(data["hosts"])})
+
+
+@dataclass(frozen=True)
+class IngressLocationPlan:
+    path: str
+    path_type: str  # Exact | Prefix | ImplementationSpecific
+    service: str | None  # ns/name; None: the built-in default backend (404)
+    port: int | None  # the Service's port number
+    ingress: str | None  # ns/name of the Ingress it comes from; None: built in
+
+
+@dataclass(frozen=True)
+class IngressServerPlan:
+    """One nginx server: a host (exact, ``*.`` wildcard, or ``_`` for any other), its TLS
+    Secret and its locations, as ingress-nginx's createServers merges them."""
+
+    host: str
+    certificate: str | None  # ns/name of its TLS Secret; None: plain HTTP
+    locations: list[IngressLocationPlan]
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> IngressServerPlan:
+        return cls(data["host"], data["certificate"],
+                   [IngressLocationPlan(**loc) for loc in data["locations"]])
+
+
 @dataclass
 class Plan:
     settings: Settings
@@ -199,6 +280,10 @@ class Plan:
     record: Record
     warnings: list[Problem] = field(default_factory=list)
     paths: NodePaths = PATHS
+    ingress_classes: list[IngressClassPlan] = field(default_factory=list)
+    ingress_servers: list[IngressServerPlan] = field(default_factory=list)
+    ignored_ingresses: list[IgnoredIngressPlan] = field(default_factory=list)
+    tls_secrets: list[TLSSecretPlan] = field(default_factory=list)
 
     def node(self, name: str) -> NodePlan:
         return next(n for n in self.nodes if n.name == name)
@@ -216,6 +301,13 @@ class Plan:
     def dns_service(self) -> ServicePlan:
         return self.service(DNS_SERVICE)
 
+    @property
+    def ingress_service(self) -> ServicePlan:
+        return self.service(INGRESS_SERVICE)
+
+    def tls_secret(self, key: str) -> TLSSecretPlan:
+        return next(t for t in self.tls_secrets if t.ref == key)
+
     def data(self) -> dict[str, Any]:
         """The plan as data: what Ansible holds and :meth:`from_data` reads back."""
         return {
@@ -227,6 +319,10 @@ class Plan:
             "pods": [asdict(p) for p in self.pods],
             "services": [asdict(s) for s in self.services],
             "ingress_routes": [asdict(r) for r in self.ingress_routes],
+            "ingress_classes": [asdict(c) for c in self.ingress_classes],
+            "ingress_servers": [asdict(s) for s in self.ingress_servers],
+            "ignored_ingresses": [asdict(i) for i in self.ignored_ingresses],
+            "tls_secrets": [asdict(t) for t in self.tls_secrets],
             "allocations": self.record.as_dict(),
             "warnings": [w.as_dict() for w in self.warnings],
         }
@@ -254,6 +350,11 @@ class Plan:
                 warnings=[Problem.from_dict(w) for w in data["warnings"]],
                 paths=NodePaths(**{k: v for k, v in data["paths"].items()
                                    if k in NodePaths.__dataclass_fields__}),
+                ingress_classes=[IngressClassPlan(**c) for c in data["ingress_classes"]],
+                ingress_servers=[IngressServerPlan.from_data(s)
+                                 for s in data["ingress_servers"]],
+                ignored_ingresses=[IgnoredIngressPlan(**i) for i in data["ignored_ingresses"]],
+                tls_secrets=[TLSSecretPlan.from_data(t) for t in data["tls_secrets"]],
             )
         except KeyError as exc:
             raise ValueError(f"not a podnet plan: it has no {exc.args[0]!r}") from None

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from podnet import dns, kubeproxy, loadbalancer
-from podnet.plan import Plan, ServicePlan
+from podnet.plan import INGRESS_SERVICE, Plan, ServicePlan
 
 
 def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -50,6 +50,27 @@ def _load_balancers(plan: Plan) -> str:
                  ("service", "status.loadBalancer.ingress", "ports", "policy", "taken by"), rows)
 
 
+def _ingress_routes(plan: Plan) -> str:
+    """Each server's locations as nginx will match them: "_" is every other host; a "/"
+    without a service is the built-in default backend (404, 200 on /healthz)."""
+    rows = []
+    for server in plan.ingress_servers:
+        tls = (f"{server.certificate} (308 from http)" if server.certificate
+               else None)
+        for loc in server.locations:
+            rows.append((server.host, loc.path, loc.path_type,
+                         f"{loc.service}:{loc.port}" if loc.service else "404 (default backend)",
+                         loc.ingress or "built in", tls))
+    controller = next((s for s in plan.services if s.key == INGRESS_SERVICE), None)
+    where = ""
+    if controller is not None:
+        where = (f" (class nginx, reached at {controller.lb_ip} ports 80 and 443)"
+                 if controller.lb_ip else f" (class nginx, reached at NodePorts "
+                 f"{_ports(controller)})")
+    return table(f"Ingress routes{where}",
+                 ("host", "path", "match", "backend", "ingress", "tls"), rows)
+
+
 def render(plan: Plan) -> str:
     s = plan.settings
     parts = [
@@ -88,9 +109,15 @@ def render(plan: Plan) -> str:
         table("DNS names", ("name", "type", "ttl", "data"),
               [(r.name, r.type, r.ttl, r.data if r.data is not None else f"<IP of {r.pod}>")
                for r in dns.records(plan)]),
-        table("Ingress routes", ("ingress", "host", "path", "match", "service", "port", "tls"),
-              [(r.ingress, r.host or "*", r.path, r.path_type, r.service, r.service_port,
-                r.secret_name or ("yes" if r.tls else "no")) for r in plan.ingress_routes]),
+        _ingress_routes(plan),
+        table("Ignored Ingresses", ("ingress", "class", "why"),
+              [(i.ingress, i.class_name, i.reason) for i in plan.ignored_ingresses]),
+        table("Ingress certificates", ("secret", "hosts served with it", "names", "expires",
+                                       "issuer"),
+              [(t.ref + (" (default)" if t.ref == plan.settings.ingress_default_certificate
+                         else ""),
+                ", ".join(t.hosts) or None, ", ".join(t.names) or None,
+                t.not_after[:16].replace("T", " "), t.issuer) for t in plan.tls_secrets]),
     ]
     if plan.warnings:
         parts.append(f"Warnings ({len(plan.warnings)})\n" +

@@ -10,6 +10,7 @@ in step).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,8 @@ KINDS: dict[str, str] = {
     "Service": "v1",
     "Deployment": "apps/v1",
     "Ingress": "networking.k8s.io/v1",
+    "IngressClass": "networking.k8s.io/v1",
+    "Secret": "v1",
 }
 
 _META = (
@@ -103,23 +106,33 @@ _INGRESS = (
     "spec.tls[].secretName",
 )
 
+_INGRESS_CLASS = ("spec.controller",)
+# a Secret's keys hold dots: a [key] names one literally (docs/manifests.md spells them the same)
+_SECRET = (
+    "type",
+    "data[tls.crt]",
+    "data[tls.key]",
+    "stringData[tls.crt]",
+    "stringData[tls.key]",
+)
+
 HONOURED: dict[str, tuple[str, ...]] = {
     "Namespace": _META,
     "Pod": (*_META, *(f"spec.{p}" for p in _POD_SPEC)),
     "Deployment": (*_META, *_DEPLOYMENT, *(f"spec.template.spec.{p}" for p in _POD_SPEC)),
     "Service": (*_META, *_SERVICE),
     "Ingress": (*_META, *_INGRESS),
+    "IngressClass": (*_META, *_INGRESS_CLASS),
+    "Secret": (*_META, *_SECRET),
 }
 
 
 def _split(pattern: str) -> tuple[str, ...]:
-    """"spec.ports[].name" -> ("spec", "ports", "[]", "name")."""
+    """"spec.ports[].name" -> ("spec", "ports", "[]", "name"); "data[tls.crt]" -> ("data",
+    "tls.crt"): a key in brackets is taken whole, dots and all."""
     parts: list[str] = []
-    for piece in pattern.split("."):
-        if piece.endswith("[]"):
-            parts.extend((piece[:-2], "[]"))
-        else:
-            parts.append(piece)
+    for key, word in re.findall(r"\[([^\]]*)\]|([^.\[\]]+)", pattern):
+        parts.append(word or key or "[]")
     return tuple(parts)
 
 

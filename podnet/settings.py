@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "podnet_nodes_group": "nodes",
     "podnet_dns_replicas": 2,
     "podnet_dns_upstreams": [],  # empty: the resolvers in each DNS node's /etc/resolv.conf
+    "podnet_ingress_replicas": 2,
+    # "namespace/name" of a kubernetes.io/tls Secret; empty: the controller's self-signed one
+    "podnet_ingress_default_certificate": "",
 }
 REQUIRED = ("podnet_underlay_cidr",)
 
@@ -59,6 +62,8 @@ class Settings:
     dns_upstreams: tuple[str, ...] = ()
     lb_mode: str = "cloud"
     lb_group: str = "loadbalancers"
+    ingress_replicas: int = 2
+    ingress_default_certificate: str = ""  # ns/name, or "" for the controller's self-signed one
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +83,8 @@ class Settings:
             "dns_upstreams": list(self.dns_upstreams),
             "lb_mode": self.lb_mode,
             "lb_group": self.lb_group,
+            "ingress_replicas": self.ingress_replicas,
+            "ingress_default_certificate": self.ingress_default_certificate,
         }
 
     @classmethod
@@ -96,6 +103,8 @@ class Settings:
             proxy_mode=data["proxy_mode"], nodes_group=data["nodes_group"],
             dns_replicas=int(data["dns_replicas"]), dns_upstreams=tuple(data["dns_upstreams"]),
             lb_mode=data["lb_mode"], lb_group=data["lb_group"],
+            ingress_replicas=int(data["ingress_replicas"]),
+            ingress_default_certificate=data["ingress_default_certificate"],
         )
 
 
@@ -263,6 +272,24 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
 
     upstreams = _upstreams(v["podnet_dns_upstreams"], cluster, service, where, problems)
 
+    ingress_replicas = 0
+    try:
+        ingress_replicas = _int(v["podnet_ingress_replicas"])
+        if ingress_replicas < 1:
+            raise ValueError(f"'{ingress_replicas}' must be 1 or more")
+    except ValueError as exc:
+        problems.error(where, "inventory", "podnet_ingress_replicas", str(exc),
+                       "set how many Ingress controller pods to run, like 2")
+    default_cert = str(v["podnet_ingress_default_certificate"] or "").strip()
+    if default_cert:
+        namespace, sep, secret = default_cert.partition("/")
+        reason = (f"'{default_cert}' is not namespace/name" if not sep
+                  else names.dns1123_label(namespace) or names.dns1123_subdomain(secret))
+        if reason:
+            problems.error(where, "inventory", "podnet_ingress_default_certificate", reason,
+                           "name a kubernetes.io/tls Secret as namespace/name, like "
+                           "ingress-nginx/default-tls, or leave it empty for a self-signed one")
+
     if len(problems.errors) > before:
         return None
     assert underlay and cluster and service and dns_ip and prefix is not None
@@ -273,6 +300,7 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         lb_pool=pool, backend=backend, proxy_mode=mode,
         nodes_group=str(v["podnet_nodes_group"]), dns_replicas=replicas, dns_upstreams=upstreams,
         lb_mode=lb_mode, lb_group=str(v["podnet_lb_group"]),
+        ingress_replicas=ingress_replicas, ingress_default_certificate=default_cert,
     )
 
 

@@ -325,21 +325,8 @@ metadata: {name: ing}
 spec:
   ingressClassName: traefik
   defaultBackend: {service: {name: web, port: {number: 80}}}
-"""}, ["spec.ingressClassName: 'traefik' is not an IngressClass here"]),
-    ("ingress-route-conflict", {"text": service("web") + "".join(f"""\
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: ing{i}}}
-spec:
-  rules:
-    - host: a.example.test
-      http:
-        paths:
-          - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
-""" for i in range(2))},
-     ["Ingress default/ing1: spec.rules[0].http.paths[0].backend.service: host a.example.test "
-      "path / (Prefix) is already routed by Ingress default/ing0"]),
+"""}, ["spec.ingressClassName: 'traefik' is not an IngressClass; fix: use one of nginx, add an "
+       "IngressClass manifest named traefik, or leave it out for the default class"]),
 ]
 
 

@@ -72,17 +72,20 @@ def test_the_plan_carries_the_paths_and_they_come_back() -> None:
     data = plan.data()
     assert data["paths"]["cni_runtime"] == f"{PATHS.bin_dir}/podnet-cni"
     assert data["paths"]["network_conf"] == f"{PATHS.cni_conf_dir}/10-podnet.conflist"
+    assert data["paths"]["ingress_input"] == f"{PATHS.ingress_dir}/input.json"
     assert Plan.from_data(data).paths == PATHS
 
 
 def test_paths_follow_their_folders() -> None:
     moved = NodePaths(bin_dir="/opt/podnet/bin", cni_conf_dir="/etc/cni/other",
-                      pods_dir="/srv/pods", dns_dir="/srv/dns", cni_network="lab")
+                      pods_dir="/srv/pods", dns_dir="/srv/dns", cni_network="lab",
+                      ingress_dir="/srv/ingress")
     assert moved.cni_runtime == "/opt/podnet/bin/podnet-cni"
     assert moved.netexec == "/opt/podnet/bin/podnet-netexec"
     assert moved.network_conf == "/etc/cni/other/10-podnet.conflist"
     assert moved.pod_dir("ns_p") == "/srv/pods/ns_p"
     assert moved.dns_records == "/srv/dns/records.conf"
+    assert moved.ingress_input == "/srv/ingress/input.json"
     assert moved.cni_result("abc") == f"{PATHS.cni_cache_dir}/lab-abc-eth0"
     assert moved.cni_reservations == f"{PATHS.cni_ipam_dir}/lab"
 

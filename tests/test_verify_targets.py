@@ -93,7 +93,7 @@ def test_the_demo_lifecycle_targets(demo: Plan) -> None:
     assert sorted(s.key for s in scaling.services) == [
         "demo/web", "demo/web-lb", "demo/web-node-local", "demo/web-public", "demo/web-sticky"]
     assert targets.bare_server_pod(demo).key == "demo/db-0"
-    # the most pods: node2 and node3 have five each since whoami's two (plan order breaks it)
+    # the most pods: node2 has six (one of whoami's two and an Ingress controller pod)
     assert targets.reboot_node(demo) == "node2"
     assert targets.drift_nodes(demo) == ("node1", "node2", "node3")
     assert len(targets.dns_pods(demo)) == 2
@@ -230,6 +230,11 @@ def test_scaling_takes_a_deployment_of_the_manifests_never_the_dns_addon() -> No
     bare = make_plan(service("w", selector="nothing"))
     with pytest.raises(targets.NotInPlan):
         targets.scaling(bare)
+    # nor the Ingress controller's, though its Service has two endpoints of one Deployment
+    ingress = ("---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\n"
+               "spec: {defaultBackend: {service: {name: w, port: {number: 80}}}}\n")
+    with pytest.raises(targets.NotInPlan):
+        targets.scaling(make_plan(service("w", selector="nothing") + ingress))
     plan = make_plan(deployment("w", 1) + service("w") + service("w2", selector="w"))
     scaling = targets.scaling(plan)
     assert scaling.deployment == ("default", "w")

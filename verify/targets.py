@@ -300,11 +300,12 @@ class Scaling:
 
 def scaling(plan: Plan) -> Scaling:
     """A Deployment to scale by one and the Services whose rules that may change (SCALING); the
-    cluster DNS add-on's Deployment is not in the manifests, so it is never chosen."""
+    add-ons' Deployments (cluster DNS, the Ingress controller) are not in the manifests, so they
+    are never chosen."""
     for svc in _ranked(plan, [s for s in plan.services
                               if s.proxied and s.internal_traffic_policy == "Cluster"
                               and not s.session_affinity_timeout and s.ports
-                              and s.ports[0].endpoints and s.key != plan.dns_service.key]):
+                              and s.ports[0].endpoints and not s.addon]):
         deployment = _deployment_of(plan, svc.ports[0])
         if deployment is None:
             continue

@@ -10,7 +10,7 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from podnet import addresses, clusterdns, endpoints, kubelet, loadbalancer, proxier
+from podnet import addresses, clusterdns, endpoints, ingress, kubelet, loadbalancer, proxier
 from podnet.plan import Plan
 
 
@@ -80,6 +80,16 @@ def podnet_cluster_dns(plan: dict[str, Any], pods: Any, node: str,
         raise AnsibleFilterError(f"podnet_cluster_dns: {type(exc).__name__}: {exc}") from exc
 
 
+def podnet_ingress(plan: dict[str, Any], pods: Any) -> dict[str, Any]:
+    """The Ingress controller's input (podnet/ingress.py), the same on every node: servers,
+    locations, upstreams with the selected pods' observed IPs, and the TLS certificates."""
+    typed = _plan(plan, "podnet_ingress")
+    try:
+        return ingress.config(typed, endpoints.observed_ips(pods))
+    except (KeyError, TypeError, ValueError, StopIteration) as exc:
+        raise AnsibleFilterError(f"podnet_ingress: {type(exc).__name__}: {exc}") from exc
+
+
 def podnet_dns_upstreams(plan: dict[str, Any], node: str, resolv_conf: str,
                          resolved_conf: str | None = None) -> list[str]:
     """The resolvers ``node``'s DNS pods will forward to (checked before any pod is wired)."""
@@ -111,6 +121,7 @@ class FilterModule:
             "podnet_load_balancer": podnet_load_balancer,
             "podnet_cluster_pods": podnet_cluster_pods,
             "podnet_cluster_dns": podnet_cluster_dns,
+            "podnet_ingress": podnet_ingress,
             "podnet_dns_upstreams": podnet_dns_upstreams,
             "podnet_unbound_local_data": podnet_unbound_local_data,
             "podnet_placeholder_hosts": podnet_placeholder_hosts,
