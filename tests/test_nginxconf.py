@@ -202,14 +202,14 @@ for r in json.loads(sys.stdin.read()):
         if r["scheme"] == "https":
             ctx = ssl.create_default_context(cafile=r["ca"]) if r.get("verify") else \
                 ssl._create_unverified_context()
-            raw = socket.create_connection(("127.0.0.1", 443), timeout=5)
+            raw = socket.create_connection(("127.0.0.1", r.get("port", 443)), timeout=5)
             sock = ctx.wrap_socket(raw, server_hostname=r.get("sni"))
             der = sock.getpeercert(binary_form=True)
-            conn = http.client.HTTPConnection("127.0.0.1", 443, timeout=5)
+            conn = http.client.HTTPConnection("127.0.0.1", r.get("port", 443), timeout=5)
             conn.sock = sock
         else:
             der = None
-            conn = http.client.HTTPConnection(r.get("addr", "127.0.0.1"), 80, timeout=5)
+            conn = http.client.HTTPConnection("127.0.0.1", r.get("port", 80), timeout=5)
         conn.request("GET", r["path"], headers={"Host": r["host"]})
         resp = conn.getresponse()
         body = resp.read().decode()
@@ -242,10 +242,12 @@ def fingerprint(pem: str) -> str:
 
 
 class Sandbox:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path,
+                 backends: dict[str, tuple[str, int]] | None = None) -> None:
         self.tmp = tmp
         self.holder = subprocess.Popen(
-            ["unshare", "-n", "--", sys.executable, "-c", BACKEND, json.dumps(BACKENDS)],
+            ["unshare", "-n", "--", sys.executable, "-c", BACKEND,
+             json.dumps(BACKENDS if backends is None else backends)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.holder.stdout and self.holder.stdout.readline().strip() == "ready"
         self.nginx: subprocess.Popen[str] | None = None
