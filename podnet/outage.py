@@ -24,6 +24,7 @@ SCRIPT = r"""
 import socket, sys, time
 proto, host, port, seconds, interval, timeout = sys.argv[1:7]
 port, seconds, interval, timeout = int(port), float(seconds), float(interval), float(timeout)
+print("start", flush=True)
 start = time.monotonic()
 n = 0
 while True:
@@ -136,6 +137,9 @@ def failover(shell: Sequence[str], address: str, port: int, cut: Callable[[bool]
                           str(INTERVAL), str(TIMEOUT)])
     probe = subprocess.Popen([*shell, command], stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, text=True)
+    # the script's clock starts when it says so (a loaded machine, or ssh, may take longer to
+    # start it than the cut's margins): the cut is timed from there, as its rows are
+    first = probe.stdout.readline() if probe.stdout else ""
     started = time.monotonic()
     cut_at = lead
     try:
@@ -147,6 +151,7 @@ def failover(shell: Sequence[str], address: str, port: int, cut: Callable[[bool]
         cut(False)
     back_at = time.monotonic() - started
     out, _ = probe.communicate(timeout=seconds + 30)
+    out = first + out
     rows = [line for line in out.splitlines() if _row(line) is not None]
     window = "\n".join(line for line in rows
                        if cut_at - INTERVAL <= (_row(line) or 0.0) < back_at - 0.2)

@@ -338,13 +338,14 @@ def _deployment(name: str) -> str:
 
 
 def test_the_filter_gives_the_same_input_from_the_plan_data() -> None:
-    from plugins.filter.podnet_model import FilterModule
+    from nodekit import ROOT, load
 
+    filters = load("podnet_model_filter", ROOT / "plugins/filter/podnet_model.py")
     plan = make_plan(DEMO_SERVICES + DEMO_INGRESSES + _deployment("web"))
     pods = [{"namespace": p.namespace, "name": p.name, "ip": f"10.244.1.{i}"}
             for i, p in enumerate(plan.pods, 2)]
     data = json.loads(json.dumps(plan.data()))
-    via_filter = FilterModule().filters()["podnet_ingress"](data, pods)
+    via_filter = filters.FilterModule().filters()["podnet_ingress"](data, pods)
     assert via_filter == ingress.config(plan, {f"{p['namespace']}/{p['name']}": p["ip"]
                                                for p in pods})
     assert Plan.from_data(data).data() == data

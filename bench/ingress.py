@@ -1,0 +1,147 @@
+"""Ingress benchmark (issue 16): what the Ingress controller costs per request.
+
+Needs the converged demo lab (`make demo`, or `make lab-up converge`); runs as root, and puts
+back what it changes (a line in a host's /etc/hosts, so that wrk sends the Ingress host's name
+in SNI and Host).
+
+wrk (HTTP/1.1, keep-alive, PODNET_BENCH_INGRESS_SECONDS per run, PODNET_BENCH_INGRESS_CONNS
+connections, one thread) against whoami (the demo's demo/whoami pods):
+  1. straight to a whoami pod (its pod IP, from its node: no Service, no proxy): the anchor;
+  2. through one controller pod, HTTP and HTTPS, from the same node (the pod IP of the
+     controller: the Ingress's own cost, nothing of the load balancer's);
+  3. from the outside client through the controller's LoadBalancer address, HTTP and HTTPS
+     (the whole external path: lb host, kube-proxy, controller, backend).
+Requests per second, p50 and p99 latency, each as a ratio of the direct figure, and the CPU
+the controller pods used per 1,000 requests (their units' CPUUsageNSec). wrk does not check
+certificates: it measures; verify/test_ingress.py proves the certificates.
+There is no published figure for ingress-nginx on a machine this small: the ratio is the
+anchor. Everything shares this machine's 2 cores: wrk, the controller, the backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from loadbalancer import inventory, on  # noqa: E402
+
+from podnet import cluster, kubelet  # noqa: E402
+from podnet.plan import Plan  # noqa: E402
+
+INVENTORY = ROOT / "inventory" / "lab"
+SECONDS = int(os.environ.get("PODNET_BENCH_INGRESS_SECONDS", "5"))
+CONNS = int(os.environ.get("PODNET_BENCH_INGRESS_CONNS", "8"))
+HOST = "x.apps.example.test"  # demo/wild: every path to demo/whoami
+BACKEND = "demo/whoami"
+CONTROLLER = "ingress-nginx/ingress-nginx-controller"
+MARK = "# podnet-bench-ingress"
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * UNITS[unit]
+
+
+def wrk(host: str, url: str) -> dict[str, float]:
+    out = on(host, shlex.join(["wrk", "-t1", f"-c{CONNS}", f"-d{SECONDS}s", "--latency",
+                               url]))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        raise SystemExit(f"bench: wrk {url} from {host}: {errors.group(0)}\n{out}")
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": p50, "p99": p99, "requests": total}
+
+
+def cpu_seconds(plan: Plan) -> float:
+    """CPU the controller pods' containers have used so far (systemd's accounting)."""
+    total = 0.0
+    svc = plan.service(CONTROLLER)
+    for key in sorted({e.pod for e in svc.ports[0].endpoints}):
+        pod = plan.pod(key)
+        units = [c["unit"] for p in kubelet.node_pods(plan, pod.node)
+                 if f"{p['namespace']}/{p['name']}" == key for c in p["containers"]]
+        out = on(pod.node, shlex.join(["systemctl", "show", "-p", "CPUUsageNSec", "--value",
+                                       *units]), root=True)
+        total += sum(int(v) for v in out.split() if v.isdigit()) / 1e9
+    return total
+
+
+@contextlib.contextmanager
+def pinned(host: str, address: str) -> Iterator[None]:
+    """/etc/hosts on ``host`` names HOST as ``address`` while the block runs."""
+    on(host, f"echo '{address} {HOST} {MARK}' >> /etc/hosts", root=True)
+    try:
+        yield
+    finally:
+        on(host, f"sed -i '/{MARK}$/d' /etc/hosts", root=True)
+
+
+def observed_ip(plan: Plan, key: str) -> str:
+    pod = plan.pod(key)
+    out = on(pod.node, f"{plan.paths.cni_runtime} facts", root=True)
+    for entry in json.loads(out)["pods"]:
+        if f"{entry['namespace']}/{entry['name']}" == key:
+            return str(entry["ip"])
+    raise SystemExit(f"bench: {key} does not run on {pod.node}")
+
+
+def main() -> int:
+    plan = cluster.load(INVENTORY)
+    try:
+        svc = plan.service(CONTROLLER)
+    except KeyError:
+        raise SystemExit(f"bench: no {CONTROLLER} in the plan") from None
+    client = inventory().group("clients")[0]
+    ports = {p.name: p.port for p in svc.ports}
+    backend_key = sorted({e.pod for p in plan.service(BACKEND).ports for e in p.endpoints})[0]
+    controller_key = sorted({e.pod for e in svc.ports[0].endpoints})[0]
+    node = plan.pod(controller_key).node
+    backend_ip = observed_ip(plan, backend_key)
+    controller_ip = observed_ip(plan, controller_key)
+    backend_port = next(e.port for p in plan.service(BACKEND).ports for e in p.endpoints)
+    print(f"wrk -t1 -c{CONNS} -d{SECONDS}s, keep-alive; backend {backend_key}, controller pod "
+          f"{controller_key} on {node}; client {client}", flush=True)
+    rows: list[tuple[str, dict[str, float], float]] = []
+
+    def measure(label: str, host: str, url: str) -> None:
+        before = cpu_seconds(plan)
+        got = wrk(host, url)
+        used = cpu_seconds(plan) - before
+        rows.append((label, got, used))
+        print(f"  {label:<44} {got['rps']:9.0f} req/s  p50 {got['p50']:7.2f} ms  p99 "
+              f"{got['p99']:7.2f} ms  controller CPU {used / got['requests'] * 1000:6.3f} s "
+              "per 1,000 requests", flush=True)
+
+    measure(f"{node} -> whoami pod (direct, HTTP)", node,
+            f"http://{backend_ip}:{backend_port}/")
+    with pinned(node, controller_ip):
+        measure(f"{node} -> controller pod -> whoami (HTTP)", node, f"http://{HOST}/")
+        measure(f"{node} -> controller pod -> whoami (HTTPS)", node, f"https://{HOST}/")
+    with pinned(client, str(svc.lb_ip)):
+        measure(f"{client} -> LB {svc.lb_ip}:{ports['http']} -> ... (HTTP)", client,
+                f"http://{HOST}:{ports['http']}/")
+        measure(f"{client} -> LB {svc.lb_ip}:{ports['https']} -> ... (HTTPS)", client,
+                f"https://{HOST}:{ports['https']}/")
+    direct = rows[0][1]
+    print("  ratios to direct (req/s; p99 latency):")
+    for label, got, _ in rows[1:]:
+        print(f"    {label:<44} {got['rps'] / direct['rps']:5.2f}   "
+              f"p99 x{got['p99'] / direct['p99']:5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
