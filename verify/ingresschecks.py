@@ -270,12 +270,12 @@ def spread(host: str, path: str, service: str, count: int = 200, scheme: str = "
 
 
 LOAD = r'''
-import http.client, json, socket, ssl, sys, time
+import http.client, json, os, socket, ssl, sys, time
 job = json.loads(sys.argv[1])
 ctx = ssl.create_default_context(cadata=job["ca"])
 end = time.monotonic() + job["seconds"]
 out = []
-while time.monotonic() < end:
+while time.monotonic() < end and not os.path.exists(job["stop_file"]):
     start = time.monotonic()
     ok = False
     try:
@@ -294,15 +294,26 @@ print(json.dumps(out))
 '''
 
 
+STOP_FILE = "/run/podnet-verify-ingress-load.stop"  # on the client, root's
+
+
 def load(host: str, path: str, seconds: float, interval: float = 0.1) -> list[tuple[float, bool]]:
-    """A request every ``interval`` s for ``seconds`` s over HTTPS (new connection each):
-    [(start on the client's monotonic clock, succeeded)]."""
+    """A request every ``interval`` s for ``seconds`` s, or until stop_load(), over HTTPS (a
+    new connection each): [(start on the client's monotonic clock, succeeded)]."""
     address, _, https_port = entry()
     job = {"address": address, "https": https_port, "ca": ca_pem(), "host": host,
-           "path": path, "seconds": seconds, "interval": interval, "timeout": 2.0}
-    done = run(outside_client().name, "python3", "-c", LOAD, json.dumps(job))
+           "path": path, "seconds": seconds, "interval": interval, "timeout": 2.0,
+           "stop_file": STOP_FILE}
+    client = outside_client().name
+    assert run(client, "rm", "-f", STOP_FILE).rc == 0
+    done = run(client, "python3", "-c", LOAD, json.dumps(job))
     assert done.rc == 0, done
     return [(float(t), bool(ok)) for t, ok in json.loads(done.stdout)]
+
+
+def stop_load() -> None:
+    """Ends a load() running on the client after its current request."""
+    assert run(outside_client().name, "touch", STOP_FILE).rc == 0
 
 
 def outages(samples: list[tuple[float, bool]]) -> list[float]:

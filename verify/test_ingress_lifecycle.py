@@ -78,7 +78,7 @@ def test_ingress_keeps_serving_while_a_controller_pod_is_stopped() -> None:
     samples: list[tuple[float, bool]] = []
 
     def client() -> None:
-        samples.extend(ic.load(HOST, "/", seconds=30))
+        samples.extend(ic.load(HOST, "/", seconds=16))
 
     started = time.monotonic()
 
@@ -127,13 +127,17 @@ def test_ingress_added_under_load_loses_no_request(tmp_path: Path) -> None:
     samples: list[tuple[float, bool]] = []
 
     def client() -> None:
-        samples.extend(ic.load(HOST, "/", seconds=45, interval=0.05))
+        samples.extend(ic.load(HOST, "/", seconds=300, interval=0.05))
 
     thread = threading.Thread(target=client)
     thread.start()
     try:
         converged(copy, "ingress")
+        ic.wait_for(lambda: ic.send([ic.Request("http", "added.example.test", "/")])[0].pod
+                    is not None, "the added Ingress answers", timeout=20)
+        threading.Event().wait(1)
     finally:
+        ic.stop_load()
         thread.join()
     failed = [t for t, ok in samples if not ok]
     print(f"Ingress added during {len(samples)} requests: {len(failed)} failed")

@@ -132,10 +132,15 @@ def wait_for(what: str, check: Callable[[], bool], seconds: float) -> float:
 def test_flushed_rules_answer_503_until_the_canary_puts_them_back() -> None:
     node = plan().nodes[0].name
     lab = lab_state()
+    # the canary is stopped while the chain is gone, so that the 503 is seen whenever its
+    # 10 s round would have come (it could repair the rules before the health server's next
+    # 1 s check); started again, it is what puts them back
+    canary = "podnet-iptables-canary.service"
+    assert run(node, "systemctl", "stop", canary).rc == 0
     gone = run(node, "sh", "-c", f"iptables -t nat -F {proxier.CANARY} && "
                f"iptables -t nat -X {proxier.CANARY}")
-    assert gone.rc == 0, gone
     try:
+        assert gone.rc == 0, gone
         took = wait_for(f"{node} /healthz 503", lambda: ask(
             "outside", node, kubeproxy.HEALTHZ_PORT, "/healthz")[0] == 503, 5)
         status, _, body, got = ask("outside", node, kubeproxy.HEALTHZ_PORT, "/livez")
@@ -148,11 +153,13 @@ def test_flushed_rules_answer_503_until_the_canary_puts_them_back() -> None:
             status, _, body, got = ask("outside", node, svc.health_check_node_port, "/")
             assert status == 503 and json.loads(body)["serviceProxyHealthy"] is False, got
             assert json.loads(body)["localEndpoints"] == len(ready_local_pods(service, node)), got
+        assert run(node, "systemctl", "start", canary).rc == 0
         back = wait_for(f"{node} /healthz 200 again", lambda: ask(
             "outside", node, kubeproxy.HEALTHZ_PORT, "/healthz")[0] == 200, 60)
         print(f"\n{node}: 503 {took:.1f} s after the canary chain went, 200 again "
               f"{back:.1f} s later (podnet's canary repaired the rules)")
     finally:
+        run(node, "systemctl", "start", canary)
         assert_restored(lab, f"deleting {proxier.CANARY} on {node}")
 
 
