@@ -1,21 +1,24 @@
 """Ingress benchmark (issue 16): what the Ingress controller costs per request.
 
 Needs the converged demo lab (`make demo`, or `make lab-up converge`); runs as root, and puts
-back what it changes (a line in a host's /etc/hosts, so that wrk sends the Ingress host's name
-in SNI and Host).
+back what it changes: one whoami pod with its own Service and an Ingress to it, host
+plain.bench.test without TLS (bench/manifests-ingress, converged beside the demo's), and a
+line in a host's /etc/hosts while wrk runs, so that wrk sends that name in Host and SNI (HTTPS
+to it gets the controller's default certificate).
 
 wrk (HTTP/1.1, keep-alive, PODNET_BENCH_INGRESS_SECONDS per run, PODNET_BENCH_INGRESS_CONNS
-connections, one thread) against whoami (the demo's demo/whoami pods):
-  1. straight to a whoami pod (its pod IP, from its node: no Service, no proxy): the anchor;
-  2. through one controller pod, HTTP and HTTPS, from the same node (the pod IP of the
-     controller: the Ingress's own cost, nothing of the load balancer's);
+connections, one thread) against that one whoami pod:
+  1. straight to the pod (its pod IP, from the node of a controller pod: no Service, no
+     proxy): the anchor;
+  2. through that node's controller pod (its pod IP: the Ingress's own cost, nothing of the
+     load balancer's), HTTP and HTTPS;
   3. from the outside client through the controller's LoadBalancer address, HTTP and HTTPS
      (the whole external path: lb host, kube-proxy, controller, backend).
 Requests per second, p50 and p99 latency, each as a ratio of the direct figure, and the CPU
-the controller pods used per 1,000 requests (their units' CPUUsageNSec). wrk does not check
+the controller pods used per 1,000 requests (their containers' cgroups). wrk does not check
 certificates: it measures; verify/test_ingress.py proves the certificates.
 There is no published figure for ingress-nginx on a machine this small: the ratio is the
-anchor. Everything shares this machine's 2 cores: wrk, the controller, the backends.
+anchor. Everything shares this machine's 2 cores: wrk, the controller, the backend.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadbalancer import inventory, on  # noqa: E402
+from loadbalancer import converge, inventory, on  # noqa: E402
 
 from podnet import cluster, kubelet  # noqa: E402
 from podnet.plan import Plan  # noqa: E402
@@ -40,8 +45,9 @@ from podnet.plan import Plan  # noqa: E402
 INVENTORY = ROOT / "inventory" / "lab"
 SECONDS = int(os.environ.get("PODNET_BENCH_INGRESS_SECONDS", "5"))
 CONNS = int(os.environ.get("PODNET_BENCH_INGRESS_CONNS", "8"))
-HOST = "x.apps.example.test"  # demo/wild: every path to demo/whoami
-BACKEND = "demo/whoami"
+PLAIN = "plain.bench.test"  # bench/manifests-ingress (no TLS): every path to BACKEND
+BENCH_MANIFESTS = Path(__file__).resolve().parent / "manifests-ingress"
+BACKEND = "demo/bench-whoami"  # one pod (bench/manifests-ingress)
 CONTROLLER = "ingress-nginx/ingress-nginx-controller"
 MARK = "# podnet-bench-ingress"
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -53,6 +59,9 @@ def ms(text: str) -> float:
 
 
 def wrk(host: str, url: str) -> dict[str, float]:
+    """One measured run, after a 1 s one that warms the path up (connections to the upstream,
+    TLS sessions, caches) and is thrown away."""
+    on(host, shlex.join(["wrk", "-t1", f"-c{CONNS}", "-d1s", url]))
     out = on(host, shlex.join(["wrk", "-t1", f"-c{CONNS}", f"-d{SECONDS}s", "--latency",
                                url]))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -66,23 +75,29 @@ def wrk(host: str, url: str) -> dict[str, float]:
 
 
 def cpu_seconds(plan: Plan) -> float:
-    """CPU the controller pods' containers have used so far (systemd's accounting)."""
+    """CPU the controller pods' containers (nginx with its workers, podnet-ingress) have used
+    so far: their cgroups' usage_usec (cgroup v2's cpu.stat; the lab's hosts have it under
+    unified/)."""
     total = 0.0
     svc = plan.service(CONTROLLER)
     for key in sorted({e.pod for e in svc.ports[0].endpoints}):
         pod = plan.pod(key)
         units = [c["unit"] for p in kubelet.node_pods(plan, pod.node)
                  if f"{p['namespace']}/{p['name']}" == key for c in p["containers"]]
-        out = on(pod.node, shlex.join(["systemctl", "show", "-p", "CPUUsageNSec", "--value",
-                                       *units]), root=True)
-        total += sum(int(v) for v in out.split() if v.isdigit()) / 1e9
+        script = ("for u in " + shlex.join(units) + "; do "
+                  "cg=$(systemctl show -p ControlGroup --value $u); "
+                  "cat /sys/fs/cgroup/unified$cg/cpu.stat 2>/dev/null "
+                  "|| cat /sys/fs/cgroup$cg/cpu.stat; done")
+        out = on(pod.node, script, root=True)
+        total += sum(int(line.split()[1]) for line in out.splitlines()
+                     if line.startswith("usage_usec ")) / 1e6
     return total
 
 
 @contextlib.contextmanager
 def pinned(host: str, address: str) -> Iterator[None]:
-    """/etc/hosts on ``host`` names HOST as ``address`` while the block runs."""
-    on(host, f"echo '{address} {HOST} {MARK}' >> /etc/hosts", root=True)
+    """/etc/hosts on ``host`` names PLAIN as ``address`` while the block runs."""
+    on(host, f"echo '{address} {PLAIN} {MARK}' >> /etc/hosts", root=True)
     try:
         yield
     finally:
@@ -99,7 +114,27 @@ def observed_ip(plan: Plan, key: str) -> str:
 
 
 def main() -> int:
-    plan = cluster.load(INVENTORY)
+    if os.geteuid() != 0:
+        raise SystemExit("bench: run as root (it converges the lab and edits a host's /etc/hosts)")
+    work = Path(tempfile.mkdtemp(prefix="podnet-bench-ingress-"))
+    manifests = work / "manifests"
+    shutil.copytree(cluster.manifests_dir(
+        {"podnet_manifests_dir": os.environ.get("PODNET_MANIFESTS_DIR", "manifests")},
+        INVENTORY) or INVENTORY / "manifests", manifests)
+    for path in BENCH_MANIFESTS.glob("*.yaml"):
+        shutil.copy(path, manifests / f"zz-bench-{path.name}")
+    try:
+        took = converge(manifests, "workloads")
+        print(f"(the bench's pod, Service and Ingress {PLAIN} converged in {took:.1f} s)",
+              flush=True)
+        measure_all(cluster.load(INVENTORY, manifests=manifests))
+    finally:
+        converge(INVENTORY / "manifests", "workloads")
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def measure_all(plan: Plan) -> None:
     try:
         svc = plan.service(CONTROLLER)
     except KeyError:
@@ -128,19 +163,18 @@ def main() -> int:
     measure(f"{node} -> whoami pod (direct, HTTP)", node,
             f"http://{backend_ip}:{backend_port}/")
     with pinned(node, controller_ip):
-        measure(f"{node} -> controller pod -> whoami (HTTP)", node, f"http://{HOST}/")
-        measure(f"{node} -> controller pod -> whoami (HTTPS)", node, f"https://{HOST}/")
+        measure(f"{node} -> controller pod -> whoami (HTTP)", node, f"http://{PLAIN}/")
+        measure(f"{node} -> controller pod -> whoami (HTTPS)", node, f"https://{PLAIN}/")
     with pinned(client, str(svc.lb_ip)):
         measure(f"{client} -> LB {svc.lb_ip}:{ports['http']} -> ... (HTTP)", client,
-                f"http://{HOST}:{ports['http']}/")
+                f"http://{PLAIN}:{ports['http']}/")
         measure(f"{client} -> LB {svc.lb_ip}:{ports['https']} -> ... (HTTPS)", client,
-                f"https://{HOST}:{ports['https']}/")
+                f"https://{PLAIN}:{ports['https']}/")
     direct = rows[0][1]
     print("  ratios to direct (req/s; p99 latency):")
     for label, got, _ in rows[1:]:
         print(f"    {label:<44} {got['rps'] / direct['rps']:5.2f}   "
               f"p99 x{got['p99'] / direct['p99']:5.2f}")
-    return 0
 
 
 if __name__ == "__main__":
