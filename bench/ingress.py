@@ -30,14 +30,13 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadbalancer import converge, inventory, on  # noqa: E402
+from loadbalancer import beside_the_demo, converge, inventory, on  # noqa: E402
 
 from podnet import cluster, kubelet  # noqa: E402
 from podnet.plan import Plan  # noqa: E402
@@ -116,13 +115,7 @@ def observed_ip(plan: Plan, key: str) -> str:
 def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (it converges the lab and edits a host's /etc/hosts)")
-    work = Path(tempfile.mkdtemp(prefix="podnet-bench-ingress-"))
-    manifests = work / "manifests"
-    shutil.copytree(cluster.manifests_dir(
-        {"podnet_manifests_dir": os.environ.get("PODNET_MANIFESTS_DIR", "manifests")},
-        INVENTORY) or INVENTORY / "manifests", manifests)
-    for path in BENCH_MANIFESTS.glob("*.yaml"):
-        shutil.copy(path, manifests / f"zz-bench-{path.name}")
+    manifests = beside_the_demo(BENCH_MANIFESTS)
     try:
         took = converge(manifests, "workloads")
         print(f"(the bench's pod, Service and Ingress {PLAIN} converged in {took:.1f} s)",
@@ -130,7 +123,7 @@ def main() -> int:
         measure_all(cluster.load(INVENTORY, manifests=manifests))
     finally:
         converge(INVENTORY / "manifests", "workloads")
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(manifests.parent, ignore_errors=True)
     return 0
 
 

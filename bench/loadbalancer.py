@@ -86,6 +86,18 @@ def converge(manifests: Path, tags: str, **extra: object) -> float:
     return time.monotonic() - started
 
 
+def beside_the_demo(extra: Path) -> Path:
+    """A temporary folder (its parent is the bench's to remove) with the lab's manifests and
+    the bench's own from ``extra``, named to sort after them."""
+    manifests = Path(tempfile.mkdtemp(prefix="podnet-bench-")) / "manifests"
+    shutil.copytree(cluster.manifests_dir(
+        {"podnet_manifests_dir": os.environ.get("PODNET_MANIFESTS_DIR", "manifests")},
+        INVENTORY) or INVENTORY / "manifests", manifests)
+    for path in extra.glob("*.yaml"):
+        shutil.copy(path, manifests / f"zz-bench-{path.name}")
+    return manifests
+
+
 def iperf(client: str, address: str, port: int) -> float:
     """Median Gbit/s of 3 runs of iperf3 -c from ``client``."""
     rates = []
@@ -157,13 +169,8 @@ def main() -> int:
     demo = cluster.load(INVENTORY)
     mode = demo.settings.lb_mode
     client = inventory().group("clients")[0]
-    work = Path(tempfile.mkdtemp(prefix="podnet-bench-lb-"))
-    manifests = work / "manifests"
-    shutil.copytree(cluster.manifests_dir(
-        {"podnet_manifests_dir": os.environ.get("PODNET_MANIFESTS_DIR", "manifests")},
-        INVENTORY) or INVENTORY / "manifests", manifests)
-    for path in BENCH_MANIFESTS.glob("*.yaml"):
-        shutil.copy(path, manifests / f"zz-bench-{path.name}")
+    manifests = beside_the_demo(BENCH_MANIFESTS)
+    work = manifests.parent
     results: dict[str, list[float]] = {}
     try:
         took = converge(manifests, "workloads")

@@ -630,6 +630,18 @@ class LabNotRestored(AssertionError):
     lab and fail for the wrong reason, so the session stops (pytest_runtest_makereport)."""
 
 
+def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0,
+             every: float = 0.5) -> float:
+    """Poll ``check()`` every ``every`` s until it returns something true: the seconds that
+    took; an AssertionError naming ``what`` when it does not within ``timeout`` s."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(every)
+    return time.monotonic() - start
+
+
 def converged(manifests: Path, tags: str | None = None, **extra: object) -> None:
     """A converge that must succeed (its output's tail is the failure message)."""
     done = converge(manifests, tags=tags, extra=extra)

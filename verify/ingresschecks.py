@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
@@ -328,16 +327,6 @@ def outages(samples: list[tuple[float, bool]]) -> list[float]:
     if start is not None:
         found.append(samples[-1][0] - start)
     return found
-
-
-def wait_for(check: Any, what: str, timeout: float = 60.0) -> float:
-    """Poll ``check()`` (True when done) every 0.5 s; the seconds it took, or fail."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.5)
-    return time.monotonic() - start
 
 
 def controller_pods() -> list[str]:

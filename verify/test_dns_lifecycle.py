@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from conftest import (
     run,
     servers,
     target,
+    wait_for,
 )
 
 from podnet import kubeproxy
@@ -47,15 +47,6 @@ def jumps_to(node: str, chains: set[str]) -> set[str]:
     assert save.rc == 0, save
     return {c for c in chains
             if re.search(rf"^-A KUBE-SVC-\S+ .*-j {re.escape(c)}$", save.stdout, re.MULTILINE)}
-
-
-def wait_for(what: str, check, seconds: float) -> float:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > seconds:
-            raise AssertionError(f"{what}: not within {seconds:.0f} s")
-        time.sleep(0.5)
-    return time.monotonic() - start
 
 
 def test_one_dns_pod_stopped_names_still_resolve_through_the_other() -> None:

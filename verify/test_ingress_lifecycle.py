@@ -23,6 +23,7 @@ from conftest import (
     observed,
     plan,
     run,
+    wait_for,
 )
 
 pytestmark = pytest.mark.principle("Ingress")
@@ -53,17 +54,16 @@ def test_unready_backend_pod_leaves_the_upstreams_and_comes_back() -> None:
     assert all(ip in ic.upstream_ips(c) for c in ic.controller_pods()), ip
     run(stopped.node, "systemctl", "stop", *units)
     try:
-        left = ic.wait_for(lambda: all(ip not in ic.upstream_ips(c)
-                                       for c in ic.controller_pods()),
-                           f"{stopped.key} stopped: {ip} leaves every controller's upstreams")
+        left = wait_for(f"{stopped.key} stopped: {ip} leaves every controller's upstreams",
+                        lambda: all(ip not in ic.upstream_ips(c) for c in ic.controller_pods()))
         assert answering() == others
         print(f"{stopped.key} stopped: out of every controller's upstreams after {left:.1f} s")
     finally:
         run(stopped.node, "systemctl", "start", *units)
-    back = ic.wait_for(lambda: all(ip in ic.upstream_ips(c) for c in ic.controller_pods()),
-                       f"{stopped.key} started again: {ip} back in every controller's upstreams")
-    ic.wait_for(lambda: stopped.host_name in answering(),
-                f"{stopped.key} started again: it answers through the Ingress")
+    back = wait_for(f"{stopped.key} started again: {ip} back in every controller's upstreams",
+                    lambda: all(ip in ic.upstream_ips(c) for c in ic.controller_pods()))
+    wait_for(f"{stopped.key} started again: it answers through the Ingress",
+             lambda: stopped.host_name in answering())
     print(f"{stopped.key} started: back in the upstreams after {back:.1f} s")
     assert_restored(before, f"stopping and starting {stopped.key}")
 
@@ -133,8 +133,8 @@ def test_ingress_added_under_load_loses_no_request(tmp_path: Path) -> None:
     thread.start()
     try:
         converged(copy, "ingress")
-        ic.wait_for(lambda: ic.send([ic.Request("http", "added.example.test", "/")])[0].pod
-                    is not None, "the added Ingress answers", timeout=20)
+        wait_for("the added Ingress answers", lambda: ic.send(
+            [ic.Request("http", "added.example.test", "/")])[0].pod is not None, timeout=20)
         threading.Event().wait(1)
     finally:
         ic.stop_load()
@@ -172,13 +172,13 @@ def test_configuration_nginx_refuses_never_replaces_the_running_one() -> None:
         put = run(victim.node, "python3", "-c", "import sys; open(sys.argv[1], 'w')"
                   ".write(sys.argv[2])", paths.ingress_input, bad)
         assert put.rc == 0, put
-        ic.wait_for(lambda: ic.status(victim.node, status).get("error"),
-                    "the controller reports the refused configuration", timeout=20)
+        wait_for("the controller reports the refused configuration",
+                 lambda: ic.status(victim.node, status).get("error"), timeout=20)
         # still serving through that pod, with the configuration it had
         reply = ic.through_pod(victim.key, HOST, "/")
         assert reply.status == 200 and reply.pod, reply
     finally:
         run(victim.node, "mv", saved, paths.ingress_input)
-    ic.wait_for(lambda: not ic.status(victim.node, status).get("error"),
-                "the controller applies the input put back", timeout=20)
+    wait_for("the controller applies the input put back",
+             lambda: not ic.status(victim.node, status).get("error"), timeout=20)
     assert_restored(before, "a refused configuration and the input put back")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from conftest import (
     plan,
     plan_of,
     run,
+    wait_for,
 )
 
 from podnet import kubeproxy, proxier
@@ -119,16 +118,6 @@ def test_a_local_service_health_check_counts_the_ready_local_endpoints(
     print(f"\n{service} on {node} from {where}: {status}, localEndpoints {expected}")
 
 
-def wait_for(what: str, check: Callable[[], bool], seconds: float) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > seconds:
-            raise AssertionError(f"{what}: not within {seconds:.0f} s")
-        time.sleep(0.5)
-    return time.monotonic() - start
-
-
-@pytest.mark.changes_lab
 def test_flushed_rules_answer_503_until_the_canary_puts_them_back() -> None:
     node = plan().nodes[0].name
     lab = lab_state()
