@@ -20,6 +20,7 @@ ROUTES = [
     ("demo/paths", None, "paths.example.test", "/aaa/bbb", "Prefix", "whoami", "http"),
     ("demo/paths", None, "paths.example.test", "/aaa/bbb/ccc", "Exact", "echo", "http"),
     ("demo/paths", None, "paths.example.test", "/foo", "ImplementationSpecific", "web", 80),
+    ("demo/paths", None, "paths.example.test", "/nothing", "Prefix", "nothing", "http"),
     ("demo/wild", "nginx", "*.apps.example.test", "/", "Prefix", "whoami", "http"),
     ("demo/merge", "nginx", "web.example.test", "/whoami", "Prefix", "whoami", "http"),
     ("demo/elsewhere", "other", "ignored.example.test", "/", "Prefix", "web", 80),

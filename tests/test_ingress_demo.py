@@ -80,6 +80,7 @@ ROUTES = [
     ("paths.example.test", "/aaa/bbb/ccc", "echo"), ("paths.example.test", "/aaa/bbbxyz", "api"),
     ("paths.example.test", "/aaa", "api"), ("paths.example.test", "/foo", "web"),
     ("paths.example.test", "/foobar", "web"), ("paths.example.test", "/fo", "404"),
+    ("paths.example.test", "/nothing", "503"),
     ("x.apps.example.test", "/", "whoami"), ("a.b.apps.example.test", "/", "404"),
     ("apps.example.test", "/", "404"), ("ignored.example.test", "/", "404"),
 ]

@@ -195,9 +195,12 @@ def answered_by(reply: Reply) -> str:
 
 def assert_answers(reply: Reply, expected: str) -> None:
     """``expected`` is a Service key (one of its pods answered, whatever it answered: the
-    test server says 404 for a path it has no handler for) or DEFAULT_BACKEND."""
+    test server says 404 for a path it has no handler for), DEFAULT_BACKEND or NO_ENDPOINTS."""
     if expected == DEFAULT_BACKEND:
         assert reply.status == 404 and reply.pod is None, reply
+        return
+    if expected == NO_ENDPOINTS:
+        assert reply.status == 503 and reply.pod is None, reply
         return
     assert reply.error is None and reply.status is not None and reply.status < 500, reply
     assert reply.pod in backends(expected), (
@@ -232,8 +235,11 @@ def oracle() -> list[tuple[Request, str]]:
         for loc in server.locations:
             winner = next((o for o in server.locations
                            if o.path == loc.path and o.path_type == "Exact"), loc)
+            expected = winner.service or DEFAULT_BACKEND
+            if winner.service and not backends(winner.service):
+                expected = NO_ENDPOINTS
             rows.append((Request(scheme_of(server.host), concrete(server.host), loc.path),
-                         winner.service or DEFAULT_BACKEND))
+                         expected))
     return list(dict.fromkeys(rows))
 
 

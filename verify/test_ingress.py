@@ -35,6 +35,8 @@ TABLE = [
     ("https", "paths.example.test", "/foobar", "demo/web", PATHS),
     # no rule, and this Ingress has no defaultBackend: the controller's default backend
     ("https", "paths.example.test", "/fo", D, PATHS),
+    # a Service without a ready endpoint (its selector matches no pod): 503
+    ("https", "paths.example.test", "/nothing", ic.NO_ENDPOINTS, PATHS),
     # a wildcard host matches one label
     ("https", "x.apps.example.test", "/", "demo/whoami", WILD),
     ("https", "x.apps.example.test", "/any/path", "demo/whoami", WILD),
