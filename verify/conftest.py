@@ -4,6 +4,7 @@ and the plan's objects that each test proves its principle on (targets.py)."""
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import re
@@ -640,6 +641,36 @@ def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0,
             raise AssertionError(f"{what}: not within {timeout:.0f} s")
         time.sleep(every)
     return time.monotonic() - start
+
+
+@cache
+def record_file() -> Path:
+    """The allocation record the converges keep on this controller (podnet_state_dir)."""
+    variables = {}
+    for name in ("podnet_state_dir", "podnet_cluster_name"):
+        with contextlib.suppress(KeyError):
+            variables[name] = setting(name)
+    return cluster.record_path(variables)
+
+
+def saved_record() -> bytes | None:
+    """The allocation record as it is now (None: there is none yet), for converged_back()."""
+    path = record_file()
+    return path.read_bytes() if path.exists() else None
+
+
+def converged_back(record: bytes | None, tags: str = "workloads") -> None:
+    """Converge the lab's own manifests with the allocation record put back as saved_record()
+    found it before the test changed anything. The scheduler prefers where each pod ran last:
+    after a Deployment was moved away, its replicas would come back placed from the move's
+    record, possibly on each other's nodes, and the plan the suites hold would no longer say
+    where each pod runs. With the record put back they return where they were."""
+    path = record_file()
+    if record is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_bytes(record)
+    converged(manifests_dir(), tags)
 
 
 def converged(manifests: Path, tags: str | None = None, **extra: object) -> None:

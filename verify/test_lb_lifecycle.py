@@ -18,12 +18,14 @@ from conftest import (
     assert_restored,
     connection,
     converged,
+    converged_back,
     lab_state,
     manifests_dir,
     needs_lab,
     params,
     plan,
     plan_of,
+    saved_record,
     selected,
     target,
 )
@@ -83,6 +85,7 @@ def test_local_policy_follows_its_pods_to_another_node(tmp_path: Path) -> None:
     owned = {p.key for p in plan().pods if targets.owner_deployment(p) == (namespace, name)}
     moved = {p.key for p in plan_of(copy).pods if targets.owner_deployment(p) == (namespace, name)}
     before = lab_state()
+    record = saved_record()
     client = lbchecks.admitted_client(svc.key)
     command = shlex.join(["python3", "-c", outage.SCRIPT, "tcp", str(svc.lb_ip),
                           str(svc.ports[0].port), "120", "0.1", "1"])
@@ -102,7 +105,7 @@ def test_local_policy_follows_its_pods_to_another_node(tmp_path: Path) -> None:
         out, _ = probe.communicate(timeout=30)
         print(f"{svc.key}: pods moved to {empty} by a converge of {took:.1f} s; a request "
               f"every 100 ms meanwhile: {outage.summary(out)}")
-        converged(manifests_dir(), "workloads")
+        converged_back(record)
         # the Deployment's pods are back on the nodes they left, each on one of them
         assert_restored(before, f"moving {namespace}/{name} to {empty} and back", replicas=owned)
     lbchecks.settle(svc.key, plan().settings.lb_mode)

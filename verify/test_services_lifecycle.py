@@ -19,6 +19,7 @@ import yaml
 from conftest import (
     assert_restored,
     converged,
+    converged_back,
     in_pod,
     iptables_rules,
     lab_state,
@@ -29,6 +30,7 @@ from conftest import (
     pod_id,
     rule_differences,
     run,
+    saved_record,
     target,
 )
 
@@ -204,6 +206,7 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
     log = f"/run/podnet-verify-udp-{pod_id(client.key)}.log"
     unit = "podnet-verify-udp-client"
     before = lab_state()
+    record = saved_record()
     run(client.node, "rm", "-f", log)
     started = run(client.node, "systemd-run", "--unit", unit, "--collect",
                   f"--property=NetworkNamespacePath={plan().paths.netns(pod_id(client.key))}",
@@ -233,10 +236,9 @@ def test_udp_service_follows_its_endpoint_to_another_node(tmp_path: Path) -> Non
     finally:
         run(client.node, "systemctl", "stop", unit)
         run(client.node, "rm", "-f", log)
-        converged(manifests_dir(), "workloads")
-        # the Deployment's pods are back on the nodes they ran on, with new IPs (host-local
-        # gives the next free one); replicas are interchangeable, so two of them may come back
-        # on each other's nodes (the scheduler places them again from scratch)
+        converged_back(record)
+        # the Deployment's pods are back on their node, with new IPs (host-local gives the
+        # next free one)
         assert_restored(before, f"moving {namespace}/{deployment} to another node and back",
-                        moved=owned, replicas=owned)
+                        moved=owned)
     assert in_pod(client.key, "true").rc == 0
