@@ -49,9 +49,11 @@ ALSO_MASKED = ("unbound.service", "nginx.service")
 # each lab's state in /var/lib/podnet/labs/<lab>): reset and its check leave them alone
 CONTROLLER_ONLY = ("labs",)
 # the node tools' own state (their constants: podnet-iptables APPLIED and LOCK, podnet-dns
-# APPLIED, podnet-kube-proxy LOCK): under the roots reset removes whole (a test checks both)
+# APPLIED, podnet-kube-proxy LOCK, podnet-cni BRIDGE_LOCK): under the roots reset removes whole
+# (a test checks both)
 TOOL_STATE = ("/var/lib/podnet/iptables", "/var/lib/podnet/cluster-dns",
               "/run/podnet/iptables.lock", "/run/podnet/kube-proxy.lock",
+              "/run/podnet/cni-bridge.lock",
               "/var/lib/podnet/cloud-lb/saved.json")
 # podnet-cloud-lb (the external_lb role, on the lb host) marks what it puts in the kernel: its
 # rules, nexthops and routes carry this routing protocol, its routes live in this table, its

@@ -159,6 +159,25 @@ $CNI down t_a; $CNI down t_b
     assert "B-SAW 10.244.7.2\nA-SAW 10.244.7.3" in run.stdout
 
 
+def test_the_bridge_keeps_its_mac_as_ports_come_and_go(world: Path) -> None:
+    """podnet-cni makes the bridge with a MAC of its own (from the gateway): a port with a
+    lower MAC does not change it, so the pods added before still pass CHECK."""
+    run = sandbox(world, """
+$CNI up t_a
+echo "FIRST $(ip -br link show dev cni0 | awk '{print $3}')"
+ip link add low address 02:00:00:00:00:01 type veth peer name lowp
+ip link set low master cni0 && ip link set low up
+$CNI up t_b
+echo "AFTER $(ip -br link show dev cni0 | awk '{print $3}')"
+$CNI check t_a && echo "CHECK-A ok"
+ip link delete low
+$CNI down t_a; $CNI down t_b
+""")
+    assert "FIRST 0a:58:0a:f4:07:01" in run.stdout, run.stdout + run.stderr
+    assert "AFTER 0a:58:0a:f4:07:01" in run.stdout, run.stdout + run.stderr
+    assert "CHECK-A ok" in run.stdout, run.stdout + run.stderr
+
+
 def test_a_pod_gets_its_address_back_after_its_namespace_is_lost(world: Path) -> None:
     # a node reboot empties /run/netns but keeps /var/lib/cni: the pod must come back as it was
     run = sandbox(world, f"""
