@@ -282,6 +282,7 @@ end = time.monotonic() + job["seconds"]
 out = []
 while time.monotonic() < end and not os.path.exists(job["stop_file"]):
     start = time.monotonic()
+    wall = time.time()
     ok = False
     try:
         sock = socket.create_connection((job["address"], job["https"]), timeout=job["timeout"])
@@ -293,7 +294,7 @@ while time.monotonic() < end and not os.path.exists(job["stop_file"]):
         conn.close()
     except Exception:
         pass
-    out.append([round(start, 3), ok])
+    out.append([round(wall, 3), ok])
     time.sleep(max(0.0, job["interval"] - (time.monotonic() - start)))
 print(json.dumps(out))
 '''
@@ -304,7 +305,8 @@ STOP_FILE = "/run/podnet-verify-ingress-load.stop"  # on the client, root's
 
 def load(host: str, path: str, seconds: float, interval: float = 0.1) -> list[tuple[float, bool]]:
     """A request every ``interval`` s for ``seconds`` s, or until stop_load(), over HTTPS (a
-    new connection each): [(start on the client's monotonic clock, succeeded)]."""
+    new connection each): [(when it was sent, the client's time.time(), succeeded)]. The lab's
+    hosts share this machine's clock; real VMs keep theirs within milliseconds (NTP)."""
     address, _, https_port = entry()
     job = {"address": address, "https": https_port, "ca": ca_pem(), "host": host,
            "path": path, "seconds": seconds, "interval": interval, "timeout": 2.0,
