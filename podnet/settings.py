@@ -131,6 +131,18 @@ def _int(value: Any) -> int:
         raise ValueError(f"'{value}' is not a number") from None
 
 
+def _replicas(v: Mapping[str, Any], key: str, what: str, where: str, problems: Problems) -> int:
+    """A count of pods to run (1 or more); 0 with an error naming the setting otherwise."""
+    try:
+        count = _int(v[key])
+        if count < 1:
+            raise ValueError(f"'{count}' must be 1 or more")
+    except ValueError as exc:
+        problems.error(where, "inventory", key, str(exc), f"set how many {what} to run, like 2")
+        return 0
+    return count
+
+
 def parse_port_range(value: Any) -> tuple[int, int]:
     text = str(value).strip()
     lo_text, sep, hi_text = text.partition("-")
@@ -261,25 +273,12 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
                        f"VRRP instance numbered 1-{L2_MAX_ADDRESSES}",
                        "use a pool of at most 255 addresses (a /25 or smaller)")
 
-    replicas = 0
-    try:
-        replicas = _int(v["podnet_dns_replicas"])
-        if replicas < 1:
-            raise ValueError(f"'{replicas}' must be 1 or more")
-    except ValueError as exc:
-        problems.error(where, "inventory", "podnet_dns_replicas", str(exc),
-                       "set how many DNS pods to run, like 2")
+    replicas = _replicas(v, "podnet_dns_replicas", "DNS pods", where, problems)
 
     upstreams = _upstreams(v["podnet_dns_upstreams"], cluster, service, where, problems)
 
-    ingress_replicas = 0
-    try:
-        ingress_replicas = _int(v["podnet_ingress_replicas"])
-        if ingress_replicas < 1:
-            raise ValueError(f"'{ingress_replicas}' must be 1 or more")
-    except ValueError as exc:
-        problems.error(where, "inventory", "podnet_ingress_replicas", str(exc),
-                       "set how many Ingress controller pods to run, like 2")
+    ingress_replicas = _replicas(v, "podnet_ingress_replicas", "Ingress controller pods", where,
+                                 problems)
     default_cert = str(v["podnet_ingress_default_certificate"] or "").strip()
     if default_cert:
         namespace, sep, secret = default_cert.partition("/")

@@ -225,6 +225,14 @@ def openssl(*argv: str) -> None:
     subprocess.run(["openssl", *argv], check=True, capture_output=True, timeout=30)
 
 
+def make_ca(tmp: Path) -> tuple[Path, Path]:
+    """A throwaway test CA (P-256, 30 days): its certificate and key files."""
+    ca, ca_key = tmp / "ca.crt", tmp / "ca.key"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", "/CN=podnet test CA", "-days", "30", "-keyout", str(ca_key), "-out", str(ca))
+    return ca, ca_key
+
+
 def issue(tmp: Path, name: str, ca: Path, ca_key: Path, sans: list[str]) -> tuple[str, str]:
     key, csr, crt = tmp / f"{name}.key", tmp / f"{name}.csr", tmp / f"{name}.crt"
     openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -290,9 +298,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     if os.geteuid() != 0 or not Path(NGINX).exists():
         pytest.skip("needs root and nginx")
     tmp = tmp_path_factory.mktemp("ingress")
-    ca, ca_key = tmp / "ca.crt", tmp / "ca.key"
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-subj", "/CN=podnet test CA", "-days", "30", "-keyout", str(ca_key), "-out", str(ca))
+    ca, ca_key = make_ca(tmp)
     certs = {
         "demo/demo-tls": issue(tmp, "demo", ca, ca_key, ["web.example.test",
                                                          "paths.example.test"]),

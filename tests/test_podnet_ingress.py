@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from test_nginxconf import CLIENT, NGINX, Sandbox, backend, issue, needs_sandbox, openssl
+from test_nginxconf import CLIENT, NGINX, Sandbox, backend, issue, make_ca, needs_sandbox
 
 from podnet import nginxconf
 
@@ -142,9 +142,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     if os.geteuid() != 0 or not Path(NGINX).exists():
         pytest.skip("needs root and nginx")
     tmp = tmp_path_factory.mktemp("controller")
-    ca, ca_key = tmp / "ca.crt", tmp / "ca.key"
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-subj", "/CN=podnet test CA", "-days", "30", "-keyout", str(ca_key), "-out", str(ca))
+    ca, ca_key = make_ca(tmp)
     made = Node(tmp, issue(tmp, "demo", ca, ca_key, ["web.example.test"]))
     try:
         yield made
