@@ -39,12 +39,16 @@ UNIT_PREFIX = "podnet-"  # every podnet unit: tools' services, sandboxes, contai
 MODULES_FILE = "/etc/modules-load.d/podnet.conf"  # node_base: modules loaded at boot
 FACT_FILE = "podnet.fact"  # the kubelet role's local fact, in PATHS.facts_dir
 ROUTE_PROTO = "152"  # podnet-routes marks its routes with this routing protocol number
+# the bgp backend's BIRD installs what it learns with its own protocol number (rtnetlink's
+# RTPROT_BIRD, "bird" in iproute2's names), and the vxlan backend's device is podnet.<VNI>
+BIRD_PROTO = "12"
+VXLAN_PREFIX = "podnet."  # podnet/backends.py VXLAN_DEVICE_PREFIX (the tests compare)
 PODNET_CHAIN_PREFIX = "PODNET-"  # pod_network's own chains (PODNET-POSTROUTING)
 PODNET_COMMENT = "podnet:"  # how pod_network's rules and jumps begin their comments
 # masked by the cluster_dns, upstream_dns and ingress_nginx roles in their task files (the
 # kubelet role masks kubelet_masked_services): the distribution's unbound and nginx, replaced
 # by podnet's own instances
-ALSO_MASKED = ("unbound.service", "nginx.service")
+ALSO_MASKED = ("unbound.service", "nginx.service", "bird.service")
 # entries of the state root that are the lab controller's, never a host's (podnet/lab.py keeps
 # each lab's state in /var/lib/podnet/labs/<lab>): reset and its check leave them alone
 CONTROLLER_ONLY = ("labs",)
@@ -73,6 +77,7 @@ ROLE_INPUTS = (
     ("upstream_dns_service", "upstream_dns"),
     ("external_lb_sysctls", "external_lb"), ("external_lb_sysctl_file", "external_lb"),
     ("l2_announce_packages", "l2_announce"), ("ingress_nginx_packages", "ingress_nginx"),
+    ("pod_network_bgp_packages", "pod_network"),
 )
 SETTINGS_INPUTS = ("podnet_cluster_cidr", "podnet_service_cidr")
 # the LoadBalancer pool: every /32 in it on a host's interface is podnet's (empty: no pool)
@@ -135,10 +140,15 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "kubelet (CNI bridge plugin)",
                "veths go with their namespaces; the veths still on the bridge are deleted, then "
                "the bridge (its connected route goes with it)"),
-        Change("route", f"routes with protocol {ROUTE_PROTO}: other nodes' pod CIDRs (host-gw) "
-               "and the Service CIDR", "pod_network (podnet-routes)",
-               f"deleted: every route with protocol {ROUTE_PROTO}, in every table; no other "
-               "route is touched"),
+        Change("link", f"{VXLAN_PREFIX}<VNI> (the vxlan backend's device, with its forwarding "
+               "and neighbour entries)", "pod_network (podnet-routes)",
+               "deleted (its entries and routes go with it); no other VXLAN device is touched"),
+        Change("route", f"routes with protocol {ROUTE_PROTO}: other nodes' pod CIDRs (host-gw, "
+               f"vxlan) and the Service CIDR; with protocol {BIRD_PROTO}: those BIRD learnt "
+               "(bgp, kept in the kernel while BIRD restarts)",
+               "pod_network (podnet-routes, podnet-bird)",
+               f"deleted: every route with protocol {ROUTE_PROTO} or {BIRD_PROTO}, in every "
+               "table, after podnet-bird stopped; no other route is touched"),
         Change("iptables", f"chains {PODNET_CHAIN_PREFIX}* and kube-proxy's layout: "
                + ", ".join(fixed_chains()) + ", and " + ", ".join(
                    f"{x}*" for x in proxier.OWNED_PREFIXES) + " (every table)",
@@ -188,8 +198,8 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                kept="without a record the running values stay (reset says which): podnet "
                "cannot know what they were"),
         Change("mask", "kubelet_masked_services (nginx, unbound, unbound-resolvconf), "
-               "unbound.service and nginx.service", "kubelet, cluster_dns, upstream_dns, "
-               "ingress_nginx",
+               "unbound.service, nginx.service and bird.service", "kubelet, cluster_dns, "
+               "upstream_dns, ingress_nginx, pod_network (bgp)",
                "unmasked, except those the record says were masked before podnet; without a "
                "record, unmasked when the host has other traces of podnet. They stay stopped",
                kept="their enablement at boot is what their packages set"),
@@ -197,7 +207,8 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "cluster_dns_packages, upstream_dns_packages, ingress_nginx_packages (nginx, "
                "openssl), l2_announce_packages (keepalived: "
                "its own keepalived.service is left as the package set it, and starts only "
-               "with a /etc/keepalived/keepalived.conf, which podnet never writes)", "every role",
+               "with a /etc/keepalived/keepalived.conf, which podnet never writes), "
+               "pod_network_bgp_packages (bird2, on nodes that ran bgp)", "every role",
                "kept: removing a package can remove what the host needs (kubespray's reset "
                "keeps them too)", kept="the record tells which podnet installed: reset lists "
                "them so they can be removed by hand"),
@@ -323,7 +334,8 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
         "cni": {"network": paths.cni_network, "bridge": paths.cni_bridge,
                 "cache_dir": paths.cni_cache_dir, "reservations": paths.cni_reservations,
                 "files": [paths.network_conf, paths.loopback_conf]},
-        "routes": {"proto": ROUTE_PROTO},
+        "routes": {"proto": ROUTE_PROTO, "protos": [ROUTE_PROTO, BIRD_PROTO],
+                   "vxlan_prefix": VXLAN_PREFIX},
         "cloud_lb": {"tool": paths.tool(CLOUD_LB_TOOL), "proto": CLOUD_LB_PROTO,
                      "table": CLOUD_LB_TABLE, "label": CLOUD_LB_LABEL},
         "lb_addresses": {"pool": pool},

@@ -32,6 +32,10 @@ class NodePaths:
     # the Ingress controller's input (the ingress_nginx role writes it on every node; it holds
     # the TLS keys, so mode 0600), read by podnet-ingress in each controller pod
     ingress_dir: str = "/etc/podnet/ingress"
+    # the bgp backend's BIRD (podnet-bird.service): its configuration and its control socket
+    # (birdc -s), apart from the package's own bird.service and /etc/bird
+    bgp_dir: str = "/etc/podnet/bgp"
+    bird_socket: str = "/run/podnet/bird.ctl"
     kube_proxy_state_dir: str = "/var/lib/podnet/kube-proxy"  # its renderer's and prober's inputs
     # pods failing their readinessProbe, kept by podnet-endpoints; in /run, so that after a
     # reboot every pod starts ready again, as in Kubernetes
@@ -93,6 +97,11 @@ class NodePaths:
         return f"{self.l2_announce_dir}/keepalived.conf"
 
     @property
+    def bird_conf(self) -> str:
+        """BIRD's configuration in the bgp backend: the node's AS, neighbours and pod CIDR."""
+        return f"{self.bgp_dir}/bird.conf"
+
+    @property
     def lb_check(self) -> str:
         """The health check keepalived runs per LoadBalancer address (kube-proxy's health
         servers, over HTTP on 127.0.0.1)."""
@@ -126,7 +135,8 @@ class NodePaths:
         """Every path by name, the derived ones too (what roles read from the plan)."""
         derived = ("cni_runtime", "netexec", "network_conf", "loopback_conf", "dns_records",
                    "dns_pods", "cni_reservations", "lib_dir", "kube_proxy_rules",
-                   "kube_proxy_input", "keepalived_conf", "lb_check", "ingress_input")
+                   "kube_proxy_input", "keepalived_conf", "lb_check", "ingress_input",
+                   "bird_conf")
         return {**self.__dict__, **{name: getattr(self, name) for name in derived}}
 
 

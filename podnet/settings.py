@@ -11,8 +11,11 @@ from podnet import names
 from podnet.addresses import parse_address, parse_network, subnet_count
 from podnet.problems import Problems
 
-BACKENDS = ("host-gw",)
-PLANNED_BACKENDS = ("vxlan", "bgp")  # docs/design.md "Planned, not built"
+# how pod traffic crosses nodes (podnet/backends.py)
+BACKENDS = ("host-gw", "vxlan", "bgp")
+VXLAN_MAX_VNI = 2**24 - 1
+# AS numbers no cluster may take: 0, AS_TRANS (RFC 6793) and the last of each range (RFC 7300)
+BGP_RESERVED_AS = (0, 23456, 65535, 2**32 - 1)
 PROXY_MODES = ("iptables",)
 PLANNED_PROXY_MODES = ("nftables",)
 # how LoadBalancer addresses are made reachable (docs/design.md, "LoadBalancer"): the lb host
@@ -33,6 +36,13 @@ DEFAULTS: dict[str, Any] = {
     "podnet_lb_mode": "cloud",
     "podnet_lb_group": "loadbalancers",
     "podnet_backend": "host-gw",
+    # vxlan: Flannel's VNI and UDP port
+    "podnet_vxlan_vni": 1,
+    "podnet_vxlan_port": 8472,
+    # bgp: the cluster's private AS (Calico's default) and the nodes that reflect routes
+    # (empty: every node peers with every other, a full mesh)
+    "podnet_bgp_as": 64512,
+    "podnet_bgp_route_reflectors": [],
     "podnet_proxy_mode": "iptables",
     "podnet_nodes_group": "nodes",
     "podnet_dns_replicas": 2,
@@ -64,6 +74,10 @@ class Settings:
     lb_group: str = "loadbalancers"
     ingress_replicas: int = 2
     ingress_default_certificate: str = ""  # ns/name, or "" for the controller's self-signed one
+    vxlan_vni: int = 1
+    vxlan_port: int = 8472
+    bgp_as: int = 64512
+    bgp_route_reflectors: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +99,10 @@ class Settings:
             "lb_group": self.lb_group,
             "ingress_replicas": self.ingress_replicas,
             "ingress_default_certificate": self.ingress_default_certificate,
+            "vxlan_vni": self.vxlan_vni,
+            "vxlan_port": self.vxlan_port,
+            "bgp_as": self.bgp_as,
+            "bgp_route_reflectors": list(self.bgp_route_reflectors),
         }
 
     @classmethod
@@ -105,6 +123,9 @@ class Settings:
             lb_mode=data["lb_mode"], lb_group=data["lb_group"],
             ingress_replicas=int(data["ingress_replicas"]),
             ingress_default_certificate=data["ingress_default_certificate"],
+            vxlan_vni=int(data["vxlan_vni"]), vxlan_port=int(data["vxlan_port"]),
+            bgp_as=int(data["bgp_as"]),
+            bgp_route_reflectors=tuple(data["bgp_route_reflectors"]),
         )
 
 
@@ -245,10 +266,10 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
 
     backend = str(v["podnet_backend"])
     if backend not in BACKENDS:
-        later = " (planned, not built yet)" if backend in PLANNED_BACKENDS else ""
         problems.error(where, "inventory", "podnet_backend",
-                       f"'{backend}' is not a routing backend podnet has{later}",
-                       f"use one of: {', '.join(BACKENDS)}")
+                       f"'{backend}' is not a routing backend podnet has",
+                       f"use one of: {', '.join(BACKENDS)} (docs/backends.md)")
+    vni, vxlan_port, bgp_as, reflectors = _backend_options(v, nodeports, where, problems)
     mode = str(v["podnet_proxy_mode"])
     if mode not in PROXY_MODES:
         later = " (planned, not built yet)" if mode in PLANNED_PROXY_MODES else ""
@@ -300,7 +321,61 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         nodes_group=str(v["podnet_nodes_group"]), dns_replicas=replicas, dns_upstreams=upstreams,
         lb_mode=lb_mode, lb_group=str(v["podnet_lb_group"]),
         ingress_replicas=ingress_replicas, ingress_default_certificate=default_cert,
+        vxlan_vni=vni, vxlan_port=vxlan_port, bgp_as=bgp_as, bgp_route_reflectors=reflectors,
     )
+
+
+def _number(v: Mapping[str, Any], key: str, lo: int, hi: int, fix: str, where: str,
+            problems: Problems) -> int:
+    """An integer setting in [lo, hi]; 0 with an error naming the setting otherwise."""
+    try:
+        value = _int(v[key])
+        if not lo <= value <= hi:
+            raise ValueError(f"'{value}' is outside {lo}-{hi}")
+    except ValueError as exc:
+        problems.error(where, "inventory", key, str(exc), fix)
+        return 0
+    return value
+
+
+def _backend_options(v: Mapping[str, Any], nodeports: tuple[int, int], where: str,
+                     problems: Problems) -> tuple[int, int, int, tuple[str, ...]]:
+    """The vxlan and bgp settings, checked whichever backend is chosen (a switch to it later
+    must not meet a bad value on a live cluster)."""
+    vni = _number(v, "podnet_vxlan_vni", 1, VXLAN_MAX_VNI,
+                  f"set a VXLAN network identifier from 1 to {VXLAN_MAX_VNI}, like 1 (Flannel's)",
+                  where, problems)
+    port = _number(v, "podnet_vxlan_port", 1, 65535,
+                   "set the UDP port VXLAN uses, like 8472 (Flannel's) or 4789 (IANA's)",
+                   where, problems)
+    if port and nodeports[0] <= port <= nodeports[1]:
+        problems.error(where, "inventory", "podnet_vxlan_port",
+                       f"{port} is inside podnet_nodeport_range {nodeports[0]}-{nodeports[1]}: "
+                       "a UDP NodePort Service given that port would take the nodes' VXLAN "
+                       "traffic", "choose a port outside the NodePort range, like 8472")
+    bgp_as = _number(v, "podnet_bgp_as", 1, 2**32 - 1,
+                     "set a private AS number, like 64512 (64512-65534 or 4200000000-4294967294)",
+                     where, problems)
+    if bgp_as in BGP_RESERVED_AS:
+        problems.error(where, "inventory", "podnet_bgp_as", f"AS {bgp_as} is reserved",
+                       "set a private AS number, like 64512")
+    raw = v["podnet_bgp_route_reflectors"]
+    reflectors: list[str] = []
+    if raw in (None, ""):
+        raw = []
+    if isinstance(raw, str) or not isinstance(raw, Sequence):
+        problems.error(where, "inventory", "podnet_bgp_route_reflectors",
+                       f"'{raw}' is not a list of node names",
+                       "write a list, like [node1, node2], or [] for a full mesh")
+        raw = []
+    for i, item in enumerate(raw):
+        name = str(item)
+        if name in reflectors:
+            problems.error(where, "inventory", f"podnet_bgp_route_reflectors[{i}]",
+                           f"'{name}' is listed twice", "list each reflector once")
+            continue
+        reflectors.append(name)
+    return vni, port, bgp_as, tuple(reflectors)
 
 
 class UpstreamProblem(NamedTuple):
@@ -385,12 +460,7 @@ def read_hosts(
                            "give every host its own address")
         seen_addr[address] = name
         if node and address not in settings.underlay_cidr:
-            problems.error(
-                where, subject, "ansible_host",
-                f"{address} is outside podnet_underlay_cidr {settings.underlay_cidr}; "
-                f"the {settings.backend} backend needs every node on that one network",
-                "put the node's address on the underlay or correct podnet_underlay_cidr",
-            )
+            _routed_node(name, address, settings, where, problems)
         for key, net in (("podnet_cluster_cidr", settings.cluster_cidr),
                          ("podnet_service_cidr", settings.service_cidr),
                          ("podnet_lb_pool", settings.lb_pool)):
@@ -441,7 +511,42 @@ def read_hosts(
         problems.error(where, "inventory", "podnet_nodes_group",
                        f"group '{settings.nodes_group}' has no hosts",
                        "put the nodes in that group or set podnet_nodes_group")
+    node_names = [n.name for n in nodes]
+    for i, name in enumerate(settings.bgp_route_reflectors):
+        if name not in node_names:
+            problems.error(where, "inventory", f"podnet_bgp_route_reflectors[{i}]",
+                           f"'{name}' is not a node (group '{settings.nodes_group}')",
+                           f"name nodes, some of: {', '.join(node_names)}")
     return hosts
+
+
+def _routed_node(name: str, address: IPv4Address, settings: Settings, where: str,
+                 problems: Problems) -> None:
+    """A node outside the underlay is reached through a router: vxlan and bgp carry pod traffic
+    to it (UDP, or a BGP next hop resolved through the router), host-gw cannot (its next hop is
+    the node itself, on the segment), nor can l2 announcements (ARP stays on the segment)."""
+    subject = f"host {name}"
+    if settings.backend == "host-gw":
+        problems.error(
+            where, subject, "ansible_host",
+            f"{address} is outside podnet_underlay_cidr {settings.underlay_cidr}: the host-gw "
+            "backend routes each pod CIDR straight to its node, so every node must share that "
+            "one layer-2 network",
+            "set podnet_backend to vxlan or bgp (they cross routers), or put the node on the "
+            "underlay",
+        )
+    if settings.lb_pool:
+        how = ("announces LoadBalancer addresses by ARP, which does not cross a router"
+               if settings.lb_mode == "l2" else
+               "has the lb host forward LoadBalancer traffic to each node's address as a next "
+               "hop on the segment")
+        problems.error(
+            where, subject, "ansible_host",
+            f"{address} is outside podnet_underlay_cidr {settings.underlay_cidr}: "
+            f"{settings.lb_mode} mode {how}",
+            "leave podnet_lb_pool empty (no LoadBalancer Services), or put every node on the "
+            "underlay",
+        )
 
 
 def _read_pod_cidr(value: Any, name: str, node: bool, settings: Settings, where: str,

@@ -72,6 +72,18 @@ def test_the_routes_protocol_is_the_one_podnet_routes_sets() -> None:
     assert f'PROTO = "{hostchanges.ROUTE_PROTO}"' in tool
 
 
+def test_the_vxlan_prefix_is_the_one_the_backend_and_podnet_routes_use() -> None:
+    from podnet import backends
+    tool = (ROOT / "roles/pod_network/files/podnet-routes").read_text()
+    assert f'DEVICE_PREFIX = "{hostchanges.VXLAN_PREFIX}"' in tool
+    assert backends.VXLAN_DEVICE_PREFIX == hostchanges.VXLAN_PREFIX
+
+
+def test_bird_routes_are_the_ones_the_bgp_removal_flushes() -> None:
+    tasks = (ROOT / "roles/pod_network/tasks/bgp_remove.yml").read_text()
+    assert f'proto, "{hostchanges.BIRD_PROTO}"]' in tasks
+
+
 def role_tasks() -> dict[str, Any]:
     return {str(p.relative_to(ROOT)): yaml.safe_load(p.read_text())
             for p in sorted(ROOT.glob("roles/*/tasks/*.yml"))}
@@ -217,7 +229,7 @@ def test_every_input_has_a_default_in_its_role() -> None:
     assert values["node_base_sysctl_file"] == "/etc/sysctl.d/90-podnet.conf"  # role default
     assert values["podnet_cluster_cidr"] == "10.244.0.0/16"  # settings default
     cat = hostchanges.node_catalogue(values)
-    assert cat["masked"] == ["a.service", "nginx.service", "unbound.service"]
+    assert cat["masked"] == ["a.service", "bird.service", "nginx.service", "unbound.service"]
     assert cat["conntrack"]["service_cidr"] == "10.32.0.0/16"
     renamed = hostchanges.node_catalogue(hostchanges.inputs(
         {"upstream_dns_service": "lab-dns.service"}))
@@ -259,7 +271,8 @@ def test_the_lookup_gives_the_catalogue_or_the_problems() -> None:
                                         "unrelated": "{{ undefined_variable }}"})
     assert good == {"errors": [], "catalogue": hostchanges.node_catalogue(hostchanges.inputs(
         {"kubelet_masked_services": ["a.service"]}))}
-    assert good["catalogue"]["masked"] == ["a.service", "nginx.service", "unbound.service"]
+    assert good["catalogue"]["masked"] == ["a.service", "bird.service", "nginx.service",
+                                           "unbound.service"]
     (bad,) = lookup.run([], variables={"podnet_service_cidr": "nope"})
     assert bad["catalogue"] == {} and bad["errors"][0].startswith("podnet_service_cidr: 'nope'")
     with pytest.raises(Exception, match="podnet_host_changes takes no terms"):

@@ -75,9 +75,32 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("nodeport-range-malformed", {"variables": {"podnet_nodeport_range": "30000"}},
      ["podnet_nodeport_range: '30000' is not a range FIRST-LAST"]),
     ("unknown-backend", {"variables": {"podnet_backend": "flannel"}},
-     ["podnet_backend: 'flannel' is not a routing backend podnet has", "use one of: host-gw"]),
-    ("planned-backend", {"variables": {"podnet_backend": "vxlan"}},
-     ["'vxlan' is not a routing backend podnet has (planned, not built yet)"]),
+     ["podnet_backend: 'flannel' is not a routing backend podnet has",
+      "use one of: host-gw, vxlan, bgp"]),
+    ("vni-zero", {"variables": {"podnet_vxlan_vni": 0}},
+     ["podnet_vxlan_vni: '0' is outside 1-16777215", "like 1 (Flannel's)"]),
+    ("vni-too-big", {"variables": {"podnet_vxlan_vni": 2**24}},
+     ["podnet_vxlan_vni: '16777216' is outside 1-16777215"]),
+    ("vni-not-number", {"variables": {"podnet_vxlan_vni": "one"}},
+     ["podnet_vxlan_vni: 'one' is not a number"]),
+    ("vxlan-port-range", {"variables": {"podnet_vxlan_port": 70000}},
+     ["podnet_vxlan_port: '70000' is outside 1-65535", "like 8472"]),
+    ("vxlan-port-in-nodeports", {"variables": {"podnet_vxlan_port": 30080}},
+     ["podnet_vxlan_port: 30080 is inside podnet_nodeport_range 30000-32767",
+      "a UDP NodePort Service given that port would take the nodes' VXLAN traffic"]),
+    ("bgp-as-zero", {"variables": {"podnet_bgp_as": 0}},
+     ["podnet_bgp_as: '0' is outside 1-4294967295", "like 64512"]),
+    ("bgp-as-trans", {"variables": {"podnet_bgp_as": 23456}},
+     ["podnet_bgp_as: AS 23456 is reserved"]),
+    ("bgp-as-text", {"variables": {"podnet_bgp_as": "AS64512"}},
+     ["podnet_bgp_as: 'AS64512' is not a number"]),
+    ("reflectors-not-list", {"variables": {"podnet_bgp_route_reflectors": "node1"}},
+     ["podnet_bgp_route_reflectors: 'node1' is not a list of node names"]),
+    ("reflector-unknown", {"variables": {"podnet_bgp_route_reflectors": ["node1", "lb"]}},
+     ["podnet_bgp_route_reflectors[1]: 'lb' is not a node (group 'nodes')",
+      "name nodes, some of: node1, node2, node3"]),
+    ("reflector-twice", {"variables": {"podnet_bgp_route_reflectors": ["node1", "node1"]}},
+     ["podnet_bgp_route_reflectors[1]: 'node1' is listed twice"]),
     ("unknown-proxy-mode", {"variables": {"podnet_proxy_mode": "ipvs"}},
      ["podnet_proxy_mode: 'ipvs' is not a proxy mode podnet has", "use one of: iptables"]),
     ("dns-replicas-zero", {"variables": {"podnet_dns_replicas": 0}},
@@ -89,10 +112,20 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"name": "node1", "address": "192.168.56.11", "groups": ["nodes"]},
         {"name": "node2", "address": "192.168.56.11", "groups": ["nodes"]}]},
      ["host node2: ansible_host: 192.168.56.11 is also host node1's address"]),
-    ("node-off-underlay", {"host_list": [
+    ("node-off-underlay", {"variables": {"podnet_lb_pool": ""}, "host_list": [
         {"name": "node1", "address": "10.0.0.5", "groups": ["nodes"]}]},
-     ["host node1: ansible_host: 10.0.0.5 is outside podnet_underlay_cidr 192.168.56.0/24",
-      "host-gw backend needs every node on that one network"]),
+     ["host node1: ansible_host: 10.0.0.5 is outside podnet_underlay_cidr 192.168.56.0/24: "
+      "the host-gw backend routes each pod CIDR straight to its node",
+      "set podnet_backend to vxlan or bgp (they cross routers)"]),
+    ("routed-node-cloud-lb", {"variables": {"podnet_backend": "vxlan"}, "host_list": [
+        {"name": "node1", "address": "10.0.0.5", "groups": ["nodes"]}]},
+     ["host node1: ansible_host: 10.0.0.5 is outside podnet_underlay_cidr 192.168.56.0/24: "
+      "cloud mode has the lb host forward LoadBalancer traffic",
+      "leave podnet_lb_pool empty"]),
+    ("routed-node-l2-lb", {"variables": {"podnet_backend": "bgp", "podnet_lb_mode": "l2"},
+                           "host_list": [
+        {"name": "node1", "address": "10.0.0.5", "groups": ["nodes"]}]},
+     ["l2 mode announces LoadBalancer addresses by ARP, which does not cross a router"]),
     ("host-in-lb-pool", {"host_list": [
         {"name": "node1", "address": "192.168.56.241", "groups": ["nodes"]}]},
      ["host node1: ansible_host: 192.168.56.241 lies inside podnet_lb_pool"]),
@@ -364,7 +397,7 @@ def test_record_damaged() -> None:
 def test_every_error_is_reported_in_one_run() -> None:
     found = errors_of(service("web", ports="  ports:\n    - port: 70000\n")
                       + service("web2", body="  clusterIP: 10.200.0.1\n"),
-                      variables={"podnet_backend": "vxlan"})
+                      variables={"podnet_backend": "flannel"})
     assert any("podnet_backend" in f for f in found)
     assert any("port 70000 is out of range" in f for f in found)
 

@@ -10,7 +10,16 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from podnet import addresses, clusterdns, endpoints, ingress, kubelet, loadbalancer, proxier
+from podnet import (
+    addresses,
+    backends,
+    clusterdns,
+    endpoints,
+    ingress,
+    kubelet,
+    loadbalancer,
+    proxier,
+)
 from podnet.plan import Plan
 
 
@@ -36,6 +45,16 @@ def podnet_kube_proxy(plan: dict[str, Any], pods: Any, node: str,
         return proxier.node_rules(typed, endpoints.observed_ips(pods), node, options or {})
     except (KeyError, TypeError, ValueError, StopIteration) as exc:
         raise AnsibleFilterError(f"podnet_kube_proxy: {type(exc).__name__}: {exc}") from exc
+
+
+def podnet_routing(plan: dict[str, Any], node: str) -> dict[str, Any]:
+    """What the pod_network role writes on ``node`` for the plan's backend (podnet/backends.py):
+    host-gw routes, the VXLAN device and its peers, or BIRD's AS, neighbours and announcements."""
+    typed = _plan(plan, "podnet_routing")
+    try:
+        return backends.node_routing(typed, node)
+    except StopIteration:
+        raise AnsibleFilterError(f"podnet_routing: {node} is not a node of the plan") from None
 
 
 def podnet_load_balancer(plan: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +138,7 @@ class FilterModule:
             "podnet_node_pods": podnet_node_pods,
             "podnet_kube_proxy": podnet_kube_proxy,
             "podnet_load_balancer": podnet_load_balancer,
+            "podnet_routing": podnet_routing,
             "podnet_cluster_pods": podnet_cluster_pods,
             "podnet_cluster_dns": podnet_cluster_dns,
             "podnet_ingress": podnet_ingress,

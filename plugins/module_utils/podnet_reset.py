@@ -208,7 +208,15 @@ def podnet_netns(cat: Catalogue) -> set[str]:
 
 
 def podnet_routes(cat: Catalogue) -> list[dict[str, Any]]:
-    return ip_json("-4", "route", "show", "table", "all", "proto", cat["routes"]["proto"])
+    """podnet's routes in every table: podnet-routes' and BIRD's (bgp), each with "protocol"."""
+    return [{**route, "protocol": proto} for proto in cat["routes"]["protos"]
+            for route in ip_json("-4", "route", "show", "table", "all", "proto", proto)]
+
+
+def vxlan_devices(cat: Catalogue) -> list[str]:
+    """The vxlan backend's devices (podnet.<VNI>); another VXLAN device is not podnet's."""
+    return sorted(str(link.get("ifname")) for link in ip_json("link", "show", "type", "vxlan")
+                  if str(link.get("ifname", "")).startswith(cat["routes"]["vxlan_prefix"]))
 
 
 def cloud_lb_residue(cat: Catalogue) -> list[str]:
@@ -466,6 +474,10 @@ class Reset:
             self.report.note(f"deleted link {bridge}")
             if not self.check:
                 must(["ip", "link", "delete", bridge], f"deleting the bridge {bridge}")
+        for name in vxlan_devices(self.cat):
+            self.report.note(f"deleted link {name} (VXLAN)")
+            if not self.check:
+                must(["ip", "link", "delete", name], f"deleting the VXLAN device {name}")
 
     def cloud_lb(self) -> None:
         """The load balancer's addresses, rules and routes, by its own clean (the one that
@@ -485,13 +497,13 @@ class Reset:
             raise SyncError(f"{tool} clean failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
 
     def routes(self) -> None:
-        proto = self.cat["routes"]["proto"]
         for route in podnet_routes(self.cat):
-            table = str(route.get("table", "main"))
+            table, proto = str(route.get("table", "main")), str(route["protocol"])
             self.report.note(f"deleted route {route['dst']} (table {table}, proto {proto})")
             if not self.check:
-                must(["ip", "-4", "route", "delete", str(route["dst"]), "proto", proto,
-                      "table", table], f"deleting route {route['dst']}")
+                # a route through a VXLAN device deleted above is gone with it
+                run(["ip", "-4", "route", "delete", str(route["dst"]), "proto", proto,
+                     "table", table])
 
     def iptables(self, extra: tuple[set[str], list[str]]) -> None:
         """Per variant, one iptables-restore --noflush: podnet's chains declared (which
@@ -655,7 +667,8 @@ def residue(cat: Catalogue) -> dict[str, list[str]]:
         left.append(f"link {bridge}")
     left += [f"link {p.get('ifname')} (on {bridge})" for p in bridge_ports(cat)]
     left += [f"address {a}/32 (on {i})" for a, i in lb_addresses(cat)]
-    left += [f"route {r['dst']} (table {r.get('table', 'main')}, proto {cat['routes']['proto']})"
+    left += [f"link {name} (VXLAN)" for name in vxlan_devices(cat)]
+    left += [f"route {r['dst']} (table {r.get('table', 'main')}, proto {r['protocol']})"
              for r in podnet_routes(cat)]
     left += cloud_lb_residue(cat)
     for variant, table, owned, jumps in iptables_residue(cat, declared_by_files(cat)):
