@@ -58,6 +58,14 @@ def mtu_overhead(backend: str) -> int:
     return VXLAN_OVERHEAD if backend == "vxlan" else 0
 
 
+def remote_source(plan: Plan, name: str) -> str:
+    """The source address a node gives what it masquerades (a NodePort's client, say) toward a
+    pod on another node: the address of the interface the packet leaves by, the node's own on
+    the underlay, or with vxlan its VTEP address (as Flannel's flannel.1 does)."""
+    node = plan.node(name)
+    return vtep_address(node) if plan.settings.backend == "vxlan" else node.address
+
+
 def _peers(plan: Plan, node: NodePlan) -> list[NodePlan]:
     return [n for n in plan.nodes if n.name != node.name]
 
