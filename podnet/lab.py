@@ -7,6 +7,7 @@ network namespace ``/run/netns/<lab>``, which only the lab creates and removes.
 Layout on disk (all removed by :func:`stop_node` / ``lab down`` except the image cache)::
 
     /run/netns/<lab>                         the lab's network namespace
+    /run/netns/<lab>_rt                      the lab's router (only with lab_segments)
     <state_dir>/ssh/id_ed25519[.pub]         the lab's SSH key pair
     <state_dir>/known_hosts                  host keys the lab generated for its nodes
     <state_dir>/nodes/<host>/{upper,work}    the node's overlay layers
@@ -14,6 +15,7 @@ Layout on disk (all removed by :func:`stop_node` / ``lab down`` except the image
     <state_dir>/nodes/<host>/nspawn.{pid,log}
     <state_dir>/mirror/<suite>               links to the package mirrors the lab serves
     <state_dir>/mirror.{pid,log}             the mirror's HTTP server (in the lab's netns)
+    <state_dir>/mirror-<segment>.{pid,log}   the same mirror on an extra segment's address
     /run/systemd/nspawn/propagate/<machine>  left by systemd-nspawn, removed on stop
 
 Hosts are VM-shaped: they boot like a fresh cloud image (a minimal Debian with openssh-server,
@@ -69,6 +71,17 @@ RESOLVERS = ("resolv.conf", "systemd-resolved")
 RESOLVED_STUB = "../run/systemd/resolve/stub-resolv.conf"
 # A node costs about 60 MB and a share of two cores; beyond this the lab stops being useful.
 DEFAULT_MAX_HOSTS = 16
+# An extra underlay segment (lab_segments) is a bridge named after it in the lab's netns: a
+# Linux interface name (at most 15 characters). Links the lab makes itself use these prefixes.
+SEGMENT_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+RESERVED_LINK_PREFIXES = ("vb-", "vr-")
+# The router between the underlay and the segments is a network namespace of its own,
+# /run/netns/<lab>_rt: "_" is never in a lab name (LAB_NAME_RE), so no lab's router can take
+# another lab's name (podnet's router is podnet_rt, the lab podnet-rt's is podnet-rt_rt).
+ROUTER_SUFFIX = "_rt"
+# The alias the lab gives its segment bridges, so that a segment removed from the inventory is
+# told apart from anything else in the lab's netns and removed by the next lab-up.
+SEGMENT_ALIAS = "podnet-lab segment"
 
 
 class LabError(Exception):
@@ -79,6 +92,40 @@ class LabError(Exception):
 class LabHost:
     name: str
     address: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """A static route a lab host gets in its networkd file; ``destination`` "" is the default."""
+
+    destination: str
+    gateway: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    """An extra underlay segment (an item of lab_segments): a bridge in the lab's netns named
+    ``name``, holding the controller's address on it, joined to the router at ``router_address``."""
+
+    name: str
+    cidr: str
+    controller_address: str
+    router_address: str
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_network(self.cidr).prefixlen
+
+
+@dataclass(frozen=True)
+class HostNetwork:
+    """Where a lab host sits: its address with prefix, the bridge it joins, the controller's
+    address on that bridge (its mirror's) and its routes to the other segments."""
+
+    address_cidr: str
+    bridge: str
+    controller_address: str
+    routes: tuple[Route, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,7 +140,7 @@ class NodeSpec:
     resolver: str = "resolv.conf"
     nameservers: tuple[str, ...] = ()
     mirror_url: str | None = None
-    gateway: str | None = None
+    routes: tuple[Route, ...] = ()
 
     @property
     def address(self) -> str:
@@ -115,6 +162,26 @@ def veth_name(lab: str, host: str) -> str:
     return f"vb-{machine_name(lab, host)}"
 
 
+def router_netns(lab: str) -> str:
+    """The name of the lab's router namespace (/run/netns/<lab>_rt), see ROUTER_SUFFIX."""
+    return f"{lab}{ROUTER_SUFFIX}"
+
+
+def router_veth(bridge: str) -> str:
+    """The lab's end of the veth joining the router to ``bridge`` (the underlay's or a
+    segment's); its other end, in the router's namespace, is named after the bridge itself."""
+    return f"vr-{hashlib.sha256(bridge.encode()).hexdigest()[:10]}"
+
+
+def lab_mac(lab: str, what: str) -> str:
+    """A fixed, locally administered unicast MAC for a link the lab makes (a segment's bridge,
+    the router's veths): made again (a router namespace removed and repaired), it keeps its
+    address, so the hosts' neighbour entries stay right; and a bridge with an address of its
+    own does not follow the lowest address of its ports."""
+    digest = hashlib.sha256(f"{lab}/{what}".encode()).hexdigest()
+    return "02:" + ":".join(digest[i:i + 2] for i in range(0, 10, 2))
+
+
 def validate(
     lab_name: object,
     underlay_cidr: object,
@@ -122,12 +189,17 @@ def validate(
     hosts: Iterable[Mapping[str, object]],
     max_hosts: int = DEFAULT_MAX_HOSTS,
     nameservers: Iterable[object] = (),
+    segments: object = (),
+    router_address: object = None,
+    bridge: object = "underlay",
 ) -> list[str]:
     """Check a lab inventory before anything is created. Returns error messages.
 
     A host record has ``name`` and ``address`` (ansible_host), and may have ``user``
-    (ansible_user), ``port`` (ansible_port), ``suite`` (lab_suite) and ``resolver``
-    (lab_resolver); ``nameservers`` are lab_nameservers."""
+    (ansible_user), ``port`` (ansible_port), ``suite`` (lab_suite), ``resolver``
+    (lab_resolver) and ``segment`` (lab_segment); ``nameservers`` are lab_nameservers,
+    ``segments`` lab_segments, ``router_address`` lab_router_address and ``bridge``
+    lab_bridge."""
     errors: list[str] = []
     if not isinstance(lab_name, str) or not LAB_NAME_RE.match(lab_name):
         errors.append(
@@ -157,15 +229,18 @@ def validate(
     except ValueError:
         errors.append(f"lab_controller_address: {controller_address!r} is not an IPv4 address")
 
+    seg_nets, reserved, seg_errors = _segments(segments, net, ctrl, router_address, bridge)
+    errors += seg_errors
     host_list = list(hosts)
     if len(host_list) > max_hosts:
         errors.append(
             f"inventory: {len(host_list)} lab hosts, more than lab_max_hosts={max_hosts}; "
             "remove hosts or raise lab_max_hosts if this machine has the memory"
         )
-    if len(host_list) > net.num_addresses - 3:
+    on_underlay = [h for h in host_list if h.get("segment") in (None, "")]
+    if len(on_underlay) > net.num_addresses - 3:
         errors.append(
-            f"inventory: {len(host_list)} hosts do not fit in lab_underlay_cidr {net}; "
+            f"inventory: {len(on_underlay)} hosts do not fit in lab_underlay_cidr {net}; "
             "use a larger underlay"
         )
     seen_names: dict[str, str] = {}
@@ -192,16 +267,37 @@ def validate(
         except ValueError:
             errors.append(f"{label}: ansible_host {raw!r} is not an IPv4 address")
             continue
-        if addr not in net or addr in usable:
+        segment = host.get("segment")
+        if segment not in (None, ""):
+            if segment not in seg_nets:
+                known = ", ".join(sorted(seg_nets)) or "none"
+                errors.append(
+                    f"{label}: lab_segment {segment!r} is not a segment of lab_segments "
+                    f"(defined: {known}); name one of them, or remove lab_segment to put "
+                    "the host on the underlay"
+                )
+            elif addr not in seg_nets[segment] or addr in {
+                    seg_nets[segment].network_address, seg_nets[segment].broadcast_address}:
+                errors.append(
+                    f"{label}: ansible_host {addr} is outside the cidr {seg_nets[segment]} of "
+                    f"its lab_segment {segment} (or is its network/broadcast address); give it "
+                    "a host address inside it, or put the host on another segment"
+                )
+        elif addr not in net or addr in usable:
+            inside = [n for n, s in seg_nets.items() if addr in s]
+            hint = (f"; it is inside segment {inside[0]}'s cidr {seg_nets[inside[0]]}: set "
+                    f"lab_segment: {inside[0]} on the host to put it there") if inside else ""
             errors.append(
                 f"{label}: ansible_host {addr} is outside lab_underlay_cidr {net} "
-                "(or is its network/broadcast address); give it a host address inside it"
+                f"(or is its network/broadcast address); give it a host address inside it{hint}"
             )
         if ctrl is not None and addr == ctrl:
             errors.append(
                 f"{label}: ansible_host {addr} is the controller's lab address "
                 "(lab_controller_address); pick another"
             )
+        elif addr in reserved:
+            errors.append(f"{label}: ansible_host {addr} is {reserved[addr]}; pick another")
         if str(addr) in seen_addrs:
             errors.append(
                 f"{label}: ansible_host {addr} is already used by {seen_addrs[str(addr)]}; "
@@ -218,10 +314,157 @@ def validate(
             errors.append(f"lab_nameservers: {raw!r} is not an IPv4 address; list the lab "
                           "hosts' resolvers by address (e.g. the upstream_dns host's)")
             continue
-        if ns not in net:
-            errors.append(f"lab_nameservers: {ns} is outside lab_underlay_cidr {net}: lab hosts "
-                          "have no route out of the lab; name a resolver on the underlay")
+        if ns not in net and not any(ns in s for s in seg_nets.values()):
+            errors.append(f"lab_nameservers: {ns} is outside lab_underlay_cidr {net}"
+                          + (" and every segment of lab_segments" if seg_nets else "")
+                          + ": lab hosts have no route out of the lab; name a resolver on the "
+                          "underlay")
     return errors
+
+
+SEGMENT_KEYS = ("name", "cidr", "controller_address", "router_address")
+
+
+def _segments(
+    raw: object, net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    ctrl: ipaddress.IPv4Address | ipaddress.IPv6Address | None, router_address: object,
+    bridge: object,
+) -> tuple[dict[str, ipaddress.IPv4Network], dict[Any, str], list[str]]:
+    """Check lab_segments and lab_router_address. Returns the segments' networks by name (those
+    with a good cidr), the addresses the lab itself takes (what each is, for the hosts' check)
+    and the errors."""
+    errors: list[str] = []
+    nets: dict[str, ipaddress.IPv4Network] = {}
+    reserved: dict[Any, str] = {}
+    if raw in (None, ""):
+        raw = []
+    if not isinstance(raw, (list, tuple)):
+        return nets, reserved, [
+            f"lab_segments: {raw!r} is not a list; give a list of segments, each "
+            "{name, cidr, controller_address, router_address}, or [] for none"]
+    has_router = router_address not in (None, "")
+    if has_router:
+        try:
+            router = ipaddress.ip_address(str(router_address))
+        except ValueError:
+            errors.append(f"lab_router_address: {router_address!r} is not an IPv4 address; give "
+                          f"the router's address on lab_underlay_cidr {net}, e.g. "
+                          f"{net.broadcast_address - 1}")
+        else:
+            if router not in net or router in {net.network_address, net.broadcast_address}:
+                errors.append(f"lab_router_address: {router} is not a host address in "
+                              f"lab_underlay_cidr {net}; pick one inside it (e.g. "
+                              f"{net.broadcast_address - 1})")
+            elif router == ctrl:
+                errors.append(f"lab_router_address: {router} is the controller's lab address "
+                              "(lab_controller_address); pick another")
+            reserved[router] = "the router's address on the underlay (lab_router_address)"
+        if not raw:
+            errors.append(f"lab_router_address: {router_address} is set but lab_segments is "
+                          "empty, so the router would join nothing; add a segment or remove "
+                          "lab_router_address")
+    elif raw:
+        errors.append(f"lab_router_address: not set, but lab_segments has {len(raw)} "
+                      "segment(s), which reach the underlay only through the router; give it "
+                      f"an address on lab_underlay_cidr {net} (e.g. {net.broadcast_address - 1})")
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        where = f"lab_segments[{i}]"
+        if not isinstance(item, Mapping):
+            errors.append(f"{where}: {item!r} is not a mapping; give its name, cidr, "
+                          "controller_address and router_address")
+            continue
+        unknown = sorted(str(k) for k in item if k not in SEGMENT_KEYS)
+        if unknown:
+            errors.append(f"{where}: unknown key(s) {', '.join(unknown)}; a segment has only "
+                          f"{', '.join(SEGMENT_KEYS)}")
+        missing = [k for k in SEGMENT_KEYS if item.get(k) in (None, "")]
+        if missing:
+            errors.append(f"{where}: {', '.join(missing)} missing; a segment needs "
+                          f"{', '.join(SEGMENT_KEYS)}")
+        name = item.get("name")
+        if name not in (None, ""):
+            where = f"lab_segments {name}"
+            if not isinstance(name, str) or not SEGMENT_NAME_RE.match(name):
+                errors.append(f"{where}: name {name!r} cannot name its bridge; use 1-15 "
+                              "lower-case letters, digits or '-', starting with a letter")
+            elif name.startswith(RESERVED_LINK_PREFIXES):
+                errors.append(f"{where}: name {name!r} starts with one of "
+                              f"{', '.join(RESERVED_LINK_PREFIXES)}, which the lab's own links "
+                              "use; rename the segment")
+            elif name == bridge:
+                errors.append(f"{where}: name {name!r} is lab_bridge's, the underlay's bridge; "
+                              "rename the segment (its bridge is named after it)")
+            elif name == "lo":
+                errors.append(f"{where}: name 'lo' is the loopback's; rename the segment")
+            if str(name) in names:
+                errors.append(f"{where}: duplicate segment name; give each segment its own")
+            names.add(str(name))
+        if "cidr" in missing:
+            continue
+        try:
+            seg = ipaddress.ip_network(str(item["cidr"]), strict=True)
+        except ValueError as exc:
+            errors.append(f"{where}: cidr {item['cidr']!r} is not a network ({exc}); give one "
+                          "like 192.168.57.0/24")
+            continue
+        if not isinstance(seg, ipaddress.IPv4Network):
+            errors.append(f"{where}: cidr {seg} is not IPv4; the lab is IPv4 only")
+            continue
+        if seg.overlaps(net):
+            errors.append(f"{where}: cidr {seg} overlaps lab_underlay_cidr {net}; give the "
+                          "segment a network of its own (it is reached through the router)")
+        for other, other_net in nets.items():
+            if seg.overlaps(other_net):
+                errors.append(f"{where}: cidr {seg} overlaps segment {other}'s {other_net}; "
+                              "give each segment a network of its own")
+        seen: dict[Any, str] = {}
+        for key in ("controller_address", "router_address"):
+            if key in missing:
+                continue
+            try:
+                addr = ipaddress.ip_address(str(item[key]))
+            except ValueError:
+                errors.append(f"{where}: {key} {item[key]!r} is not an IPv4 address")
+                continue
+            if addr not in seg or addr in {seg.network_address, seg.broadcast_address}:
+                errors.append(f"{where}: {key} {addr} is not a host address in its cidr {seg}; "
+                              "pick one inside it")
+            if addr in seen:
+                errors.append(f"{where}: {key} {addr} is also its {seen[addr]}; give the "
+                              "controller and the router an address each")
+            seen[addr] = key
+            reserved[addr] = (f"the controller's address on segment {name}" if
+                              key == "controller_address" else
+                              f"the router's address on segment {name}") + " (lab_segments)"
+        if name not in (None, ""):
+            nets[str(name)] = seg
+    return nets, reserved, errors
+
+
+def segments_of(raw: Iterable[Mapping[str, Any]]) -> list[Segment]:
+    """lab_segments (validated) as Segment records."""
+    return [Segment(str(s["name"]), str(s["cidr"]), str(s["controller_address"]),
+                    str(s["router_address"])) for s in raw]
+
+
+def host_network(address: str, segment: str | None, underlay_cidr: str, controller_address: str,
+                 bridge: str, router_address: str | None,
+                 segments: Iterable[Segment]) -> HostNetwork:
+    """Where a host with ``address`` sits: on the underlay (``segment`` None or "") or on the
+    named segment; its routes reach every network it is not on through the router's address on
+    its own network. Without segments a host has no route but its own network's."""
+    segs = list(segments)
+    if segment in (None, ""):
+        prefix = ipaddress.ip_network(underlay_cidr).prefixlen
+        routes = tuple(Route(s.cidr, str(router_address)) for s in segs)
+        return HostNetwork(f"{address}/{prefix}", bridge, controller_address, routes)
+    own = next((s for s in segs if s.name == segment), None)
+    if own is None:
+        raise LabError(f"lab_segment {segment!r} is not a segment of lab_segments")
+    others = [str(ipaddress.ip_network(underlay_cidr))] + [s.cidr for s in segs if s is not own]
+    return HostNetwork(f"{address}/{own.prefixlen}", own.name, own.controller_address,
+                       tuple(Route(cidr, own.router_address) for cidr in others))
 
 
 def _shape_errors(label: str, host: Mapping[str, object]) -> list[str]:
@@ -315,22 +558,163 @@ def remove_netns(lab: str) -> bool:
     return True
 
 
+def _links(netns: str) -> dict[str, dict[str, Any]]:
+    """The links of a named namespace by name, with details (``ip -j -d link show``)."""
+    found: list[dict[str, Any]] = json.loads(
+        _run(["ip", "-n", netns, "-j", "-d", "link", "show"]).stdout or "[]")
+    return {link["ifname"]: link for link in found}
+
+
+def _ensure_up(netns: str, dev: str, link: Mapping[str, Any] | None) -> bool:
+    if link is not None and "UP" in link.get("flags", []):
+        return False
+    _run(["ip", "-n", netns, "link", "set", dev, "up"])
+    return True
+
+
+def _ensure_addr(netns: str, dev: str, cidr: str) -> bool:
+    """``cidr`` on ``dev`` (added beside any other address: the dev is the lab's own)."""
+    addrs = _run(["ip", "-n", netns, "-o", "-4", "addr", "show", "dev", dev]).stdout
+    if f" {cidr} " in addrs:
+        return False
+    _run(["ip", "-n", netns, "addr", "replace", cidr, "dev", dev])
+    return True
+
+
+def netns_sysctl(netns: str, key: str) -> str:
+    """A sysctl's value as the named namespace sees it (read inside it: /proc/sys/net is per
+    namespace)."""
+    return _run(["nsenter", f"--net={NETNS_DIR / netns}", "sysctl", "-n", key]).stdout.strip()
+
+
+def _ensure_sysctl(netns: str, key: str, value: str) -> bool:
+    if netns_sysctl(netns, key) == value:
+        return False
+    _run(["nsenter", f"--net={NETNS_DIR / netns}", "sysctl", "-q", "-w", f"{key}={value}"])
+    return True
+
+
+def ensure_segments(lab: str, bridge: str, underlay_prefix: int, router_address: str | None,
+                    segments: Iterable[Segment]) -> bool:
+    """The lab's extra segments and the router between them and the underlay (lab_segments,
+    lab_router_address); with no segments, removes whatever an earlier lab-up made of them.
+
+    Each segment is a bridge named after it in the lab's netns, holding the controller's address
+    there. The lab's netns does not forward (ip_forward 0, set: a new namespace inherits the
+    machine's value), so packets between segments cross only the router: a namespace of its own
+    (router_netns) joined to each bridge by a veth (router_veth on the lab's side, named after
+    the bridge on the router's) holding the router's address there, with ip_forward 1. Nothing
+    else: no route (its networks are all connected), no filter, no NAT. Only ``ip`` and the
+    namespaces' own sysctls; the machine's namespace is never touched."""
+    segs = list(segments)
+    rt = router_netns(lab)
+    changed = False
+    links = _links(lab)
+    wanted = {s.name for s in segs}
+    # a segment gone from the inventory: its bridge (marked with SEGMENT_ALIAS) and its veth
+    for name, found in links.items():
+        if found.get("ifalias") == SEGMENT_ALIAS and name not in wanted:
+            _run(["ip", "-n", lab, "link", "del", name])
+            changed = True
+    if not segs:
+        for name in links:
+            if name.startswith("vr-"):
+                _run(["ip", "-n", lab, "link", "del", name], check=False)
+                changed = True
+        if netns_exists(rt):
+            _kill_in_netns(rt)
+            remove_netns(rt)
+            changed = True
+        return changed
+    if router_address in (None, ""):
+        raise LabError("lab_router_address: not set, but lab_segments has segments")
+    changed |= _ensure_sysctl(lab, "net.ipv4.ip_forward", "0")
+    for seg in segs:
+        link = links.get(seg.name)
+        if link is None:
+            _run(["ip", "-n", lab, "link", "add", seg.name, "address",
+                  lab_mac(lab, f"bridge/{seg.name}"), "type", "bridge"])
+            changed = True
+        elif link.get("address") != lab_mac(lab, f"bridge/{seg.name}"):
+            _run(["ip", "-n", lab, "link", "set", seg.name, "address",
+                  lab_mac(lab, f"bridge/{seg.name}")])
+            changed = True
+        if link is None or link.get("ifalias") != SEGMENT_ALIAS:
+            _run(["ip", "-n", lab, "link", "set", seg.name, "alias", SEGMENT_ALIAS])
+            changed = True
+        changed |= _ensure_addr(lab, seg.name, f"{seg.controller_address}/{seg.prefixlen}")
+        changed |= _ensure_up(lab, seg.name, link)
+    if not netns_exists(rt):
+        _run(["ip", "netns", "add", rt])
+        changed = True
+    changed |= _ensure_up(rt, "lo", _links(rt).get("lo"))
+    changed |= _ensure_sysctl(rt, "net.ipv4.ip_forward", "1")
+    legs = [(bridge, f"{router_address}/{underlay_prefix}")] + [
+        (s.name, f"{s.router_address}/{s.prefixlen}") for s in segs]
+    links, rt_links = _links(lab), _links(rt)
+    for leg, cidr in legs:
+        ours = router_veth(leg)
+        if ours not in links:
+            if leg in rt_links:  # an end whose peer is gone (cannot be, but never two of a name)
+                _run(["ip", "-n", rt, "link", "del", leg], check=False)
+            _run(["ip", "-n", lab, "link", "add", ours, "address", lab_mac(lab, f"lab/{leg}"),
+                  "type", "veth", "peer", "name", leg, "address", lab_mac(lab, f"router/{leg}"),
+                  "netns", rt])
+            changed = True
+            links, rt_links = _links(lab), _links(rt)
+        for netns, dev, now, mac in ((lab, ours, links[ours], lab_mac(lab, f"lab/{leg}")),
+                                     (rt, leg, rt_links.get(leg), lab_mac(lab, f"router/{leg}"))):
+            if now is None or now.get("address") != mac:
+                _run(["ip", "-n", netns, "link", "set", dev, "address", mac])
+                changed = True
+        if links[ours].get("master") != leg:
+            _run(["ip", "-n", lab, "link", "set", ours, "master", leg])
+            changed = True
+        changed |= _ensure_up(lab, ours, links[ours])
+        changed |= _ensure_addr(rt, leg, cidr)
+        changed |= _ensure_up(rt, leg, rt_links.get(leg))
+    # legs no longer wanted (a segment removed): their veths, both ends
+    keep = {router_veth(leg) for leg, _ in legs}
+    for name in _links(lab):
+        if name.startswith("vr-") and name not in keep:
+            _run(["ip", "-n", lab, "link", "del", name], check=False)
+            changed = True
+    for name in _links(rt):
+        if name != "lo" and name not in {leg for leg, _ in legs}:
+            _run(["ip", "-n", rt, "link", "del", name], check=False)
+            changed = True
+    return changed
+
+
+def _kill_in_netns(netns: str) -> bool:
+    """End every process living in the named namespace (SIGTERM, then SIGKILL)."""
+    inside = processes_in_netns(netns)
+    if not inside:
+        return False
+    _kill(inside, signal.SIGTERM)
+    if _wait_gone(inside, 5):
+        _kill(inside, signal.SIGKILL)
+        _wait_gone(inside, 5)
+    return True
+
+
 # --------------------------------------------------------------------------- mirror
 
 
-def mirror_pid(state_dir: Path) -> int | None:
-    """The PID of the lab's mirror server when it runs (its pid file and its command line agree)."""
-    pid = _read_pid(state_dir / "mirror.pid")
+def mirror_pid(state_dir: Path, server: str = "mirror") -> int | None:
+    """The PID of the lab's mirror server when it runs (its pid file and its command line agree).
+    ``server`` names its pid file: ``mirror`` on the underlay, ``mirror-<segment>`` on a segment."""
+    pid = _read_pid(state_dir / f"{server}.pid")
     if pid is None:
         return None
     argv = _cmdline(pid)
     return pid if "http.server" in argv and str(state_dir / "mirror") in argv else None
 
 
-def mirror_url(state_dir: Path) -> str | None:
+def mirror_url(state_dir: Path, server: str = "mirror") -> str | None:
     """``http://address:port`` of the lab's running mirror server (read off its command line),
     None when it does not run."""
-    pid = mirror_pid(state_dir)
+    pid = mirror_pid(state_dir, server)
     if pid is None:
         return None
     argv = _cmdline(pid)
@@ -338,10 +722,11 @@ def mirror_url(state_dir: Path) -> str | None:
 
 
 def ensure_mirror(lab: str, state_dir: Path, address: str, port: int,
-                  mirrors: Mapping[str, str | Path]) -> bool:
+                  mirrors: Mapping[str, str | Path], server: str = "mirror") -> bool:
     """Serve each suite's package mirror (a folder with Packages and its .debs, built by the lab
     role from this machine's apt sources) at ``http://<address>:<port>/<suite>/``, from inside
-    the lab's network namespace: only the lab's hosts can reach it."""
+    the lab's network namespace: only the lab's hosts can reach it. One server per address: the
+    controller's on the underlay (``server`` mirror) and on each segment (mirror-<segment>)."""
     changed = False
     served = state_dir / "mirror"
     served.mkdir(parents=True, exist_ok=True)
@@ -354,18 +739,18 @@ def ensure_mirror(lab: str, state_dir: Path, address: str, port: int,
             link.unlink(missing_ok=True)
             link.symlink_to(folder)
             changed = True
-    if mirror_pid(state_dir) is not None:
+    if mirror_pid(state_dir, server) is not None:
         return changed
     cmd = ["nsenter", f"--net={NETNS_DIR / lab}", sys.executable, "-m", "http.server",
            "--bind", address, "--directory", str(served), str(port)]
-    with open(state_dir / "mirror.log", "ab") as log, open(os.devnull, "rb") as devnull:
+    with open(state_dir / f"{server}.log", "ab") as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
-    (state_dir / "mirror.pid").write_text(f"{proc.pid}\n")
+    (state_dir / f"{server}.pid").write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + 10
     while not _listening(lab, address, port):
         if proc.poll() is not None or time.monotonic() > deadline:
-            tail = (state_dir / "mirror.log").read_text(errors="replace")[-600:]
+            tail = (state_dir / f"{server}.log").read_text(errors="replace")[-600:]
             raise LabError(f"the lab's package mirror did not start on {address}:{port}: {tail}")
         time.sleep(0.1)
     return True
@@ -570,21 +955,35 @@ def _prepare_resolver(root: Path, spec: NodeSpec) -> None:
            + "".join(f"nameserver {ns}\n" for ns in spec.nameservers))
 
 
+def networkd_routes(routes: Iterable[Route]) -> str:
+    """The [Route] sections of a host's networkd file: a destination through a gateway on the
+    host's own network (no Destination= for the default route)."""
+    out = ""
+    for r in routes:
+        dest = f"Destination={r.destination}\n" if r.destination else ""
+        out += f"\n[Route]\n{dest}Gateway={r.gateway}\n"
+    return out
+
+
+def underlay_network(spec: NodeSpec) -> str:
+    """The host's networkd file (/etc/systemd/network/10-underlay.network): its address on its
+    network, its resolvers and its routes to the lab's other networks."""
+    dns = "".join(f"DNS={ns}\n" for ns in spec.nameservers)
+    return ("# podnet lab: the node's underlay address (host0 is the nspawn veth)\n"
+            f"[Match]\nName=host0\n\n[Network]\nAddress={spec.address_cidr}\n{dns}"
+            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+            # a cut link (verify's failover tests set the lab's end down) keeps the address,
+            # and so the routes through it (podnet-routes'), as a VM's NIC losing carrier does
+            "ConfigureWithoutCarrier=yes\nIgnoreCarrierLoss=yes\n" + networkd_routes(spec.routes))
+
+
 def _prepare_root(root: Path, spec: NodeSpec) -> None:
     """Write the node's identity into its overlay (only what is missing or different)."""
     host = spec.host
     (root / "etc/hostname").write_text(host + "\n")
     hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{host}\n::1\tlocalhost ip6-localhost\n"
     (root / "etc/hosts").write_text(hosts)
-    route = f"\n[Route]\nGateway={spec.gateway}\n" if spec.gateway else ""
-    dns = "".join(f"DNS={ns}\n" for ns in spec.nameservers)
-    _write(root / "etc/systemd/network/10-underlay.network",
-           "# podnet lab: the node's underlay address (host0 is the nspawn veth)\n"
-           f"[Match]\nName=host0\n\n[Network]\nAddress={spec.address_cidr}\n{dns}"
-           "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-           # a cut link (verify's failover tests set the lab's end down) keeps the address,
-           # and so the routes through it (podnet-routes'), as a VM's NIC losing carrier does
-           "ConfigureWithoutCarrier=yes\nIgnoreCarrierLoss=yes\n" + route)
+    _write(root / "etc/systemd/network/10-underlay.network", underlay_network(spec))
     if spec.mirror_url:
         # the image's own sources are gone (lab image recipe); the site's mirror replaces them
         _write(root / "etc/apt/sources.list",
@@ -783,12 +1182,13 @@ def residue(lab: str, state_dir: Path, hosts: Iterable[str] = ()) -> list[str]:
     names = set(hosts)
     if (state_dir / "nodes").is_dir():
         names |= {p.name for p in (state_dir / "nodes").iterdir()}
-    if netns_exists(lab):
-        found.append(f"netns {NETNS_DIR / lab}")
-        found += [
-            f"process {p} {' '.join(_cmdline(p))} in the lab's netns"
-            for p in processes_in_netns(lab)
-        ]
+    for netns, what in ((lab, "the lab's netns"), (router_netns(lab), "the lab's router")):
+        if netns_exists(netns):
+            found.append(f"netns {NETNS_DIR / netns}")
+            found += [
+                f"process {p} {' '.join(_cmdline(p))} in {what}"
+                for p in processes_in_netns(netns)
+            ]
     found += [f"process {p} {' '.join(_cmdline(p))}" for p in nspawn_processes(state_dir)]
     nodes = state_dir / "nodes"
     found += [f"process {p} rooted in the lab" for p in processes_under(nodes)]
@@ -802,7 +1202,7 @@ def residue(lab: str, state_dir: Path, hosts: Iterable[str] = ()) -> list[str]:
     links = _run(["ip", "-o", "link", "show"]).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith("vb-") or name == lab:
+        if name.startswith(RESERVED_LINK_PREFIXES) or name == lab:
             found.append(f"link {name} in the machine's own namespace")
     if state_dir.exists():
         found.append(f"state {state_dir}")
@@ -918,14 +1318,10 @@ def teardown(lab: str, state_dir: Path) -> bool:
     if mounts_under(state_dir):
         unmount_all(state_dir)
         changed = True
-    inside = processes_in_netns(lab)
-    if inside:
-        _kill(inside, signal.SIGTERM)
-        if _wait_gone(inside, 5):
-            _kill(inside, signal.SIGKILL)
-            _wait_gone(inside, 5)
-        changed = True
-    changed |= remove_netns(lab)
+    # the router first: its veths go with its namespace, and their ends in the lab's with them
+    for netns in (router_netns(lab), lab):
+        changed |= _kill_in_netns(netns)
+        changed |= remove_netns(netns)
     if state_dir.exists():
         shutil.rmtree(state_dir)
         changed = True

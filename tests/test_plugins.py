@@ -83,6 +83,7 @@ def test_every_filter_is_registered_under_its_own_name() -> None:
         if name.startswith("podnet_") and hasattr(model_filters, name):
             assert function is getattr(model_filters, name)
     assert set(lab_filters.FilterModule().filters()) == {"podnet_lab_errors",
+                                                           "podnet_lab_host_network",
                                                            "podnet_role_packages"}
 
 

@@ -54,11 +54,21 @@ def test_sysctl_holds_live_and_persistently(inventory_host: str, key: str, value
     assert persisted.stdout.split("=")[-1].strip() == value, persisted
 
 
+def lab_segments() -> list[dict[str, str]]:
+    """The lab's extra segments (lab_segments; none when the inventory sets none)."""
+    try:
+        found = setting("lab_segments")
+    except KeyError:
+        return []
+    assert isinstance(found, list), f"lab_segments is not a list: {found!r}"
+    return found
+
+
 def test_machine_namespace_has_no_route_or_address_into_the_lab() -> None:
     needs_lab()
-    underlay = str(setting("lab_underlay_cidr"))
-    found = lab.host_routes_into(underlay)
-    assert not found, f"the machine's own namespace reaches into {underlay}: {found}"
+    for network in [str(setting("lab_underlay_cidr"))] + [s["cidr"] for s in lab_segments()]:
+        found = lab.host_routes_into(network)
+        assert not found, f"the machine's own namespace reaches into {network}: {found}"
 
 
 def test_the_kernel_routes_no_packet_from_the_machine_namespace_into_the_lab() -> None:
@@ -86,9 +96,30 @@ def test_machine_namespace_has_no_lab_interface() -> None:
     links = subprocess.run(
         ["ip", "-o", "link", "show"], capture_output=True, text=True, check=True
     ).stdout
-    bridge = "underlay"
+    bridges = {"underlay"} | {s["name"] for s in lab_segments()}
     names = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]
-    assert not [n for n in names if n.startswith("vb-") or n == bridge], names
+    assert not [n for n in names if n.startswith(lab.RESERVED_LINK_PREFIXES) or n in bridges], names
+
+
+def test_segments_are_crossed_only_through_the_router(inventory_host: str) -> None:
+    """A routed lab (lab_segments): the lab's namespace forwards nothing, the router does, and
+    a host reaches every network it is not on through the router's address on its own (the
+    kernel's choice, ``ip route get``: nothing is sent)."""
+    needs_lab()
+    segments = lab_segments()
+    if not segments:
+        pytest.skip("the lab has no lab_segments: one underlay, no router")
+    lab_name = str(setting("lab_name"))
+    assert lab.netns_sysctl(lab_name, "net.ipv4.ip_forward") == "0"
+    assert lab.netns_sysctl(lab.router_netns(lab_name), "net.ipv4.ip_forward") == "1"
+    mine = str(host_setting(inventory_host, "lab_segment", "") or "")
+    own = next((s for s in segments if s["name"] == mine), None)
+    gateway = own["router_address"] if own else str(setting("lab_router_address"))
+    for other in hosts("lab"):
+        if str(host_setting(other.name, "lab_segment", "") or "") == mine:
+            continue
+        route = run(inventory_host, "ip", "-4", "route", "get", other.address)
+        assert f" via {gateway} " in route.stdout, route
 
 
 def test_lab_hosts_are_only_reached_through_the_lab_namespace() -> None:
@@ -142,8 +173,11 @@ def test_lab_host_runs_its_release_and_installs_only_from_the_labs_mirror(invent
     suite = str(host_setting(inventory_host, "lab_suite", "bookworm"))
     release = run(inventory_host, "sh", "-c", ". /etc/os-release && echo $VERSION_CODENAME")
     assert release.stdout.strip() == suite, release
-    served = lab.mirror_url(Path(str(setting("lab_state_dir"))))
-    assert served, "the lab's mirror server does not run"
+    # a host on a segment (lab_segment) has the mirror on the controller's address there
+    segment = str(host_setting(inventory_host, "lab_segment", "") or "")
+    served = lab.mirror_url(Path(str(setting("lab_state_dir"))),
+                            f"mirror-{segment}" if segment else "mirror")
+    assert served, f"the lab's mirror server does not run{' on ' + segment if segment else ''}"
     mirror = f"{served}/{suite}"
     sources = run(inventory_host, "sh", "-c", "cat /etc/apt/sources.list "
                   "/etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null"

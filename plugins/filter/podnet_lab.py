@@ -25,7 +25,26 @@ def podnet_lab_errors(
         records,
         max_hosts=max_hosts,
         nameservers=list(lab_vars.get("lab_nameservers") or []),
+        segments=lab_vars.get("lab_segments") or [],
+        router_address=lab_vars.get("lab_router_address"),
+        bridge=lab_vars.get("lab_bridge", "underlay"),
     )
+
+
+def podnet_lab_host_network(hv: dict[str, Any], lab_vars: dict[str, Any]) -> dict[str, Any]:
+    """Where a (validated) lab host sits: its address with prefix, its bridge, the controller's
+    address on it and its routes to the other networks (podnet.lab.host_network)."""
+    try:
+        net = lab.host_network(
+            str(hv["ansible_host"]), hv.get("lab_segment"), str(lab_vars["lab_underlay_cidr"]),
+            str(lab_vars["lab_controller_address"]), str(lab_vars.get("lab_bridge", "underlay")),
+            lab_vars.get("lab_router_address") or None,
+            lab.segments_of(lab_vars.get("lab_segments") or []))
+    except (lab.LabError, KeyError, ValueError) as exc:
+        raise AnsibleFilterError(f"lab host network: {exc}") from exc
+    return {"address": net.address_cidr, "bridge": net.bridge,
+            "controller_address": net.controller_address,
+            "routes": [{"destination": r.destination, "gateway": r.gateway} for r in net.routes]}
 
 
 def _record(name: str, hv: dict[str, Any], lab_vars: dict[str, Any]) -> dict[str, object]:
@@ -33,7 +52,8 @@ def _record(name: str, hv: dict[str, Any], lab_vars: dict[str, Any]) -> dict[str
     return {"name": name, "address": hv.get("ansible_host", ""),
             "user": hv.get("ansible_user"), "port": hv.get("ansible_port", 22),
             "suite": hv.get("lab_suite", lab_vars.get("lab_image_suite", "bookworm")),
-            "resolver": hv.get("lab_resolver", "resolv.conf")}
+            "resolver": hv.get("lab_resolver", "resolv.conf"),
+            "segment": hv.get("lab_segment")}
 
 
 def podnet_role_packages(roles_dir: str) -> list[str]:
@@ -47,5 +67,6 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "podnet_lab_errors": podnet_lab_errors,
+            "podnet_lab_host_network": podnet_lab_host_network,
             "podnet_role_packages": podnet_role_packages,
         }

@@ -11,6 +11,10 @@ description:
   - Creates C(/run/netns/<name>) with a bridge holding the controller's underlay address.
   - C(state=absent) removes everything of the lab, also what a dirty earlier run left
     (killed launchers, stale mounts, nodes no longer in the inventory).
+  - With I(segments), also a bridge per extra segment holding the controller's address there,
+    and a router between the underlay and the segments - a namespace of its own,
+    C(/run/netns/<name>_rt), joined to each bridge by a veth, with ip_forward 1 - while the
+    lab's namespace forwards nothing (ip_forward 0). Without I(segments), removes them.
   - Never touches the machine's own network namespace.
   - Runs on the controller (localhost) as root, with the podnet package importable.
 options:
@@ -28,6 +32,17 @@ options:
     required: true
   controller_cidr:
     description: The controller's address on the underlay, with prefix length.
+    type: str
+  segments:
+    description:
+      - Extra underlay segments, each with its I(name) (its bridge's), I(cidr), the
+        I(controller_address) on it and the I(router_address) on it (lab_segments).
+      - The mirror is served on each segment's controller address as well.
+    type: list
+    elements: dict
+    default: []
+  router_address:
+    description: The router's address on the underlay (lab_router_address); needed with I(segments).
     type: str
   mirrors:
     description:
@@ -63,6 +78,11 @@ netns:
   returned: always
   type: str
   sample: /run/netns/podnet
+router_netns:
+  description: Path of the router's network namespace (present only with segments).
+  returned: always
+  type: str
+  sample: /run/netns/podnet_rt
 """
 
 from pathlib import Path
@@ -77,6 +97,12 @@ def main() -> None:
             "bridge": {"type": "str", "default": "underlay"},
             "state_dir": {"type": "path", "required": True},
             "controller_cidr": {"type": "str"},
+            "segments": {"type": "list", "elements": "dict", "default": [],
+                         "options": {"name": {"type": "str", "required": True},
+                                     "cidr": {"type": "str", "required": True},
+                                     "controller_address": {"type": "str", "required": True},
+                                     "router_address": {"type": "str", "required": True}}},
+            "router_address": {"type": "str"},
             "mirrors": {"type": "dict", "default": {}},
             "mirror_port": {"type": "int", "default": 80},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
@@ -97,21 +123,32 @@ def main() -> None:
         if module.params["state"] == "absent":
             state_dir = Path(module.params["state_dir"])
             if module.check_mode:
-                changed = lab.netns_exists(name) or state_dir.exists()
+                changed = (lab.netns_exists(name) or state_dir.exists()
+                           or lab.netns_exists(lab.router_netns(name)))
             else:
                 changed = lab.teardown(name, state_dir)
         elif module.check_mode:
-            changed = not lab.netns_exists(name)
+            changed = not lab.netns_exists(name) or (
+                bool(module.params["segments"]) != lab.netns_exists(lab.router_netns(name)))
         else:
             p = module.params
+            segments = lab.segments_of(p["segments"])
             changed = lab.ensure_netns(name, p["bridge"], p["controller_cidr"])
+            prefix = int(p["controller_cidr"].split("/")[1])
+            changed |= lab.ensure_segments(name, p["bridge"], prefix, p["router_address"],
+                                           segments)
             if p["mirrors"]:
                 changed |= lab.ensure_mirror(
                     name, Path(p["state_dir"]), p["controller_cidr"].split("/")[0],
                     p["mirror_port"], p["mirrors"])
+                for seg in segments:
+                    changed |= lab.ensure_mirror(
+                        name, Path(p["state_dir"]), seg.controller_address, p["mirror_port"],
+                        p["mirrors"], server=f"mirror-{seg.name}")
     except lab.LabError as exc:
         module.fail_json(msg=str(exc), netns=netns)
-    module.exit_json(changed=changed, netns=netns)
+    module.exit_json(changed=changed, netns=netns,
+                     router_netns=str(lab.NETNS_DIR / lab.router_netns(name)))
 
 
 if __name__ == "__main__":

@@ -34,10 +34,18 @@ options:
     description: Underlay address with prefix length, e.g. 192.168.56.11/24.
     type: str
   gateway:
-    description: Optional default gateway on the underlay.
+    description: Optional default gateway on the host's own network.
     type: str
+  routes:
+    description:
+      - Static routes the host gets (its networkd file), each a I(destination) network through
+        a I(gateway) on the host's own network; a routed lab's hosts reach the other segments
+        this way (podnet.lab.host_network).
+    type: list
+    elements: dict
+    default: []
   bridge:
-    description: Underlay bridge inside the lab namespace.
+    description: The bridge inside the lab namespace the host joins (the underlay's or a segment's).
     type: str
     default: underlay
   image:
@@ -105,6 +113,9 @@ def main() -> None:
             "name": {"type": "str", "required": True},
             "address": {"type": "str"},
             "gateway": {"type": "str"},
+            "routes": {"type": "list", "elements": "dict", "default": [],
+                       "options": {"destination": {"type": "str", "required": True},
+                                   "gateway": {"type": "str", "required": True}}},
             "bridge": {"type": "str", "default": "underlay"},
             "image": {"type": "path"},
             "authorized_key": {"type": "str", "no_log": False},
@@ -151,7 +162,8 @@ def main() -> None:
             resolver=p["resolver"],
             nameservers=tuple(p["nameservers"]),
             mirror_url=p["mirror_url"],
-            gateway=p["gateway"],
+            routes=tuple(lab.Route(r["destination"], r["gateway"]) for r in p["routes"])
+            + ((lab.Route("", p["gateway"]),) if p["gateway"] else ()),
         )
         changed, line = lab.start_node(p["lab"], state_dir, spec, p["bridge"], image)
     except lab.LabError as exc:
