@@ -115,6 +115,9 @@ def node_routing(plan: Plan, name: str) -> dict[str, Any]:
             "as": settings.bgp_as, "router_id": node.address, "announce": [node.pod_cidr],
             "route_reflector": node.name in reflectors, "cluster_id": BGP_RR_CLUSTER_ID,
             "neighbors": bgp_neighbors(plan, node),
+            # routers (podnet_bgp_peers) learn the node's pod CIDR; they announce nothing back
+            "routers": [{**peer, "protocol": "router_" + peer["address"].replace(".", "_"),
+                         "ibgp": peer["as"] == settings.bgp_as} for peer in node.bgp_peers],
         }
     return {
         "backend": backend, "node": node.name, "address": node.address,

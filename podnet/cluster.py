@@ -13,7 +13,7 @@ from podnet.plan import Plan
 from podnet.problems import Problems
 from podnet.yamlsource import load_dir
 
-HOST_KEYS = ("ansible_host", "podnet_node_labels", "podnet_pod_cidr")
+HOST_KEYS = ("ansible_host", "podnet_node_labels", "podnet_pod_cidr", "podnet_bgp_peers")
 DEFAULT_STATE_ROOT = "/var/lib/podnet/clusters"
 
 
@@ -86,6 +86,7 @@ def load(source: str | Path, problems: Problems | None = None,
             "groups": list(host.groups),
             "labels": host.vars.get("podnet_node_labels") or {},
             "pod_cidr": host.vars.get("podnet_pod_cidr"),
+            "bgp_peers": host.vars.get("podnet_bgp_peers"),
         })
     path = Path(source)
     inventory_dir = path if path.is_dir() else path.parent

@@ -217,7 +217,8 @@ class _Builder:
                                    "changed; the node's pods get new addresses")
             self.record.node_cidrs[node.name] = str(cidr)
             out.append(NodePlan(node.name, str(node.address), dict(sorted(node.labels.items())),
-                                str(cidr), str(gateway(cidr))))
+                                str(cidr), str(gateway(cidr)),
+                                [{"address": str(a), "as": asn} for a, asn in node.bgp_peers]))
         return out
 
     # -- namespaces and pods ---------------------------------------------------------------------

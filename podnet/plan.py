@@ -44,6 +44,8 @@ class NodePlan:
     labels: dict[str, str]
     pod_cidr: str
     gateway: str
+    # routers the node's BIRD peers with in the bgp backend: [{"address": ..., "as": ...}]
+    bgp_peers: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

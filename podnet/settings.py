@@ -138,6 +138,8 @@ class HostSpec:
     groups: tuple[str, ...]
     labels: dict[str, str] = field(default_factory=dict)
     pod_cidr: IPv4Network | None = None  # podnet_pod_cidr: a fixed pod CIDR for this node
+    # podnet_bgp_peers: routers the node's BIRD also peers with in the bgp backend, (address, AS)
+    bgp_peers: tuple[tuple[IPv4Address, int], ...] = ()
 
     def is_node(self, settings: Settings) -> bool:
         return settings.nodes_group in self.groups
@@ -497,7 +499,8 @@ def read_hosts(
                                "give each node its own pod CIDR, or leave it to podnet")
             if pod_cidr:
                 seen_cidr[pod_cidr] = name
-        hosts.append(HostSpec(name, address, groups, labels, pod_cidr))
+        peers = _bgp_peers(entry.get("bgp_peers"), name, node, address, settings, where, problems)
+        hosts.append(HostSpec(name, address, groups, labels, pod_cidr, peers))
     nodes = [h for h in hosts if h.is_node(settings)]
     capacity = subnet_count(settings.cluster_cidr, settings.node_cidr_prefix)
     if len(nodes) > capacity:
@@ -518,6 +521,59 @@ def read_hosts(
                            f"'{name}' is not a node (group '{settings.nodes_group}')",
                            f"name nodes, some of: {', '.join(node_names)}")
     return hosts
+
+
+def _bgp_peers(value: Any, name: str, node: bool, own: IPv4Address, settings: Settings,
+               where: str, problems: Problems) -> tuple[tuple[IPv4Address, int], ...]:
+    """A node's podnet_bgp_peers: the routers its BIRD peers with besides the other nodes (a
+    top-of-rack router that must learn the pod CIDRs to carry them), each {address, as}; the
+    AS defaults to the cluster's (iBGP)."""
+    subject = f"host {name}"
+    if value in (None, "", []):
+        return ()
+    fix = "write a list like [{address: 192.168.56.254}] (as: defaults to podnet_bgp_as)"
+    if not node:
+        problems.error(where, subject, "podnet_bgp_peers",
+                       f"is set but {name} is not in group '{settings.nodes_group}'",
+                       "set podnet_bgp_peers on nodes only")
+        return ()
+    if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
+        problems.error(where, subject, "podnet_bgp_peers", f"'{value}' is not a list", fix)
+        return ()
+    peers: list[tuple[IPv4Address, int]] = []
+    for i, item in enumerate(value):
+        field_ = f"podnet_bgp_peers[{i}]"
+        if not isinstance(item, Mapping) or "address" not in item:
+            problems.error(where, subject, field_, f"'{item}' has no address", fix)
+            continue
+        try:
+            address = parse_address(item["address"])
+        except ValueError as exc:
+            problems.error(where, subject, f"{field_}.address", str(exc),
+                           "give the router's IPv4 address")
+            continue
+        if address == own:
+            problems.error(where, subject, f"{field_}.address",
+                           f"{address} is the node's own address",
+                           "give a router's address (the other nodes are peers already)")
+            continue
+        peer_as = settings.bgp_as
+        if item.get("as") not in (None, ""):
+            try:
+                peer_as = _int(item["as"])
+                if not 1 <= peer_as <= 2**32 - 1 or peer_as in BGP_RESERVED_AS:
+                    raise ValueError(f"AS '{peer_as}' is not one a router can have")
+            except ValueError as exc:
+                problems.error(where, subject, f"{field_}.as", str(exc),
+                               "give the router's AS number, like 64512, or leave it out for "
+                               "podnet_bgp_as")
+                continue
+        if address in {a for a, _ in peers}:
+            problems.error(where, subject, f"{field_}.address", f"{address} is listed twice",
+                           "list each router once")
+            continue
+        peers.append((address, peer_as))
+    return tuple(peers)
 
 
 def _routed_node(name: str, address: IPv4Address, settings: Settings, where: str,

@@ -12,6 +12,7 @@ import pytest
 from modelkit import hosts, make_plan
 
 from podnet import backends
+from podnet.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "roles/pod_network/templates"
@@ -79,12 +80,30 @@ def test_route_reflectors_peer_with_all_and_clients_with_the_reflectors(
     assert bgp["route_reflector"] == (node in ("node1", "node2"))
 
 
+def test_a_node_s_routers_learn_its_pod_cidr() -> None:
+    host_list = hosts(2)
+    host_list[1]["bgp_peers"] = [{"address": "192.168.56.254"}, {"address": "10.9.0.1",
+                                                                 "as": 65010}]
+    plan = make_plan(variables={"podnet_backend": "bgp"}, host_list=host_list)
+    assert backends.node_routing(plan, "node1")["bgp"]["routers"] == []
+    assert backends.node_routing(plan, "node2")["bgp"]["routers"] == [
+        {"address": "192.168.56.254", "as": 64512, "protocol": "router_192_168_56_254",
+         "ibgp": True},
+        {"address": "10.9.0.1", "as": 65010, "protocol": "router_10_9_0_1", "ibgp": False}]
+    conf = render("etc/podnet/bgp/bird.conf.j2", "bgp", node="node2", plan=plan)
+    assert "protocol bgp router_192_168_56_254 from podnet_router {" in conf
+    assert "neighbor 10.9.0.1 as 65010;" in conf
+    assert 'export where proto = "podnet_pods";' in conf and "import none;" in conf
+
+
 def test_a_node_name_with_a_dash_is_a_bird_symbol() -> None:
     assert backends.bgp_protocol("node-1") == "peer_node_1"
 
 
-def render(template: str, backend: str, node: str = "node1", **variables: Any) -> str:
-    plan = make_plan(variables={"podnet_backend": backend, **variables}, host_list=hosts(3))
+def render(template: str, backend: str, node: str = "node1", plan: Plan | None = None,
+           **variables: Any) -> str:
+    plan = plan or make_plan(variables={"podnet_backend": backend, **variables},
+                             host_list=hosts(3))
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), trim_blocks=True,
                              lstrip_blocks=False, keep_trailing_newline=True)
     env.filters["comment"] = lambda text: f"# {text}"

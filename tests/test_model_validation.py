@@ -99,6 +99,32 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("reflector-unknown", {"variables": {"podnet_bgp_route_reflectors": ["node1", "lb"]}},
      ["podnet_bgp_route_reflectors[1]: 'lb' is not a node (group 'nodes')",
       "name nodes, some of: node1, node2, node3"]),
+    ("bgp-peers-not-list", {"host_list": [
+        {"name": "node1", "address": "192.168.56.11", "groups": ["nodes"],
+         "bgp_peers": "192.168.56.254"}]},
+     ["host node1: podnet_bgp_peers: '192.168.56.254' is not a list",
+      "write a list like [{address: 192.168.56.254}]"]),
+    ("bgp-peer-bad-address", {"host_list": [
+        {"name": "node1", "address": "192.168.56.11", "groups": ["nodes"],
+         "bgp_peers": [{"address": "router"}]}]},
+     ["host node1: podnet_bgp_peers[0].address: 'router'"]),
+    ("bgp-peer-itself", {"host_list": [
+        {"name": "node1", "address": "192.168.56.11", "groups": ["nodes"],
+         "bgp_peers": [{"address": "192.168.56.11"}]}]},
+     ["podnet_bgp_peers[0].address: 192.168.56.11 is the node's own address"]),
+    ("bgp-peer-bad-as", {"host_list": [
+        {"name": "node1", "address": "192.168.56.11", "groups": ["nodes"],
+         "bgp_peers": [{"address": "192.168.56.254", "as": 23456}]}]},
+     ["podnet_bgp_peers[0].as: AS '23456' is not one a router can have"]),
+    ("bgp-peer-twice", {"host_list": [
+        {"name": "node1", "address": "192.168.56.11", "groups": ["nodes"],
+         "bgp_peers": [{"address": "192.168.56.254"}, {"address": "192.168.56.254"}]}]},
+     ["podnet_bgp_peers[1].address: 192.168.56.254 is listed twice"]),
+    ("bgp-peers-not-node", {"host_list": [
+        {"name": "node1", "address": "192.168.56.11", "groups": ["nodes"]},
+        {"name": "lb", "address": "192.168.56.200", "groups": ["lb"],
+         "bgp_peers": [{"address": "192.168.56.254"}]}]},
+     ["host lb: podnet_bgp_peers: is set but lb is not in group 'nodes'"]),
     ("reflector-twice", {"variables": {"podnet_bgp_route_reflectors": ["node1", "node1"]}},
      ["podnet_bgp_route_reflectors[1]: 'node1' is listed twice"]),
     ("unknown-proxy-mode", {"variables": {"podnet_proxy_mode": "ipvs"}},

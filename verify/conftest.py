@@ -144,7 +144,7 @@ def run(name: str, *argv: str) -> Evidence:
 
 LAST = ("test_drift.py", "test_pods_lifecycle.py", "test_services_lifecycle.py",
         "test_dns_lifecycle.py", "test_proxy_health.py", "test_ingress_lifecycle.py",
-        "test_lb_lifecycle.py", "test_lb_l2_nodes.py")
+        "test_backends_lifecycle.py", "test_lb_lifecycle.py", "test_lb_l2_nodes.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
