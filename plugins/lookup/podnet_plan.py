@@ -8,7 +8,8 @@ short_description: Validate the inventory and manifests and return podnet's clus
 description:
   - Reads the C(podnet_*) network settings, the inventory's hosts (address, groups,
     C(podnet_node_labels), C(podnet_pod_cidr), C(podnet_bgp_peers)), the manifests in
-    C(podnet_manifests_dir) and the allocation record in C(podnet_state_dir), and builds the plan with the podnet package.
+    C(podnet_manifests_dir) and the allocation record in C(podnet_state_dir), and builds the
+    plan with the podnet package.
   - Never fails on bad input; it returns the problems so a play can stop with all of them.
 options: {}
 """
