@@ -8,6 +8,7 @@ as it began."""
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import pytest
 from backendchecks import residue, routing_problems, with_backend
@@ -24,6 +25,7 @@ from conftest import (
 )
 from test_pod_network import dial
 
+from podnet.plan import Plan
 from podnet.settings import BACKENDS
 
 pytestmark = pytest.mark.principle("flat network")
@@ -52,6 +54,10 @@ def unreachable_pairs() -> list[str]:
     return failed
 
 
+def routes_as_planned(planned: Plan, nodes: list[str]) -> bool:
+    return not any(routing_problems(planned, n) for n in nodes)
+
+
 def test_switching_backends_keeps_pods_reachable_and_leaves_nothing_behind() -> None:
     p = plan()
     mine = p.settings.backend
@@ -69,8 +75,7 @@ def test_switching_backends_keeps_pods_reachable_and_leaves_nothing_behind() -> 
             converged(manifests_dir(), "network", podnet_backend=backend)
             took = time.monotonic() - start
             routed = wait_for(f"every node routing as {backend} says",
-                              lambda planned=planned: not any(routing_problems(planned, n)
-                                                              for n in nodes), timeout=60)
+                              partial(routes_as_planned, planned, nodes), timeout=60)
             assert {n: residue(planned, n) for n in nodes} == {n: [] for n in nodes}
             assert unreachable_pairs() == [], f"after the switch to {backend}"
             print(f"switch to {backend}: converge (--tags network) {took:.1f} s, "
