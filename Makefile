@@ -13,11 +13,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 IS_ROOT := $(filter 0,$(shell id -u))
 HOSTS_SETUP := $(if $(IS_ROOT),setup,venv)
 
-.PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status plan converge verify verify-quick shell exec demo test lint unit molecule bench clean-cache
+.PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status plan converge verify verify-quick shell exec demo test lint unit molecule routed bench clean-cache
 
 help:
 	@echo "make demo   - setup + lab-up + converge + verify: the whole demo on the local lab"
-	@echo "make test   - lint + unit tests + molecule test (its own lab, torn down after)"
+	@echo "make test   - lint + unit tests + molecule test + the routed lab (own labs, torn down)"
 	@echo "make setup | lab-up | lab-down | lab-status | plan | converge | verify | bench | lint | unit"
 	@echo "make lint, unit and plan run as any user (make venv); the lab targets need root"
 	@echo "make converge TAGS=workloads - after a manifest change: only pods, Services and DNS"
@@ -125,7 +125,12 @@ molecule: setup
 	@echo "==> molecule test -s vms: create VM-shaped hosts, converge, idempotence, verify, reset, destroy"
 	$(BIN)/molecule test -s vms
 
-test: lint unit molecule
+# the routed lab (a node behind a router) with the backends that cross it: vxlan, then bgp
+routed: setup
+	@echo "==> routed: inventory/lab-routed with vxlan and bgp: converge, idempotence, suites"
+	@scripts/routed-suites.sh
+
+test: lint unit molecule routed
 	@echo "==> test: lint, unit tests and molecule test all passed"
 
 bench: setup

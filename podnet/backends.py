@@ -37,6 +37,16 @@ VXLAN_DEVICE_PREFIX = "podnet."
 BGP_RR_CLUSTER_ID = "244.0.0.1"
 
 
+def servable(plan: Plan) -> list[str]:
+    """The backends that can serve the plan's nodes: host-gw only when every node is on the
+    underlay (settings.read_hosts refuses it otherwise, naming the node)."""
+    from podnet.settings import BACKENDS
+
+    underlay = plan.settings.underlay_cidr
+    on_segment = all(IPv4Address(n.address) in underlay for n in plan.nodes)
+    return [b for b in BACKENDS if b != "host-gw" or on_segment]
+
+
 def vtep_address(node: NodePlan) -> str:
     """A node's VXLAN address: its pod CIDR's network address, as Flannel gives flannel.1."""
     return str(IPv4Network(node.pod_cidr).network_address)

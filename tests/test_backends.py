@@ -96,6 +96,15 @@ def test_a_node_s_routers_learn_its_pod_cidr() -> None:
     assert 'export where proto = "podnet_pods";' in conf and "import none;" in conf
 
 
+def test_host_gw_is_servable_only_with_every_node_on_the_underlay() -> None:
+    assert backends.servable(make_plan()) == ["host-gw", "vxlan", "bgp"]
+    routed = hosts(2)
+    routed[1]["address"] = "192.168.57.13"
+    plan = make_plan(variables={"podnet_backend": "vxlan", "podnet_lb_pool": ""},
+                     host_list=routed)
+    assert backends.servable(plan) == ["vxlan", "bgp"]
+
+
 def test_a_node_name_with_a_dash_is_a_bird_symbol() -> None:
     assert backends.bgp_protocol("node-1") == "peer_node_1"
 
