@@ -25,8 +25,8 @@ from conftest import (
 )
 from test_pod_network import dial
 
-from podnet.plan import Plan
 from podnet.backends import servable
+from podnet.plan import Plan
 
 pytestmark = pytest.mark.principle("flat network")
 
