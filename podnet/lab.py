@@ -16,6 +16,7 @@ Layout on disk (all removed by :func:`stop_node` / ``lab down`` except the image
     <state_dir>/mirror/<suite>               links to the package mirrors the lab serves
     <state_dir>/mirror.{pid,log}             the mirror's HTTP server (in the lab's netns)
     <state_dir>/mirror-<segment>.{pid,log}   the same mirror on an extra segment's address
+    <state_dir>/router-bird.{conf,ctl,pid,log}  the router's BIRD (only with lab_router_bgp_as)
     /run/systemd/nspawn/propagate/<machine>  left by systemd-nspawn, removed on stop
 
 Hosts are VM-shaped: they boot like a fresh cloud image (a minimal Debian with openssh-server,
@@ -82,6 +83,12 @@ ROUTER_SUFFIX = "_rt"
 # The alias the lab gives its segment bridges, so that a segment removed from the inventory is
 # told apart from anything else in the lab's netns and removed by the next lab-up.
 SEGMENT_ALIAS = "podnet-lab segment"
+# The router's BIRD (lab_router_bgp_as): Debian's bird2, run inside the router's namespace as an
+# iBGP peer of the nodes, learning their pod CIDRs. Its files are <state_dir>/router-bird.*.
+BIRD = "/usr/sbin/bird"
+BIRDC = "/usr/sbin/birdc"
+ROUTER_BIRD = "router-bird"
+MAX_AS = 4294967295
 
 
 class LabError(Exception):
@@ -192,14 +199,17 @@ def validate(
     segments: object = (),
     router_address: object = None,
     bridge: object = "underlay",
+    router_bgp_as: object = None,
+    router_bgp_neighbors: object = (),
 ) -> list[str]:
     """Check a lab inventory before anything is created. Returns error messages.
 
     A host record has ``name`` and ``address`` (ansible_host), and may have ``user``
     (ansible_user), ``port`` (ansible_port), ``suite`` (lab_suite), ``resolver``
     (lab_resolver) and ``segment`` (lab_segment); ``nameservers`` are lab_nameservers,
-    ``segments`` lab_segments, ``router_address`` lab_router_address and ``bridge``
-    lab_bridge."""
+    ``segments`` lab_segments, ``router_address`` lab_router_address, ``bridge``
+    lab_bridge, ``router_bgp_as`` lab_router_bgp_as and ``router_bgp_neighbors``
+    lab_router_bgp_neighbors."""
     errors: list[str] = []
     if not isinstance(lab_name, str) or not LAB_NAME_RE.match(lab_name):
         errors.append(
@@ -231,6 +241,8 @@ def validate(
 
     seg_nets, reserved, seg_errors = _segments(segments, net, ctrl, router_address, bridge)
     errors += seg_errors
+    errors += _router_bgp_errors(router_bgp_as, router_bgp_neighbors, router_address, net,
+                                 seg_nets, reserved, ctrl)
     host_list = list(hosts)
     if len(host_list) > max_hosts:
         errors.append(
@@ -440,6 +452,86 @@ def _segments(
         if name not in (None, ""):
             nets[str(name)] = seg
     return nets, reserved, errors
+
+
+def router_bgp_as(raw: object) -> int | None:
+    """lab_router_bgp_as as an AS number, None when the router runs no BIRD (empty, 0, null).
+    Raises ValueError when it is neither."""
+    if raw in (None, "", 0, "0"):
+        return None
+    if isinstance(raw, bool) or not str(raw).strip().isdigit():
+        raise ValueError(f"{raw!r} is not a number")
+    number = int(str(raw).strip())
+    if not 0 < number <= MAX_AS:
+        raise ValueError(f"{number} is outside 1..{MAX_AS}")
+    return number
+
+
+def _router_bgp_errors(
+    raw_as: object, raw_neighbors: object, router_address: object,
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    seg_nets: Mapping[str, ipaddress.IPv4Network], reserved: Mapping[Any, str],
+    ctrl: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+) -> list[str]:
+    """Check lab_router_bgp_as and lab_router_bgp_neighbors: the router's BIRD peers only with
+    addresses on a network it is connected to (the underlay or a segment of lab_segments)."""
+    errors: list[str] = []
+    try:
+        number = router_bgp_as(raw_as)
+    except ValueError as exc:
+        errors.append(f"lab_router_bgp_as: {exc}; give the nodes' AS number (1..{MAX_AS}, "
+                      "podnet_bgp_as's), or 0/empty for no BGP on the router")
+        number = None
+        enabled = True
+    else:
+        enabled = number is not None
+    neighbors: list[object] = []
+    not_a_list = raw_neighbors not in (None, "") and not isinstance(raw_neighbors, (list, tuple))
+    if not_a_list:
+        errors.append(f"lab_router_bgp_neighbors: {raw_neighbors!r} is not a list; give a list "
+                      "of the nodes' addresses, e.g. [192.168.56.11, 192.168.57.13]")
+    elif isinstance(raw_neighbors, (list, tuple)):
+        neighbors = list(raw_neighbors)
+    if not enabled:
+        if neighbors:
+            errors.append(f"lab_router_bgp_neighbors: {len(neighbors)} neighbor(s) but "
+                          "lab_router_bgp_as is not set, so the router runs no BIRD; set "
+                          "lab_router_bgp_as to the nodes' AS number or empty the list")
+        return errors
+    if router_address in (None, ""):
+        errors.append(f"lab_router_bgp_as: {raw_as} is set but the lab has no router "
+                      "(lab_router_address is empty): BGP on the router needs a routed lab "
+                      "(lab_router_address and lab_segments); remove lab_router_bgp_as")
+    if number is not None and not neighbors and not not_a_list:
+        errors.append(f"lab_router_bgp_as: {number} is set but lab_router_bgp_neighbors is "
+                      "empty, so the router's BIRD would peer with no one; list the nodes' "
+                      "addresses in lab_router_bgp_neighbors")
+    seen: set[Any] = set()
+    for raw in neighbors:
+        try:
+            addr = ipaddress.ip_address(str(raw))
+        except ValueError:
+            errors.append(f"lab_router_bgp_neighbors: {raw!r} is not an IPv4 address; list the "
+                          "nodes by their ansible_host")
+            continue
+        if addr in seen:
+            errors.append(f"lab_router_bgp_neighbors: {addr} is listed twice; list each node once")
+            continue
+        seen.add(addr)
+        networks = [("lab_underlay_cidr", net)] + [(f"segment {n}", s) for n, s in seg_nets.items()]
+        on = [(what, s) for what, s in networks if addr in s
+              and addr not in {s.network_address, s.broadcast_address}]
+        if not on:
+            errors.append(f"lab_router_bgp_neighbors: {addr} is on no network the router is "
+                          f"connected to (lab_underlay_cidr {net}"
+                          + "".join(f", segment {n} {s}" for n, s in seg_nets.items())
+                          + "); the router peers only with directly connected nodes: list "
+                          "their ansible_host addresses")
+        elif addr in reserved or addr == ctrl:
+            what = reserved.get(addr, "the controller's lab address (lab_controller_address)")
+            errors.append(f"lab_router_bgp_neighbors: {addr} is {what}, not a node; list the "
+                          "nodes' ansible_host addresses")
+    return errors
 
 
 def segments_of(raw: Iterable[Mapping[str, Any]]) -> list[Segment]:
@@ -654,6 +746,12 @@ def ensure_segments(lab: str, bridge: str, underlay_prefix: int, router_address:
     links, rt_links = _links(lab), _links(rt)
     for leg, cidr in legs:
         ours = router_veth(leg)
+        if ours in links and leg not in rt_links:
+            # its other end is in a router namespace that is gone from /run/netns but still
+            # held by a process: the pair goes, and is made again into the router's namespace
+            _run(["ip", "-n", lab, "link", "del", ours], check=False)
+            links = _links(lab)
+            changed = True
         if ours not in links:
             if leg in rt_links:  # an end whose peer is gone (cannot be, but never two of a name)
                 _run(["ip", "-n", rt, "link", "del", leg], check=False)
@@ -696,6 +794,180 @@ def _kill_in_netns(netns: str) -> bool:
         _kill(inside, signal.SIGKILL)
         _wait_gone(inside, 5)
     return True
+
+
+# --------------------------------------------------------------------------- router BIRD
+
+
+def router_bird_config(lab: str, as_number: int, underlay_cidr: str, router_address: str,
+                       segments: Iterable[Segment], neighbors: Iterable[str]) -> str:
+    """The router's BIRD 2 configuration (lab_router_bgp_as, lab_router_bgp_neighbors): an iBGP
+    peer of each neighbor, from the router's address on that neighbor's network, that only
+    learns (passive: the nodes connect; it announces nothing) and installs what BGP brought in
+    the router's namespace with BIRD's protocol number (12). Each neighbor must be on the
+    underlay or a segment (validate)."""
+    networks = [(ipaddress.ip_network(underlay_cidr), router_address)] + [
+        (ipaddress.ip_network(s.cidr), s.router_address) for s in segments]
+    out = (f"# podnet lab {lab}: the router's BIRD (roles/lab, lab_router_bgp_as), an iBGP peer\n"
+           "# of the nodes that learns their pod CIDRs and installs them in the router's\n"
+           "# namespace. Written by podnet.lab; lab-up restarts BIRD when it changes.\n"
+           f"router id {router_address};\n"
+           "log stderr { info, remote, warning, error, auth, fatal, bug };\n"
+           "\n"
+           "# interfaces: BIRD needs them to tell which next hops are reachable\n"
+           "protocol device {\n  scan time 10;\n}\n"
+           "\n"
+           "# the connected networks (underlay, segments): an iBGP route's next hop (the node\n"
+           "# that announced it) resolves through them (gateway recursive, iBGP's default)\n"
+           "protocol direct {\n  ipv4;\n}\n"
+           "\n"
+           "# only what BGP learnt goes to the kernel (protocol bird, 12); none is read from it\n"
+           "protocol kernel {\n  ipv4 {\n    import none;\n    export where source = RTS_BGP;\n"
+           "  };\n}\n")
+    for raw in neighbors:
+        addr = ipaddress.ip_address(str(raw))
+        local = next((r for n, r in networks if addr in n), None)
+        if local is None:
+            raise LabError(f"lab_router_bgp_neighbors: {addr} is on no network the router is "
+                           "connected to")
+        name = "n_" + str(addr).replace(".", "_")
+        out += (f"\nprotocol bgp {name} {{\n"
+                f"  local {local} as {as_number};\n"
+                f"  neighbor {addr} as {as_number};\n"
+                "  passive;\n"
+                "  connect retry time 5;\n"
+                "  hold time 30;\n"
+                "  keepalive time 10;\n"
+                "  graceful restart on;\n"
+                "  ipv4 {\n    import all;\n    export none;\n  };\n}\n")
+    return out
+
+
+def _router_bird_file(state_dir: Path, ext: str) -> Path:
+    return state_dir / f"{ROUTER_BIRD}.{ext}"
+
+
+def _is_router_bird(pid: int, state_dir: Path) -> bool:
+    """Whether ``pid`` is this lab's router BIRD (a bird with the lab's router-bird.conf)."""
+    argv = _cmdline(pid)
+    return (bool(argv) and Path(argv[0]).name == "bird"
+            and str(_router_bird_file(state_dir, "conf")) in argv)
+
+
+def router_bird_processes(state_dir: Path) -> list[int]:
+    """Every process of this lab's router BIRD (found by its command line: a bird started on the
+    lab's router-bird.conf), also one whose pid file or namespace is gone."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _is_router_bird(int(entry.name), state_dir):
+            found.append(int(entry.name))
+    return found
+
+
+def router_bird_pid(state_dir: Path) -> int | None:
+    """The PID of the lab's router BIRD when it runs (its pid file and command line agree)."""
+    pid = _read_pid(_router_bird_file(state_dir, "pid"))
+    if pid is None or _is_zombie(pid) or not _is_router_bird(pid, state_dir):
+        return None
+    return pid
+
+
+def _netns_inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _in_netns(pid: int, netns: str) -> bool:
+    want = _netns_inode(NETNS_DIR / netns)
+    return want is not None and _netns_inode(Path(f"/proc/{pid}/ns/net")) == want
+
+
+def stop_router_bird(state_dir: Path, remove_files: bool = True) -> bool:
+    """End the lab's router BIRD (SIGTERM, then SIGKILL; only processes whose command line shows
+    they are it) and remove its files."""
+    changed = False
+    pids = router_bird_processes(state_dir)
+    if pids:
+        _kill(pids, signal.SIGTERM)
+        if _wait_gone(pids, 5):
+            _kill(pids, signal.SIGKILL)
+            _wait_gone(pids, 5)
+        changed = True
+    if remove_files:
+        for ext in ("conf", "ctl", "pid", "log"):
+            path = _router_bird_file(state_dir, ext)
+            if path.exists() or path.is_symlink():
+                path.unlink()
+                changed = True
+    return changed
+
+
+def stop_stray_router_bird(lab: str, state_dir: Path) -> bool:
+    """End a router BIRD that does not live in the router's namespace as /run/netns names it
+    now (the namespace removed or replaced by hand): it holds the old namespace, and with it
+    veths into the lab's bridges."""
+    strays = [p for p in router_bird_processes(state_dir) if not _in_netns(p, router_netns(lab))]
+    if not strays:
+        return False
+    _kill(strays, signal.SIGTERM)
+    if _wait_gone(strays, 5):
+        _kill(strays, signal.SIGKILL)
+        _wait_gone(strays, 5)
+    return True
+
+
+def ensure_router_bird(lab: str, state_dir: Path, config: str | None) -> bool:
+    """Run BIRD with ``config`` inside the lab's router namespace (None: run none, and remove
+    its files). Left running when its config is unchanged and it lives in the router's
+    namespace; started again when the config changed or it died."""
+    if config is None:
+        return stop_router_bird(state_dir)
+    rt = router_netns(lab)
+    if not netns_exists(rt):
+        raise LabError(f"the router's BIRD needs the router namespace {NETNS_DIR / rt}, which "
+                       "does not exist (lab_router_address and lab_segments make it)")
+    if not Path(BIRD).exists():
+        raise LabError(f"{BIRD} is missing on the controller; run 'make setup' (it installs "
+                       "bird2) or remove lab_router_bgp_as")
+    conf = _router_bird_file(state_dir, "conf")
+    pid = router_bird_pid(state_dir)
+    same = conf.is_file() and conf.read_text() == config
+    if same and pid is not None and _in_netns(pid, rt) and \
+            _router_bird_file(state_dir, "ctl").is_socket():
+        return False
+    stop_router_bird(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    conf.write_text(config)
+    check = _run([BIRD, "-p", "-c", str(conf)], check=False)
+    if check.returncode != 0:
+        raise LabError(f"the router's BIRD config {conf} does not parse: "
+                       f"{(check.stderr or check.stdout).strip()}")
+    ctl, pidfile, logfile = (_router_bird_file(state_dir, e) for e in ("ctl", "pid", "log"))
+    cmd = ["nsenter", f"--net={NETNS_DIR / rt}", BIRD, "-f", "-c", str(conf), "-s", str(ctl),
+           "-P", str(pidfile)]
+    with open(logfile, "ab") as log, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    # nsenter (net only) execs bird in place: the same PID; BIRD writes it there too
+    pidfile.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 10
+    while not ctl.is_socket():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            tail = logfile.read_text(errors="replace")[-600:]
+            raise LabError(f"the router's BIRD did not start in {NETNS_DIR / rt}: {tail}")
+        time.sleep(0.1)
+    return True
+
+
+def router_bird_protocols(state_dir: Path) -> str:
+    """``birdc show protocols`` of the lab's router BIRD (through its control socket)."""
+    return _run([BIRDC, "-s", str(_router_bird_file(state_dir, "ctl")), "show",
+                 "protocols"]).stdout
 
 
 # --------------------------------------------------------------------------- mirror
@@ -1190,6 +1462,11 @@ def residue(lab: str, state_dir: Path, hosts: Iterable[str] = ()) -> list[str]:
                 for p in processes_in_netns(netns)
             ]
     found += [f"process {p} {' '.join(_cmdline(p))}" for p in nspawn_processes(state_dir)]
+    found += [f"process {p} {' '.join(_cmdline(p))}: the lab's router BIRD"
+              for p in router_bird_processes(state_dir)]
+    found += [f"file {f}: the lab's router BIRD's" for f in
+              (_router_bird_file(state_dir, e) for e in ("conf", "ctl", "pid", "log"))
+              if f.exists() or f.is_symlink()]
     nodes = state_dir / "nodes"
     found += [f"process {p} rooted in the lab" for p in processes_under(nodes)]
     found += [f"mount {m}" for m in mounts_under(state_dir)]
@@ -1318,7 +1595,9 @@ def teardown(lab: str, state_dir: Path) -> bool:
     if mounts_under(state_dir):
         unmount_all(state_dir)
         changed = True
-    # the router first: its veths go with its namespace, and their ends in the lab's with them
+    # the router's BIRD by its command line (also one outside the router's namespace), then the
+    # router: its veths go with its namespace, and their ends in the lab's with them
+    changed |= stop_router_bird(state_dir)
     for netns in (router_netns(lab), lab):
         changed |= _kill_in_netns(netns)
         changed |= remove_netns(netns)

@@ -28,6 +28,8 @@ def podnet_lab_errors(
         segments=lab_vars.get("lab_segments") or [],
         router_address=lab_vars.get("lab_router_address"),
         bridge=lab_vars.get("lab_bridge", "underlay"),
+        router_bgp_as=lab_vars.get("lab_router_bgp_as"),
+        router_bgp_neighbors=lab_vars.get("lab_router_bgp_neighbors") or [],
     )
 
 

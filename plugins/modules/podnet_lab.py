@@ -44,6 +44,23 @@ options:
   router_address:
     description: The router's address on the underlay (lab_router_address); needed with I(segments).
     type: str
+  underlay_cidr:
+    description: The underlay network (lab_underlay_cidr); needed with I(router_bgp_as).
+    type: str
+  router_bgp_as:
+    description:
+      - The AS number of BIRD 2 run inside the router's namespace (lab_router_bgp_as), an iBGP
+        peer of I(router_bgp_neighbors) that learns their routes (the nodes' pod CIDRs) and
+        installs them there. 0 runs no BIRD on the router (and stops one that runs).
+      - Its files are C(<state_dir>/router-bird.{conf,ctl,pid,log}); it is started again when
+        its configuration changed or it died, and stopped with C(state=absent).
+    type: int
+    default: 0
+  router_bgp_neighbors:
+    description: The addresses the router's BIRD peers with, each on the underlay or a segment.
+    type: list
+    elements: str
+    default: []
   mirrors:
     description:
       - Package mirrors to serve to the lab's hosts, by release (release name to the mirror's
@@ -86,8 +103,21 @@ router_netns:
 """
 
 from pathlib import Path
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+
+
+def _router_bird_config(lab: Any, p: dict[str, Any]) -> str | None:
+    """The router's BIRD configuration the parameters ask for; None for no BIRD."""
+    if not p["router_bgp_as"]:
+        return None
+    if not p["underlay_cidr"] or not p["router_address"]:
+        raise lab.LabError("router_bgp_as needs underlay_cidr and router_address (the router)")
+    config: str = lab.router_bird_config(
+        p["name"], p["router_bgp_as"], p["underlay_cidr"], p["router_address"],
+        lab.segments_of(p["segments"]), p["router_bgp_neighbors"])
+    return config
 
 
 def main() -> None:
@@ -103,6 +133,9 @@ def main() -> None:
                                      "controller_address": {"type": "str", "required": True},
                                      "router_address": {"type": "str", "required": True}}},
             "router_address": {"type": "str"},
+            "underlay_cidr": {"type": "str"},
+            "router_bgp_as": {"type": "int", "default": 0},
+            "router_bgp_neighbors": {"type": "list", "elements": "str", "default": []},
             "mirrors": {"type": "dict", "default": {}},
             "mirror_port": {"type": "int", "default": 80},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
@@ -128,15 +161,24 @@ def main() -> None:
             else:
                 changed = lab.teardown(name, state_dir)
         elif module.check_mode:
+            bird = _router_bird_config(lab, module.params)
+            conf = Path(module.params["state_dir"]) / f"{lab.ROUTER_BIRD}.conf"
             changed = not lab.netns_exists(name) or (
-                bool(module.params["segments"]) != lab.netns_exists(lab.router_netns(name)))
+                bool(module.params["segments"]) != lab.netns_exists(lab.router_netns(name))) or (
+                (lab.router_bird_pid(Path(module.params["state_dir"])) is not None
+                 and conf.is_file() and conf.read_text() == bird) != (bird is not None))
         else:
             p = module.params
+            state_dir = Path(p["state_dir"])
             segments = lab.segments_of(p["segments"])
+            bird = _router_bird_config(lab, p)
             changed = lab.ensure_netns(name, p["bridge"], p["controller_cidr"])
             prefix = int(p["controller_cidr"].split("/")[1])
+            # a router BIRD left in a router namespace that is gone holds it (and its veths)
+            changed |= lab.stop_stray_router_bird(name, state_dir)
             changed |= lab.ensure_segments(name, p["bridge"], prefix, p["router_address"],
                                            segments)
+            changed |= lab.ensure_router_bird(name, state_dir, bird)
             if p["mirrors"]:
                 changed |= lab.ensure_mirror(
                     name, Path(p["state_dir"]), p["controller_cidr"].split("/")[0],
