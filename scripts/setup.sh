@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 # them there too (without dig they would be skipped, and make unit stays green on nothing);
 # nginx and openssl: the ingress controller's config is served by a real nginx there, with
 # certificates made by openssl (tests/test_nginxconf.py, tests/test_podnet_ingress.py).
+# bird2: a routed lab's router runs BIRD inside its namespace as the nodes' BGP peer
+# (lab_router_bgp_as, tests/test_lab_router_bgp.py); Debian's bird.service never starts here.
 APT_PACKAGES=(systemd-container mmdebstrap util-linux iproute2 netcat-openbsd openssh-client
               python3-venv make git containernetworking-plugins iptables unbound dnsutils curl
-              dpkg-dev nginx openssl)
+              dpkg-dev nginx openssl bird2)
 
 host_packages() {
   missing=()
@@ -32,7 +34,8 @@ host_packages() {
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: apt-get install ${missing[*]}"
     apt-get update -q
-    # packaged servers (unbound, nginx) must not start on this machine: tests start their own
+    # packaged servers (unbound, nginx, bird) must not start on this machine: tests and the lab
+    # start their own
     guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       guard=/usr/sbin/policy-rc.d
@@ -40,6 +43,12 @@ host_packages() {
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
     [ -z "$guard" ] || rm -f "$guard"
+    # nor at the next boot: Debian enables bird.service, a BIRD in this machine's own namespace
+    # that would export its routes to this machine's kernel (the lab runs its own, in the router)
+    if [[ " ${missing[*]} " == *" bird2 "* ]]; then
+      systemctl disable --quiet bird.service 2>/dev/null ||
+        rm -f /etc/systemd/system/multi-user.target.wants/bird.service
+    fi
   else
     echo "setup: apt packages already installed (${APT_PACKAGES[*]})"
   fi
