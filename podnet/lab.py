@@ -1462,8 +1462,10 @@ def residue(lab: str, state_dir: Path, hosts: Iterable[str] = ()) -> list[str]:
                 for p in processes_in_netns(netns)
             ]
     found += [f"process {p} {' '.join(_cmdline(p))}" for p in nspawn_processes(state_dir)]
+    # the router's BIRD, also outside the router's namespace (removed by hand under it)
+    in_router = set(processes_in_netns(router_netns(lab)))
     found += [f"process {p} {' '.join(_cmdline(p))}: the lab's router BIRD"
-              for p in router_bird_processes(state_dir)]
+              for p in router_bird_processes(state_dir) if p not in in_router]
     found += [f"file {f}: the lab's router BIRD's" for f in
               (_router_bird_file(state_dir, e) for e in ("conf", "ctl", "pid", "log"))
               if f.exists() or f.is_symlink()]

@@ -273,7 +273,9 @@ def test_router_bird_is_started_kept_restarted_and_removed(routed_lab: tuple[str
     assert lab.ensure_router_bird(name, state, config(NODES[:2], lab_name=name)) is True
     again = lab.router_bird_pid(state)
     assert again not in (None, new)
-    assert any("the lab's router BIRD" in line for line in lab.residue(name, state))
+    assert [line for line in lab.residue(name, state) if f"process {again} " in line] == [
+        f"process {again} {' '.join(lab._cmdline(again))} in the lab's router"]
+    assert f"file {state / 'router-bird.ctl'}: the lab's router BIRD's" in lab.residue(name, state)
     # no AS any more: stopped, its files gone; the lab's teardown (the fixture) leaves nothing
     assert lab.ensure_router_bird(name, state, None) is True
     assert lab.router_bird_processes(state) == [] and list(state.glob("router-bird.*")) == []
@@ -311,6 +313,9 @@ def test_a_router_namespace_removed_under_bird_is_repaired(routed_lab: tuple[str
     old = lab.router_bird_pid(state)
     subprocess.run(["ip", "netns", "del", rt], check=True)
     assert old is not None and Path(f"/proc/{old}").exists()
+    # outside every namespace the lab names, the residue check still finds it
+    assert f"process {old} {' '.join(lab._cmdline(old))}: the lab's router BIRD" in \
+        lab.residue(name, state)
     assert lab.stop_stray_router_bird(name, state) is True
     assert lab.ensure_segments(name, "underlay", 24, "192.168.56.254", far) is True
     assert lab.ensure_router_bird(name, state, config(lab_name=name)) is True

@@ -162,11 +162,16 @@ def main() -> None:
                 changed = lab.teardown(name, state_dir)
         elif module.check_mode:
             bird = _router_bird_config(lab, module.params)
-            conf = Path(module.params["state_dir"]) / f"{lab.ROUTER_BIRD}.conf"
+            state_dir = Path(module.params["state_dir"])
+            conf = state_dir / f"{lab.ROUTER_BIRD}.conf"
+            if bird is None:  # a router BIRD would be stopped
+                bird_changes = bool(lab.router_bird_processes(state_dir)) or conf.exists()
+            else:  # started, or started again with a new configuration
+                bird_changes = lab.router_bird_pid(state_dir) is None or not (
+                    conf.is_file() and conf.read_text() == bird)
             changed = not lab.netns_exists(name) or (
-                bool(module.params["segments"]) != lab.netns_exists(lab.router_netns(name))) or (
-                (lab.router_bird_pid(Path(module.params["state_dir"])) is not None
-                 and conf.is_file() and conf.read_text() == bird) != (bird is not None))
+                bool(module.params["segments"]) != lab.netns_exists(lab.router_netns(name))
+            ) or bird_changes
         else:
             p = module.params
             state_dir = Path(p["state_dir"])
