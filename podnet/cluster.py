@@ -74,7 +74,7 @@ def load(source: str | Path, problems: Problems | None = None,
     names = inventory.group("all")
     if not names:
         raise FileNotFoundError(f"inventory {source} has no hosts")
-    variables = {k: v for k, v in inventory.render(names[0]).items() if k.startswith("podnet_")}
+    variables = inventory.render(names[0], prefix="podnet_")
     if manifests is not None:
         variables["podnet_manifests_dir"] = str(manifests)
     hosts = []

@@ -105,15 +105,19 @@ class Inventory:
         with _reading(self.source):
             return sorted(h.name for h in self._inventory.get_hosts(pattern=name))
 
-    def render(self, hostname: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
-        """The host's variables, rendered; only ``keys`` (all when None)."""
+    def render(self, hostname: str, keys: tuple[str, ...] | None = None,
+               prefix: str = "") -> dict[str, Any]:
+        """The host's variables, rendered; only ``keys`` (all when None) whose names start
+        with ``prefix`` (a variable of another part, as the lab's, may need what only a play
+        has, like hostvars: it is not rendered unless asked for)."""
         from ansible.template import Templar
 
         with _reading(self.source):
             host = self._inventory.get_host(hostname)
             raw = self._variables.get_vars(host=host, include_hostvars=False)
             templar = Templar(loader=self._loader, variables=raw)
-            wanted = raw.keys() if keys is None else [k for k in keys if k in raw]
+            wanted = [k for k in (raw.keys() if keys is None else keys)
+                      if k in raw and k.startswith(prefix)]
             return {k: templar.template(raw[k]) for k in wanted}
 
     def host(self, hostname: str, extra: tuple[str, ...] = ()) -> Host:

@@ -154,3 +154,27 @@ def test_bird_conf_announces_the_pod_cidr_and_peers_over_the_underlay() -> None:
     reflector = render("etc/podnet/bgp/bird.conf.j2", "bgp", node="node1",
                        podnet_bgp_route_reflectors=["node1"])
     assert reflector.count("rr client;") == 2 and "rr cluster id 244.0.0.1;" in reflector
+
+
+@pytest.mark.parametrize("backend", ["vxlan", "bgp"])
+def test_the_routed_lab_plans_with_the_backends_that_cross_its_router(
+        backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from podnet import cluster
+    monkeypatch.setenv("PODNET_BACKEND", backend)
+    plan = cluster.load(ROOT / "inventory/lab-routed")
+    assert plan.settings.backend == backend
+    assert plan.node("node3").address == "192.168.57.13"
+    assert plan.node("node3").bgp_peers == [{"address": "192.168.57.254", "as": 64512}]
+
+
+def test_the_routed_lab_refuses_host_gw_naming_the_node_and_the_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from podnet import cluster
+    from podnet.problems import InvalidInput
+    monkeypatch.setenv("PODNET_BACKEND", "host-gw")
+    with pytest.raises(InvalidInput) as caught:
+        cluster.load(ROOT / "inventory/lab-routed")
+    assert ("host node3: ansible_host: 192.168.57.13 is outside podnet_underlay_cidr "
+            "192.168.56.0/24: the host-gw backend routes each pod CIDR straight to its node"
+            in str(caught.value))
+    assert "fix: set podnet_backend to vxlan or bgp" in str(caught.value)
