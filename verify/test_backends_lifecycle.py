@@ -7,6 +7,7 @@ first switch changes nothing. The lab ends as it began."""
 
 from __future__ import annotations
 
+import json
 import time
 from functools import partial
 
@@ -19,11 +20,11 @@ from conftest import (
     http_port,
     lab_state,
     manifests_dir,
+    observed,
     plan,
-    running,
+    run,
     wait_for,
 )
-from test_pod_network import dial
 
 from podnet.backends import servable
 from podnet.plan import Plan
@@ -31,25 +32,33 @@ from podnet.plan import Plan
 pytestmark = pytest.mark.principle("flat network")
 
 
-def one_server_per_node() -> list[str]:
+def one_server_per_node(pods: dict[str, dict[str, str]]) -> list[str]:
     p = plan()
     return [next(pod.key for pod in p.pods if pod.node == node.name and http_port(pod.key)
-                 and pod.key in running()) for node in p.nodes]
+                 and pod.key in pods) for node in p.nodes]
 
 
 def unreachable_pairs() -> list[str]:
     """Pod pairs on different nodes where the client does not reach the target, or is not
-    seen with its own address."""
+    seen with its own address. The pods' addresses as the nodes report them now: the suites
+    before this one (LAST) recreate pods, so the session's first look (running()) may be old."""
+    pods = observed()
     failed = []
-    servers = one_server_per_node()
+    servers = one_server_per_node(pods)
     for client in servers:
         for target in servers:
             if client == target:
                 continue
-            evidence, answer = dial(client, running()[target]["ip"], http_port(target) or 0,
-                                    "clientip")
+            mine, theirs = pods[client]["ip"], pods[target]["ip"]
+            url = (f"http://{mine}:{http_port(client)}/dial?host={theirs}"
+                   f"&port={http_port(target)}&request=clientip&protocol=http&tries=1")
+            evidence = run(plan().pod(client).node, "curl", "-s", "--max-time", "15", url)
+            try:
+                answer = json.loads(evidence.stdout)
+            except json.JSONDecodeError:
+                answer = {"responses": [], "errors": ["no JSON"]}
             seen = (answer["responses"] or [""])[0].rsplit(":", 1)[0]
-            if answer["errors"] or seen != running()[client]["ip"]:
+            if answer["errors"] or seen != mine:
                 failed.append(f"{client} -> {target}: {evidence}")
     return failed
 
