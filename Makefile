@@ -131,7 +131,7 @@ routed: setup
 	@scripts/routed-suites.sh
 
 test: lint unit molecule routed
-	@echo "==> test: lint, unit tests and molecule test all passed"
+	@echo "==> test: lint, unit tests, molecule test and the routed lab all passed"
 
 bench: setup
 	@echo "==> bench: benchmarks in bench/ (later issues add to it)"

@@ -177,7 +177,7 @@ def capture(plan: Plan, client: str, target: str, vxlan_port: int | None) -> Evi
     run(node, "rm", "-f", CAPTURE)
     started = run(node, "systemd-run", "--unit", "podnet-verify-capture", "--collect",
                   "-p", f"StandardOutput=file:{CAPTURE}", "timeout", "15", "tcpdump", "-i",
-                  iface, "-n", "-l", "-c", "200", *expression)
+                  iface, "-n", "-l", "-c", "1000", *expression)
     assert started.rc == 0, started
     time.sleep(1.0)  # tcpdump's socket open before the first packet
     try:
