@@ -14,19 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodekit import ROOT, load
+from test_lab_segments import FAR, lab_filters
+from test_lab_segments import HOSTS as SEGMENT_HOSTS
 
 from podnet import lab
 
-lab_filters = load("podnet_lab_filter", ROOT / "plugins/filter/podnet_lab.py")
-
-FAR = {"name": "far", "cidr": "192.168.57.0/24", "controller_address": "192.168.57.1",
-       "router_address": "192.168.57.254"}
-HOSTS = [
-    {"name": "node1", "address": "192.168.56.11"},
-    {"name": "node2", "address": "192.168.56.12"},
-    {"name": "node3", "address": "192.168.57.13", "segment": "far"},
-]
+# the routed lab of the segment tests: its nodes, without the client
+HOSTS = [h for h in SEGMENT_HOSTS if h["name"].startswith("node")]
 NODES = ["192.168.56.11", "192.168.56.12", "192.168.57.13"]
 
 
