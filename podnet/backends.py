@@ -26,6 +26,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from podnet.plan import NodePlan, Plan
+from podnet.settings import BACKENDS
 
 # bytes VXLAN adds around a pod's packet: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14)
 VXLAN_OVERHEAD = 50
@@ -40,8 +41,6 @@ BGP_RR_CLUSTER_ID = "244.0.0.1"
 def servable(plan: Plan) -> list[str]:
     """The backends that can serve the plan's nodes: host-gw only when every node is on the
     underlay (settings.read_hosts refuses it otherwise, naming the node)."""
-    from podnet.settings import BACKENDS
-
     underlay = plan.settings.underlay_cidr
     on_segment = all(IPv4Address(n.address) in underlay for n in plan.nodes)
     return [b for b in BACKENDS if b != "host-gw" or on_segment]

@@ -7,7 +7,6 @@ first switch changes nothing. The lab ends as it began."""
 
 from __future__ import annotations
 
-import json
 import time
 from functools import partial
 
@@ -22,9 +21,9 @@ from conftest import (
     manifests_dir,
     observed,
     plan,
-    run,
     wait_for,
 )
+from test_pod_network import dial
 
 from podnet.backends import servable
 from podnet.plan import Plan
@@ -50,13 +49,8 @@ def unreachable_pairs() -> list[str]:
             if client == target:
                 continue
             mine, theirs = pods[client]["ip"], pods[target]["ip"]
-            url = (f"http://{mine}:{http_port(client)}/dial?host={theirs}"
-                   f"&port={http_port(target)}&request=clientip&protocol=http&tries=1")
-            evidence = run(plan().pod(client).node, "curl", "-s", "--max-time", "15", url)
-            try:
-                answer = json.loads(evidence.stdout)
-            except json.JSONDecodeError:
-                answer = {"responses": [], "errors": ["no JSON"]}
+            evidence, answer = dial(client, theirs, http_port(target) or 0, "clientip",
+                                    client_ip=mine)
             seen = (answer["responses"] or [""])[0].rsplit(":", 1)[0]
             if answer["errors"] or seen != mine:
                 failed.append(f"{client} -> {target}: {evidence}")

@@ -12,9 +12,12 @@ from conftest import Evidence, http_port, in_pod, outside_client, plan, run, run
 pytestmark = pytest.mark.principle("flat network")
 
 
-def dial(client: str, target_ip: str, port: int, request: str) -> tuple[Evidence, dict]:
-    """Make pod ``client`` itself connect to target_ip:port (its /dial endpoint)."""
-    url = (f"http://{running()[client]['ip']}:{http_port(client)}/dial?host={target_ip}"
+def dial(client: str, target_ip: str, port: int, request: str,
+         client_ip: str | None = None) -> tuple[Evidence, dict]:
+    """Make pod ``client`` itself connect to target_ip:port (its /dial endpoint); ``client_ip``
+    is its address when the session's first look (running()) may be old."""
+    url = (f"http://{client_ip or running()[client]['ip']}:{http_port(client)}"
+           f"/dial?host={target_ip}"
            f"&port={port}&request={request}&protocol=http&tries=1")
     evidence = run(plan().pod(client).node, "curl", "-s", "--max-time", "15", url)
     try:
