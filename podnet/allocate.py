@@ -33,7 +33,7 @@ from podnet.problems import Problems
 RECORD_VERSION = 1
 RECORD_FILE = "allocations.json"
 SECTIONS = ("node_cidrs", "cluster_ips", "node_ports", "health_check_node_ports", "lb_ips",
-            "pods")
+            "pods", "pod_ips")
 
 
 @dataclass
@@ -46,6 +46,8 @@ class Record:
     health_check_node_ports: dict[str, int] = field(default_factory=dict)  # ns/name -> port
     lb_ips: dict[str, str] = field(default_factory=dict)  # ns/name -> IP
     pods: dict[str, str] = field(default_factory=dict)  # ns/pod -> node
+    # stable pods' addresses: ns/pod (a bare Pod) or ns/deployment/index (a replica) -> IP
+    pod_ips: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": RECORD_VERSION}
@@ -364,6 +366,14 @@ def cluster_ips(service_cidr: IPv4Network) -> AddressRange:
 def node_ports(low: int, high: int) -> PortRange:
     """NodePorts: hashed above a static band of ``min(max(16, size/32), 128)`` ports."""
     return PortRange(low, high, band_offset(high - low + 1, 16, 128, 32))
+
+
+def stable_pod_ips(block: IPv4Network) -> AddressRange:
+    """Addresses of pods that keep theirs on any node: the block's host addresses, the first free
+    one in manifest order. Each is routed as a /32, but the network and broadcast addresses are
+    left out all the same (a /24 block's .0 and .255 look wrong to people and some tools)."""
+    first, last = host_range(block)
+    return AddressRange(IPv4Address(first), IPv4Address(last))
 
 
 def lb_ips(pool: IPv4Network) -> AddressRange:

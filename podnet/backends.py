@@ -99,6 +99,13 @@ def bgp_protocol(node: str) -> str:
     return "peer_" + node.replace("-", "_")
 
 
+def node_prefixes(plan: Plan, node: NodePlan) -> list[str]:
+    """What the other nodes route to ``node``: its pod CIDR, and a /32 for each pod on it that
+    keeps its address on any node (the /32 follows the pod; the longest prefix wins over the
+    stable block, which no node routes as a whole)."""
+    return [node.pod_cidr, *(f"{p.stable_ip}/32" for p in plan.stable_pods_on(node.name))]
+
+
 def node_routing(plan: Plan, name: str) -> dict[str, Any]:
     """Everything the pod_network role writes on node ``name`` for the plan's backend."""
     settings = plan.settings
@@ -108,20 +115,21 @@ def node_routing(plan: Plan, name: str) -> dict[str, Any]:
     vxlan = None
     bgp = None
     if backend == "host-gw":
-        routes = [{"dst": p.pod_cidr, "via": p.address, "node": p.name}
-                  for p in _peers(plan, node)]
+        routes = [{"dst": dst, "via": p.address, "node": p.name}
+                  for p in _peers(plan, node) for dst in node_prefixes(plan, p)]
     elif backend == "vxlan":
         vxlan = {
             "device": vxlan_device(settings.vxlan_vni), "vni": settings.vxlan_vni,
             "port": settings.vxlan_port, "local": node.address, "address": vtep_address(node),
             "mac": vtep_mac(node), "overhead": VXLAN_OVERHEAD,
-            "peers": [{"node": p.name, "dst": p.pod_cidr, "vtep": vtep_address(p),
+            "peers": [{"node": p.name, "routes": node_prefixes(plan, p), "vtep": vtep_address(p),
                        "mac": vtep_mac(p), "underlay": p.address} for p in _peers(plan, node)],
         }
     else:
         reflectors = settings.bgp_route_reflectors
         bgp = {
-            "as": settings.bgp_as, "router_id": node.address, "announce": [node.pod_cidr],
+            "as": settings.bgp_as, "router_id": node.address,
+            "announce": node_prefixes(plan, node),
             "route_reflector": node.name in reflectors, "cluster_id": BGP_RR_CLUSTER_ID,
             "neighbors": bgp_neighbors(plan, node),
             # routers (podnet_bgp_peers) learn the node's pod CIDR; they announce nothing back

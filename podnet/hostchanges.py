@@ -131,8 +131,9 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "CNI DEL through `podnet-cni remove`, then `ip netns delete` for any left: those "
                f"named by podnet's pod files and CNI cache, and those whose veth is on "
                f"{p.cni_bridge}"),
-        Change("cni", f"{p.cni_reservations}/<ip> (host-local's reservations)",
-               "kubelet (CNI ADD)", "released by CNI DEL; the folder is removed"),
+        Change("cni", f"{p.cni_reservations}/<ip> (host-local's reservations) and "
+               f"{p.stable_reservations}/<ip> (podnet-ipam's, pods that keep their address)",
+               "kubelet (CNI ADD)", "released by CNI DEL; the folders are removed"),
         Change("cni", f"{p.cni_cache_dir}/{p.cni_network}-<id>-eth0, lo-<id>-lo (CNI cache)",
                "kubelet (podnet-cni)", "removed by CNI DEL; any left of podnet's pods removed "
                "(a loopback entry is podnet's when its container id is podnet's hash of the pod)"),
@@ -183,7 +184,8 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "removed, but for the lab controller's labs/ folder (never on a host)"),
         Change("file", f"{run_root(p)} (readiness, tool locks)",
                "kube_proxy (podnet-endpoints, podnet-iptables)", "removed"),
-        Change("file", f"{p.network_conf}, {p.loopback_conf}", "cni",
+        Change("file", f"{p.network_conf}, {p.stable_network_conf}, {p.loopback_conf}, and "
+               f"podnet's IPAM plugin {p.cni_plugin_dir}/podnet-ipam", "cni",
                "removed; the folders are removed when empty"),
         Change("file", f"{p.facts_dir}/{FACT_FILE} (the pods' local fact)", "kubelet",
                "removed; the folder (and /etc/ansible) when empty"),
@@ -333,7 +335,8 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
                  "runtime": paths.cni_runtime},
         "cni": {"network": paths.cni_network, "bridge": paths.cni_bridge,
                 "cache_dir": paths.cni_cache_dir, "reservations": paths.cni_reservations,
-                "files": [paths.network_conf, paths.loopback_conf]},
+                "files": [paths.network_conf, paths.stable_network_conf, paths.loopback_conf,
+                          f"{paths.cni_plugin_dir}/podnet-ipam", paths.stable_reservations]},
         "routes": {"proto": ROUTE_PROTO, "protos": [ROUTE_PROTO, BIRD_PROTO],
                    "vxlan_prefix": VXLAN_PREFIX},
         "cloud_lb": {"tool": paths.tool(CLOUD_LB_TOOL), "proto": CLOUD_LB_PROTO,

@@ -137,6 +137,22 @@ def container_unit(pod: Mapping[str, Any], container: Mapping[str, Any], paths: 
     return "\n".join(lines) + "\n"
 
 
+# podnet-ipam's assignments file (roles/cni/files/podnet-ipam reads version 1)
+IPAM_ASSIGNMENTS_VERSION = 1
+
+
+def stable_ipam(plan: Plan) -> dict[str, Any]:
+    """podnet-ipam's input on every node: the assignments (ns/name -> address, the same file
+    everywhere, so that a pod finds its address on whichever node it lands) and the prefix length
+    of its results. Debian's ptp cannot wire a /32 whose gateway lies outside it, so the pod's
+    address carries the cluster CIDR's length: ptp turns that into routes via the gateway, the
+    pod sends everything to its node, and the node routes the /32 to the pod."""
+    return {
+        "assignments": {"version": IPAM_ASSIGNMENTS_VERSION, "pods": plan.stable_ips()},
+        "prefix_length": plan.settings.cluster_cidr.prefixlen,
+    }
+
+
 def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
     """Everything the kubelet role renders for the pods planned on ``node``."""
     paths = plan.paths
@@ -177,7 +193,10 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
             "spec": {
                 "namespace": pod.namespace, "name": pod.name, "node": node,
                 "netns": ident, "container_id": container_id(pod.namespace, pod.name),
-                "ifname": "eth0", "network": paths.network_conf, "loopback": paths.loopback_conf,
+                "ifname": "eth0",
+                # a pod that keeps its address on any node is wired by ptp with podnet-ipam
+                "network": paths.stable_network_conf if pod.stable_ip else paths.network_conf,
+                "loopback": paths.loopback_conf,
                 "units": [c["unit"] for c in containers],
             },
         }

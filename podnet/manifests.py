@@ -296,9 +296,34 @@ def _namespace(check: _Checker, data: dict[str, Any]) -> Namespace:
                                              ("metadata", "labels")))
 
 
+# A pod that keeps its address on whichever node it runs (docs/backends.md): "true" or "false";
+# bare Pods do by default (they have one identity, like a StatefulSet's pods), a Deployment's
+# pods when its template says "true" (replica i keeps replica i's address)
+STABLE_IP_ANNOTATION = "podnet.io/stable-ip"
+
+
+def _stable_ip(check: _Checker, meta: Any, path: tuple[str, ...], default: bool) -> bool:
+    annotations = (meta.get("annotations") or {}) if isinstance(meta, dict) else {}
+    if not isinstance(annotations, dict):
+        check.error((*path, "annotations"), "must be a mapping of strings",
+                    f"write annotations as key: value, like {STABLE_IP_ANNOTATION}: \"true\"")
+        return default
+    value = annotations.get(STABLE_IP_ANNOTATION)
+    if value is None:
+        return default
+    if value not in ("true", "false"):
+        check.error((*path, "annotations", STABLE_IP_ANNOTATION),
+                    f"{value!r} is not \"true\" or \"false\"",
+                    "quote it: annotations are strings (\"true\" keeps the pod's address on "
+                    "any node, \"false\" takes one from its node's pod CIDR)")
+        return default
+    return value == "true"
+
+
 def _pod(check: _Checker, data: dict[str, Any]) -> Pod:
     labels = check.labels(data["metadata"].get("labels"), ("metadata", "labels"))
-    return Pod(check.ref, labels, _pod_spec(check, data["spec"], ("spec",)), ("spec",))
+    stable = _stable_ip(check, data["metadata"], ("metadata",), default=True)
+    return Pod(check.ref, labels, _pod_spec(check, data["spec"], ("spec",)), ("spec",), stable)
 
 
 def _deployment(check: _Checker, data: dict[str, Any]) -> Deployment | None:
@@ -329,8 +354,10 @@ def _deployment(check: _Checker, data: dict[str, Any]) -> Deployment | None:
     if pod_spec.hostname:
         check.warn(("spec", "template", "spec", "hostname"),
                    "every replica gets this same hostname", "use a Pod per hostname instead")
+    stable = _stable_ip(check, template.get("metadata"), ("spec", "template", "metadata"),
+                        default=False)
     return Deployment(check.ref, replicas, selector, labels, pod_spec, template,
-                      ("spec", "template", "spec"))
+                      ("spec", "template", "spec"), stable)
 
 
 def _service(check: _Checker, data: dict[str, Any]) -> Service:

@@ -30,7 +30,7 @@ from podnet.allocate import (
     Reserved,
     V,
 )
-from podnet.manifests import DEFAULT_CLASS_ANNOTATION
+from podnet.manifests import DEFAULT_CLASS_ANNOTATION, STABLE_IP_ANNOTATION
 from podnet.objects import Ingress, IngressBackend, Manifests, PodSpec, Ref, Service, TLSSecret
 from podnet.paths import PATHS
 from podnet.plan import (
@@ -53,7 +53,7 @@ from podnet.plan import (
     TLSSecretPlan,
 )
 from podnet.problems import InvalidInput, Problems
-from podnet.settings import HostSpec, Settings, read_hosts, read_settings
+from podnet.settings import HostSpec, Settings, read_hosts, read_settings, stable_node_blocks
 from podnet.yamlsource import Document, fmt_path, load_text
 
 ADDON = Path(__file__).parent / "addons" / "cluster-dns.yaml"
@@ -175,6 +175,7 @@ class _Builder:
         self.problems = problems
         self.record_where = record_where
         self.record = Record()
+        self.stable_keys: dict[str, str] = {}  # pod key -> its pod_ips record key
 
     def error(self, ref: Ref, path: tuple[str | int, ...], message: str, fix: str) -> None:
         self.problems.error(ref.where(path), str(ref), fmt_path(path), message, fix)
@@ -198,6 +199,9 @@ class _Builder:
     # -- nodes ---------------------------------------------------------------------------------
     def node_cidrs(self) -> list[NodePlan]:
         cidrs = allocate.pod_cidrs(self.settings.cluster_cidr, self.settings.node_cidr_prefix)
+        for block in stable_node_blocks(self.settings):
+            # read_hosts refused a node's podnet_pod_cidr here; the record's is allocated anew
+            cidrs.reserve(block, "the stable pods' block")
         for node in self.nodes:
             if node.pod_cidr is not None:
                 # read_hosts checked it: a /prefix inside the cluster CIDR, no other node's
@@ -234,11 +238,14 @@ class _Builder:
         return sorted(known)
 
     def pod_drafts(self) -> list[tuple[Ref, str, str, dict[str, str], PodSpec, str]]:
-        """(ref, pod name, owner, labels, spec, source) for every pod, in a stable order."""
+        """(ref, pod name, owner, labels, spec, source) for every pod, in a stable order; the
+        pods that keep their address go in ``self.stable_keys`` (pod key -> record key)."""
         drafts: list[tuple[Ref, str, str, dict[str, str], PodSpec, str]] = []
         for pod in self.objects.pods:
             drafts.append((pod.ref, pod.ref.name, f"Pod {pod.ref.key}", pod.labels, pod.spec,
                            pod.ref.where()))
+            if pod.stable_ip:
+                self.stable_keys[pod.ref.key] = pod.ref.key
         for dep in self.objects.deployments:
             tmpl = template_hash(dep.template)
             for i in range(dep.replicas):
@@ -246,6 +253,10 @@ class _Builder:
                 drafts.append((dep.ref, name, f"Deployment {dep.ref.key}",
                                {**dep.labels, "pod-template-hash": tmpl}, dep.spec,
                                dep.ref.where()))
+                if dep.stable_ip:
+                    # replica i keeps replica i's address through template changes (which
+                    # rename the pods), as a StatefulSet's pod i keeps its identity
+                    self.stable_keys[f"{dep.ref.namespace}/{name}"] = f"{dep.ref.key}/{i}"
         seen: dict[str, Ref] = {}
         unique = []
         for draft in drafts:
@@ -271,6 +282,7 @@ class _Builder:
             ref = by_key[miss.key][0]
             spec_path = ("spec", "template", "spec") if ref.kind == "Deployment" else ("spec",)
             self.error(ref, (*spec_path, miss.field), f"pod {miss.key}: {miss.reason}", miss.fix)
+        stable = self.stable_ips([k for k in by_key if k in placed], by_key)
         pods = []
         for key, (ref, name, owner, labels, spec, src) in by_key.items():
             if key not in placed:
@@ -284,8 +296,40 @@ class _Builder:
             ]
             pods.append(PodPlan(ref.namespace, name, placed[key], owner, dict(labels),
                                 spec.hostname, spec.subdomain,
-                                spec.restart_policy, containers, src))
+                                spec.restart_policy, containers, src, stable.get(key)))
         return pods
+
+    def stable_ips(self, keys: list[str],
+                   drafts: Mapping[str, tuple[Ref, str, str, dict[str, str], PodSpec, str]]
+                   ) -> dict[str, str]:
+        """pod key -> address for the pods that keep theirs: the record's if still free, else
+        the first free one of the stable block, in manifest order."""
+        wanting = [k for k in keys if k in self.stable_keys]
+        pool = allocate.stable_pod_ips(self.settings.stable_cidr)
+        chosen = pool.keep_or_allocate([self.stable_keys[k] for k in wanting],
+                                       self.previous.pod_ips)
+        out = {}
+        for key in wanting:
+            record_key = self.stable_keys[key]
+            ip = chosen[record_key]
+            ref = drafts[key][0]
+            if isinstance(ip, Full):
+                path = (("spec", "template", "metadata") if ref.kind == "Deployment"
+                        else ("metadata",))
+                self.error(ref, (*path, "annotations", STABLE_IP_ANNOTATION),
+                           f"pod {key}: no address left in the stable pods' block "
+                           f"{self.settings.stable_cidr} ({ip.usable} addresses, all taken)",
+                           "set podnet_stable_pod_cidr to a larger block, or let some pods "
+                           f"take their node's addresses ({STABLE_IP_ANNOTATION}: \"false\")")
+                continue
+            old = self.previous.pod_ips.get(record_key)
+            if old and old != str(ip):
+                self.warn(ref, ("metadata", "name"),
+                          f"pod {key}: its stable address changes from {old} to {ip}",
+                          "expected only when podnet_stable_pod_cidr changed")
+            self.record.pod_ips[record_key] = str(ip)
+            out[key] = str(ip)
+        return out
 
     # -- services --------------------------------------------------------------------------------
     def services(self, pods: list[PodPlan]) -> list[ServicePlan]:

@@ -80,6 +80,7 @@ class Pod:
     labels: dict[str, str]
     spec: PodSpec
     spec_path: FieldPath  # where the pod spec is in its document (for messages)
+    stable_ip: bool = True  # annotation podnet.io/stable-ip; a bare Pod keeps its IP by default
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class Deployment:
     spec: PodSpec
     template: dict[str, Any]  # the raw template, hashed into pod names like pod-template-hash
     spec_path: FieldPath
+    stable_ip: bool = False  # the template's annotation podnet.io/stable-ip (docs/backends.md)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,9 @@ class NodePaths:
     # what the host was before podnet's first change (resolv.conf, sysctls, masked units,
     # packages): node_reset's record.yml writes it once, reset puts those back, then deletes it
     host_record: str = "/var/lib/podnet/host-record.json"
+    # pods that keep their address on any node: the cluster's assignments (ns/name -> IP, from
+    # the plan, on every node) that podnet-ipam hands out
+    ipam_assignments: str = "/etc/podnet/ipam/stable.json"
     # names the same components share
     cni_network: str = "podnet"  # the conflist's name: host-local's and libcni's cache folders
     cni_bridge: str = "cni0"  # the pods' bridge, holding each node's pod gateway
@@ -82,6 +85,17 @@ class NodePaths:
     @property
     def network_conf(self) -> str:
         return f"{self.cni_conf_dir}/10-podnet.conflist"
+
+    @property
+    def stable_network_conf(self) -> str:
+        """The conflist of pods that keep their address: ptp and podnet-ipam, the same network
+        name (one pod network, wired two ways), so libcni's cache names every pod alike."""
+        return f"{self.cni_conf_dir}/20-podnet-stable.conflist"
+
+    @property
+    def stable_reservations(self) -> str:
+        """podnet-ipam's folder of reserved stable addresses, beside host-local's."""
+        return f"{self.cni_ipam_dir}/{self.cni_network}-stable"
 
     @property
     def loopback_conf(self) -> str:
@@ -136,7 +150,7 @@ class NodePaths:
         derived = ("cni_runtime", "netexec", "network_conf", "loopback_conf", "dns_records",
                    "dns_pods", "cni_reservations", "lib_dir", "kube_proxy_rules",
                    "kube_proxy_input", "keepalived_conf", "lb_check", "ingress_input",
-                   "bird_conf")
+                   "bird_conf", "stable_network_conf", "stable_reservations")
         return {**self.__dict__, **{name: getattr(self, name) for name in derived}}
 
 

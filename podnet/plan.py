@@ -92,6 +92,9 @@ class PodPlan:
     restart_policy: str
     containers: list[ContainerPlan]
     source: str
+    # the address the cluster gave a pod that keeps it on any node (from the stable pods' block,
+    # podnet-ipam hands it out); None: the node's host-local IPAM gives one from its pod CIDR
+    stable_ip: str | None = None
 
     @property
     def key(self) -> str:
@@ -298,6 +301,14 @@ class Plan:
 
     def pods_on(self, node: str) -> list[PodPlan]:
         return [p for p in self.pods if p.node == node]
+
+    def stable_pods_on(self, node: str) -> list[PodPlan]:
+        """The pods on ``node`` that keep their address on any node (their /32 follows them)."""
+        return [p for p in self.pods if p.node == node and p.stable_ip]
+
+    def stable_ips(self) -> dict[str, str]:
+        """ns/name -> address of every pod that keeps its address (podnet-ipam's assignments)."""
+        return {p.key: p.stable_ip for p in self.pods if p.stable_ip}
 
     @property
     def dns_service(self) -> ServicePlan:

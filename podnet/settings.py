@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, NamedTuple
 
 from podnet import names
-from podnet.addresses import parse_address, parse_network, subnet_count
+from podnet.addresses import nth_subnet, parse_address, parse_network, subnet_count
 from podnet.problems import Problems
 
 # how pod traffic crosses nodes (podnet/backends.py)
@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "podnet_cluster_name": "podnet",
     "podnet_cluster_cidr": "10.244.0.0/16",
     "podnet_node_cidr_prefix": 24,
+    # the block of the cluster CIDR that pods keeping their address on any node take theirs
+    # from (docs/backends.md); empty: the last /podnet_node_cidr_prefix block of the cluster CIDR
+    "podnet_stable_pod_cidr": "",
     "podnet_service_cidr": "10.96.0.0/12",
     "podnet_dns_service_ip": "10.96.0.10",
     "podnet_cluster_domain": "cluster.local",
@@ -78,6 +81,15 @@ class Settings:
     vxlan_port: int = 8472
     bgp_as: int = 64512
     bgp_route_reflectors: tuple[str, ...] = ()
+    # pods that keep their address on any node get it from here; no node's pod CIDR overlaps it
+    stable_pod_cidr: IPv4Network | None = None
+
+    @property
+    def stable_cidr(self) -> IPv4Network:
+        """The stable pods' block: the setting, or the cluster CIDR's last node-sized block."""
+        if self.stable_pod_cidr is not None:
+            return self.stable_pod_cidr
+        return default_stable_cidr(self.cluster_cidr, self.node_cidr_prefix)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +115,7 @@ class Settings:
             "vxlan_port": self.vxlan_port,
             "bgp_as": self.bgp_as,
             "bgp_route_reflectors": list(self.bgp_route_reflectors),
+            "stable_pod_cidr": str(self.stable_cidr),
         }
 
     @classmethod
@@ -126,6 +139,7 @@ class Settings:
             vxlan_vni=int(data["vxlan_vni"]), vxlan_port=int(data["vxlan_port"]),
             bgp_as=int(data["bgp_as"]),
             bgp_route_reflectors=tuple(data["bgp_route_reflectors"]),
+            stable_pod_cidr=IPv4Network(data["stable_pod_cidr"]),
         )
 
 
@@ -229,6 +243,8 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
                        f"{service} must be between a /12 and a /28 (Kubernetes' limits)",
                        "use a range like 10.96.0.0/12")
 
+    stable = _stable_pod_cidr(v, cluster, prefix, where, problems)
+
     pairs = [("podnet_cluster_cidr", cluster), ("podnet_service_cidr", service),
              ("podnet_underlay_cidr", underlay), ("podnet_lb_pool", pool)]
     for i, (key_a, a) in enumerate(pairs):
@@ -324,7 +340,63 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         lb_mode=lb_mode, lb_group=str(v["podnet_lb_group"]),
         ingress_replicas=ingress_replicas, ingress_default_certificate=default_cert,
         vxlan_vni=vni, vxlan_port=vxlan_port, bgp_as=bgp_as, bgp_route_reflectors=reflectors,
+        stable_pod_cidr=stable or default_stable_cidr(cluster, prefix),
     )
+
+
+def default_stable_cidr(cluster: IPv4Network, prefix: int) -> IPv4Network:
+    """The cluster CIDR's last /prefix block (the node CIDR allocator hands out the first free
+    ones, so in a growing cluster it is the last one a node would take)."""
+    return nth_subnet(cluster, prefix, subnet_count(cluster, prefix) - 1)
+
+
+def stable_node_blocks(settings: Settings) -> list[IPv4Network]:
+    """The node-sized blocks of the cluster CIDR that overlap the stable pods' block: no node
+    may have one as its pod CIDR."""
+    return overlapping_blocks(settings.stable_cidr, settings.node_cidr_prefix)
+
+
+def overlapping_blocks(stable: IPv4Network, prefix: int) -> list[IPv4Network]:
+    if stable.prefixlen >= prefix:
+        return [stable.supernet(new_prefix=prefix)]
+    return list(stable.subnets(new_prefix=prefix))
+
+
+def _stable_pod_cidr(v: Mapping[str, Any], cluster: IPv4Network | None, prefix: int | None,
+                     where: str, problems: Problems) -> IPv4Network | None:
+    """podnet_stable_pod_cidr: a block inside the cluster CIDR, smaller than it, that leaves the
+    nodes at least one pod CIDR; None when not set (the default block) or when wrong."""
+    key = "podnet_stable_pod_cidr"
+    if not v.get(key):
+        if cluster and prefix is not None and subnet_count(cluster, prefix) < 2:
+            problems.error(where, "inventory", "podnet_node_cidr_prefix",
+                           f"/{prefix} leaves no block of podnet_cluster_cidr {cluster} for the "
+                           "pods that keep their address (the last one is theirs)",
+                           "lengthen podnet_node_cidr_prefix, or set podnet_stable_pod_cidr")
+        return None
+    try:
+        stable = parse_network(v[key])
+    except ValueError as exc:
+        problems.error(where, "inventory", key, str(exc),
+                       "set an IPv4 network inside podnet_cluster_cidr, like 10.244.255.0/24, "
+                       "or leave it empty for the cluster CIDR's last node-sized block")
+        return None
+    if cluster and (not stable.subnet_of(cluster) or stable == cluster
+                    or stable.prefixlen > 30):
+        problems.error(where, "inventory", key,
+                       f"{stable} is not a block inside podnet_cluster_cidr {cluster} (smaller "
+                       "than it, a /30 or larger)",
+                       f"choose a block inside {cluster} that leaves room for the nodes' pod "
+                       "CIDRs, or leave it empty")
+        return None
+    if (cluster and prefix is not None and cluster.prefixlen <= prefix
+            and len(overlapping_blocks(stable, prefix)) >= subnet_count(cluster, prefix)):
+        problems.error(where, "inventory", key,
+                       f"{stable} overlaps every /{prefix} block of {cluster}: no node would "
+                       "have a pod CIDR",
+                       "choose a smaller block, or widen podnet_cluster_cidr")
+        return None
+    return stable
 
 
 def _number(v: Mapping[str, Any], key: str, lo: int, hi: int, fix: str, where: str,
@@ -502,12 +574,14 @@ def read_hosts(
         peers = _bgp_peers(entry.get("bgp_peers"), name, node, address, settings, where, problems)
         hosts.append(HostSpec(name, address, groups, labels, pod_cidr, peers))
     nodes = [h for h in hosts if h.is_node(settings)]
-    capacity = subnet_count(settings.cluster_cidr, settings.node_cidr_prefix)
+    capacity = (subnet_count(settings.cluster_cidr, settings.node_cidr_prefix)
+                - len(stable_node_blocks(settings)))
     if len(nodes) > capacity:
         problems.error(
             where, "inventory", "podnet_cluster_cidr",
             f"{len(nodes)} nodes need {len(nodes)} /{settings.node_cidr_prefix} pod CIDRs but "
-            f"{settings.cluster_cidr} holds only {capacity}",
+            f"{settings.cluster_cidr} holds only {capacity} beside the stable pods' "
+            f"{settings.stable_cidr}",
             "widen podnet_cluster_cidr or lengthen podnet_node_cidr_prefix",
         )
     if not nodes:
@@ -624,5 +698,11 @@ def _read_pod_cidr(value: Any, name: str, node: bool, settings: Settings, where:
                        f"{cidr} is not a /{settings.node_cidr_prefix} inside podnet_cluster_cidr "
                        f"{settings.cluster_cidr}",
                        f"give a /{settings.node_cidr_prefix} inside {settings.cluster_cidr}")
+        return None
+    if cidr.overlaps(settings.stable_cidr):
+        problems.error(where, subject, "podnet_pod_cidr",
+                       f"{cidr} overlaps the stable pods' block {settings.stable_cidr} "
+                       "(podnet_stable_pod_cidr)",
+                       "give the node another pod CIDR, or move podnet_stable_pod_cidr")
         return None
     return cidr

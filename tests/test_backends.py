@@ -40,9 +40,9 @@ def test_vxlan_gives_a_device_and_every_other_node_s_vtep() -> None:
     # the VTEP is the pod CIDR's network address, its MAC 0a:59 and that address's bytes
     assert (vx["address"], vx["mac"]) == ("10.244.0.0", "0a:59:0a:f4:00:00")
     assert vx["peers"] == [
-        {"node": "node2", "dst": "10.244.1.0/24", "vtep": "10.244.1.0",
+        {"node": "node2", "routes": ["10.244.1.0/24"], "vtep": "10.244.1.0",
          "mac": "0a:59:0a:f4:01:00", "underlay": "192.168.56.12"},
-        {"node": "node3", "dst": "10.244.2.0/24", "vtep": "10.244.2.0",
+        {"node": "node3", "routes": ["10.244.2.0/24"], "vtep": "10.244.2.0",
          "mac": "0a:59:0a:f4:02:00", "underlay": "192.168.56.13"}]
 
 

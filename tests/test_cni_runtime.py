@@ -274,3 +274,49 @@ echo "POD $(ip -n podnet-test-b neigh show 10.244.7.2 | grep -o 'lladdr [0-9a-f:
     assert old != new, run.stdout
     assert lines["NODE"] == f"lladdr {new}", run.stdout + run.stderr
     assert lines["POD"] == f"lladdr {new}", run.stdout + run.stderr
+
+
+IPAM = ROOT / "roles" / "cni" / "files" / "podnet-ipam"
+
+
+def test_a_pod_moved_to_the_stable_conflist_frees_its_old_address(world: Path) -> None:
+    """A pod that starts keeping its address (its pod.json names the ptp + podnet-ipam conflist
+    now): up DELs the old attachment with the configuration it was ADDed with (from the cache),
+    so host-local frees the bridge address, and ADDs the new one: the assigned address on a
+    point-to-point veth, its /32 routed to it, the gateway on the host side."""
+    plugins = world / "plugins"
+    plugins.mkdir()
+    shutil.copy(IPAM, plugins / "podnet-ipam")
+    (world / "stable.json").write_text(json.dumps({"version": 1, "pods": {"t/a": "10.244.255.9"}}))
+    stable = {"cniVersion": "1.0.0", "name": "podnet", "plugins": [
+        {"type": "ptp", "ipMasq": False,
+         "ipam": {"type": "podnet-ipam", "assignments": str(world / "stable.json"),
+                  "gateway": "10.244.7.1", "prefixLength": 16,
+                  "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "portmap", "capabilities": {"portMappings": True}}]}
+    (world / "net.d" / "20-podnet-stable.conflist").write_text(json.dumps(stable))
+    pod_json = world / "pods" / "t_a" / "pod.json"
+    switched = {**json.loads(pod_json.read_text()),
+                "network": str(world / "net.d" / "20-podnet-stable.conflist")}
+    run = sandbox(world, f"""
+export PODNET_IPAM_STATE_DIR={world}/ipam
+$CNI up t_a
+echo "BRIDGED $(ls {world}/ipam/podnet | grep -c '^10\\.')"
+echo '{json.dumps(switched)}' > {pod_json}
+$CNI up t_a
+echo "BRIDGED $(ls {world}/ipam/podnet | grep -c '^10\\.')"
+echo "KEPT $(ls {world}/ipam/podnet-stable | grep '^10\\.')"
+echo "ADDR $(ip -n podnet-test-a -4 -o addr show dev eth0 | awk '{{print $4}}')"
+echo "ROUTE $(ip -4 route show 10.244.255.9/32 | awk '{{print $2, $3}}')"
+echo "DEFAULT $(ip -n podnet-test-a -4 route show default | awk '{{print $3}}')"
+$CNI check t_a
+$CNI down t_a && echo DOWN
+echo "KEPT-AFTER $(ls {world}/ipam/podnet-stable | grep -c '^10\\.')"
+""", extra_path=str(plugins))
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "pod t_a: 10.244.7.2 in" in out and "pod t_a: 10.244.255.9 in" in out, out
+    assert "BRIDGED 1\n" in out and "BRIDGED 0\n" in out, out
+    assert "KEPT 10.244.255.9\n" in out and "ADDR 10.244.255.9/16\n" in out, out
+    assert "ROUTE dev veth" in out and "DEFAULT 10.244.7.1\n" in out, out
+    assert "pod t_a: CHECK passed" in out and "DOWN\nKEPT-AFTER 0" in out, out

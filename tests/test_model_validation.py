@@ -52,7 +52,8 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("lb-pool-overlaps-service", {"variables": {"podnet_lb_pool": "10.96.0.0/28"}},
      ["podnet_lb_pool: 10.96.0.0/28 overlaps podnet_service_cidr 10.96.0.0/12"]),
     ("too-many-nodes", {"variables": {"podnet_cluster_cidr": "10.244.0.0/23"}},
-     ["podnet_cluster_cidr: 3 nodes need 3 /24 pod CIDRs but 10.244.0.0/23 holds only 2",
+     ["podnet_cluster_cidr: 3 nodes need 3 /24 pod CIDRs but 10.244.0.0/23 holds only 1 "
+      "beside the stable pods' 10.244.1.0/24",
       "widen podnet_cluster_cidr"]),
     ("node-prefix-too-short", {"variables": {"podnet_node_cidr_prefix": 12}},
      ["podnet_node_cidr_prefix: /12 does not fit podnet_cluster_cidr 10.244.0.0/16"]),

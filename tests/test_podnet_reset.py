@@ -108,6 +108,7 @@ def node_paths(world: Path) -> NodePaths:
         bin_dir=f"{w}/usr/local/sbin", pods_dir=f"{w}/etc/podnet/pods",
         pod_state_dir=f"{w}/var/lib/podnet/pods", cni_conf_dir=f"{w}/etc/cni/net.d",
         cni_cache_dir=f"{w}/var/lib/cni/results", cni_ipam_dir=f"{w}/var/lib/cni/networks",
+        cni_plugin_dir=f"{w}/usr/lib/cni",
         iptables_dir=f"{w}/etc/podnet/iptables", routes_file=f"{w}/etc/podnet/routes.conf",
         dns_dir=f"{w}/etc/podnet/cluster-dns",
         kube_proxy_state_dir=f"{w}/var/lib/podnet/kube-proxy",
@@ -197,6 +198,13 @@ def build_host(world: Path) -> str:
     conflist = json.dumps(CONFLIST).replace("DATA", p.cni_ipam_dir)
     Path(p.network_conf).write_text(conflist)
     Path(p.loopback_conf).write_text('{"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}')
+    # pods that keep their address: the second conflist, the IPAM plugin, a reservation
+    Path(p.stable_network_conf).write_text(conflist)
+    Path(p.cni_plugin_dir).mkdir(parents=True, exist_ok=True)
+    Path(f"{p.cni_plugin_dir}/podnet-ipam").write_text("#!/bin/sh\n")
+    Path(f"{p.cni_plugin_dir}/ptp").write_text("#!/bin/sh\n# Debian's, not podnet's\n")
+    Path(p.stable_reservations).mkdir(parents=True, exist_ok=True)
+    Path(f"{p.stable_reservations}/10.244.255.1").write_text("c0ffee\neth0")
     units = world / "etc/systemd/system"
     for ns, name in (("demo", "web-1"), ("kube-system", "dns-1")):
         ident = kubelet.pod_id(ns, name)
@@ -335,6 +343,9 @@ echo "FORWARD $(sysctl -n net.ipv4.ip_forward)"
                    "forwarding rules\" -j KUBE-FORWARD",
                    f"file {world}/etc/podnet", f"file {world}/etc/cni/net.d/10-podnet.conflist",
                    f"file {world}/var/lib/cni/networks/podnet",
+                   f"file {world}/etc/cni/net.d/20-podnet-stable.conflist",
+                   f"file {world}/usr/lib/cni/podnet-ipam",
+                   f"file {world}/var/lib/cni/networks/podnet-stable",
                    f"file {world}/etc/systemd/system/podnet-endpoints.service",
                    f"file {world}/etc/modules-load.d/podnet.conf",
                    f"file {world}/usr/local/sbin/podnet-cni",
@@ -363,6 +374,8 @@ echo "FORWARD $(sysctl -n net.ipv4.ip_forward)"
         assert line in out, out
     foreign_files_kept(world)
     assert not (world / "var/lib/cni/networks").exists()  # host-local's state is gone
+    # podnet's IPAM plugin went, the distribution's plugins stay
+    assert sorted(p.name for p in (world / "usr/lib/cni").iterdir()) == ["ptp"]
     assert (world / "etc/cni/net.d").is_dir()  # it still holds another network's file
     assert not (world / "etc/systemd/system/nginx.service").exists()  # unmasked
     assert not (world / "etc/podnet").exists() and not (world / "var/lib/podnet").exists()

@@ -190,17 +190,21 @@ def test_units_are_restarted_started_enabled_and_masked_as_asked(tmp_path: Path,
     calls: list[tuple[str, list[str]]] = []
     monkeypatch.setattr(sync, "systemctl",
                         lambda report, verb, units, why="": calls.append((verb, list(units))))
-    unit = {"state": "started", "enabled": True, "masked": False, "restart_on": []}
+    states["live.service"] = {"ActiveState": "active", "UnitFileState": "enabled"}
+    unit = {"state": "started", "enabled": True, "masked": False, "restart_on": [],
+            "reload_on": []}
     _, restarted = sync.converge(params(
         files=[file(config, "new\n")], masked=["pkg.service"],
         units=[{**unit, "name": "changed.service", "restart_on": [str(config)]},
+               {**unit, "name": "live.service", "reload_on": [str(config)]},
                {**unit, "name": "stopped.service"}, {**unit, "name": "fine.timer"}]),
         utils.Report(False), False)
     assert restarted == ["changed.service"]
-    # the masked unit first: masking comes before the packages are installed (see below)
+    # the masked unit first: masking comes before the packages are installed (see below); a
+    # unit that reloads its configuration is reloaded, not restarted
     assert calls == [("mask", ["pkg.service"]), ("stop", ["pkg.service"]),
-                     ("restart", ["changed.service"]), ("start", ["stopped.service"]),
-                     ("enable", ["stopped.service"])]
+                     ("restart", ["changed.service"]), ("reload", ["live.service"]),
+                     ("start", ["stopped.service"]), ("enable", ["stopped.service"])]
 
 
 def test_a_masked_unit_not_installed_yet_is_masked_before_its_package_installs(

@@ -93,6 +93,7 @@ def test_the_demo_lifecycle_targets(demo: Plan) -> None:
     assert sorted(s.key for s in scaling.services) == [
         "demo/web", "demo/web-lb", "demo/web-node-local", "demo/web-public", "demo/web-sticky"]
     assert targets.bare_server_pod(demo).key == "demo/db-0"
+    assert targets.stable_server_pod(demo).key == "demo/db-0"
     # the most pods: node2 has six (one of whoami's two and an Ingress controller pod)
     assert targets.reboot_node(demo) == "node2"
     assert targets.drift_nodes(demo) == ("node1", "node2", "node3")
@@ -220,7 +221,8 @@ def test_local_policy_on_every_node_takes_no_drop_branch() -> None:
 def test_no_service_without_endpoints_and_no_external_name() -> None:
     plan = make_plan(deployment("w", 2) + service("w"))
     for select in (targets.service_without_endpoints, targets.external_name_service,
-                   targets.unnamed_port_services, targets.bare_server_pod):
+                   targets.unnamed_port_services, targets.bare_server_pod,
+                   targets.stable_server_pod):
         with pytest.raises(targets.NotInPlan):
             select(plan)
 

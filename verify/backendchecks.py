@@ -39,9 +39,11 @@ def underlay_interface(node: str, address: str) -> tuple[str, int]:
 def pod_routes(plan: Plan, node: str, proto: str) -> dict[str, dict[str, Any]]:
     """The node's routes of a protocol into the cluster CIDR, by destination."""
     cluster = plan.settings.cluster_cidr
-    return {r["dst"]: r for r in _json(run(node, "ip", "-j", "-4", "route", "show", "proto",
-                                           proto))
-            if "/" in r["dst"] and IPv4Network(r["dst"]).subnet_of(cluster)}
+    routes = _json(run(node, "ip", "-j", "-4", "route", "show", "proto", proto))
+    # ip prints a host route (a stable pod's /32) without its length
+    by_dst = {r["dst"] if "/" in r["dst"] else f"{r['dst']}/32": r
+              for r in routes if r["dst"] != "default"}
+    return {dst: r for dst, r in by_dst.items() if IPv4Network(dst).subnet_of(cluster)}
 
 
 def routing_problems(plan: Plan, node: str) -> list[str]:
@@ -86,7 +88,7 @@ def _vxlan_problems(plan: Plan, node: str, vx: dict[str, Any]) -> list[str]:
         problems.append(f"{dev} neighbour entries {sorted(neigh)}")
     have = {dst: (r.get("gateway"), r.get("dev"), "onlink" in r.get("flags", []))
             for dst, r in pod_routes(plan, node, "152").items()}
-    expected_routes = {p["dst"]: (p["vtep"], dev, True) for p in vx["peers"]}
+    expected_routes = {dst: (p["vtep"], dev, True) for p in vx["peers"] for dst in p["routes"]}
     if have != expected_routes:
         problems.append(f"vxlan routes {have}, the plan's {expected_routes}")
     return problems
@@ -123,7 +125,8 @@ def _bgp_problems(plan: Plan, node: str, bgp: dict[str, Any]) -> list[str]:
     if states != expected_sessions:
         problems.append(f"BGP sessions {states}, expected {expected_sessions}{shown}")
     learned, evidence = learned_routes(plan, node)
-    others = {n.pod_cidr: n.address for n in plan.nodes if n.name != node}
+    others = {dst: n.address for n in plan.nodes if n.name != node
+              for dst in backends.node_prefixes(plan, n)}
     if learned != others:
         problems.append(f"BGP routes learnt (prefix: next hop) {learned}, the plan's {others}"
                         f"{evidence}")

@@ -142,7 +142,7 @@ def run(name: str, *argv: str) -> Evidence:
     return Evidence(name, command, result.rc, result.stdout, result.stderr)
 
 
-LAST = ("test_drift.py", "test_pods_lifecycle.py", "test_services_lifecycle.py",
+LAST = ("test_drift.py", "test_pods_lifecycle.py", "test_pod_move.py", "test_services_lifecycle.py",
         "test_dns_lifecycle.py", "test_proxy_health.py", "test_ingress_lifecycle.py",
         "test_backends_lifecycle.py", "test_lb_lifecycle.py", "test_lb_l2_nodes.py")
 

@@ -62,6 +62,9 @@ EXTERNAL_NAME = "Service of type ExternalName"
 UNNAMED_PORT = "ClusterIP Service with a port without a name (no SRV record for it)"
 BARE_POD = "Pod (kind: Pod, no controller) running the test server"
 REBOOT = "node running a pod with the test server"
+STABLE_POD = ("pod that keeps its address on any node (a bare Pod, or a Deployment's with "
+              "annotation podnet.io/stable-ip: \"true\") running the test server, in a plan of "
+              "2 nodes or more")
 DRIFT = "cluster of 3 nodes or more, 2 of them running a pod with the test server"
 DNS_REPLICAS = "second DNS pod (podnet_dns_replicas: 2 or more)"
 SERVER_POD = "pod running the test server (podnet/netexec)"
@@ -352,6 +355,16 @@ def bare_server_pod(plan: Plan) -> PodPlan:
         if pod.owner == f"Pod {pod.key}" and http_port(plan, pod.key):
             return pod
     raise NotInPlan(BARE_POD)
+
+
+def stable_server_pod(plan: Plan) -> PodPlan:
+    """A pod that keeps its address on any node, running the test server, the test moves to
+    another node (STABLE_POD): the first in the plan."""
+    if len(plan.nodes) > 1:
+        for pod in plan.pods:
+            if pod.stable_ip and http_port(plan, pod.key):
+                return pod
+    raise NotInPlan(STABLE_POD)
 
 
 def reboot_node(plan: Plan) -> str:

@@ -25,9 +25,17 @@ def test_no_two_pods_share_an_ip() -> None:
     assert [ip for ip, n in counts.items() if n > 1] == [], running()
 
 
-def test_pod_ip_is_in_its_nodes_pod_cidr(pod: str) -> None:
-    cidr = ipaddress.ip_network(plan().node(plan().pod(pod).node).pod_cidr)
-    assert ipaddress.ip_address(running()[pod]["ip"]) in cidr, (running()[pod], cidr)
+def test_pod_ip_is_from_its_nodes_pod_cidr_or_the_one_it_keeps(pod: str) -> None:
+    """A pod that keeps its address on any node has the one the cluster assigned it, from the
+    stable block; any other pod one from its node's pod CIDR (host-local)."""
+    planned = plan().pod(pod)
+    ip = ipaddress.ip_address(running()[pod]["ip"])
+    if planned.stable_ip:
+        assert str(ip) == planned.stable_ip, (running()[pod], planned.stable_ip)
+        assert ip in plan().settings.stable_cidr, (ip, plan().settings.stable_cidr)
+    else:
+        cidr = ipaddress.ip_network(plan().node(planned.node).pod_cidr)
+        assert ip in cidr, (running()[pod], cidr)
 
 
 def test_fact_cache_and_interface_agree(pod: str) -> None:
@@ -52,13 +60,18 @@ def test_node_holds_exactly_its_planned_pods(node: str) -> None:
     want = sorted(pod_id(p.key) for p in plan().pods_on(node))
     folders = run(node, "ls", plan().paths.pods_dir)
     namespaces = run(node, "ip", "netns", "list")
+    # host-local's reservations (from the node's pod CIDR) and podnet-ipam's (stable addresses)
     reserved = run(node, "ls", plan().paths.cni_reservations)
+    stable = run(node, "sh", "-c", f"ls {plan().paths.stable_reservations} 2>/dev/null || true")
     cidr = ipaddress.ip_network(plan().node(node).pod_cidr)
     addresses = [name for name in reserved.stdout.split() if _is_ip(name)]
     assert sorted(folders.stdout.split()) == want, folders
     assert sorted(line.split()[0] for line in namespaces.stdout.splitlines()) == want, namespaces
-    assert len(addresses) == len(want), reserved
+    bridged = [p for p in plan().pods_on(node) if not p.stable_ip]
+    assert len(addresses) == len(bridged), reserved
     assert all(ipaddress.ip_address(a) in cidr for a in addresses), reserved
+    kept = sorted(p.stable_ip for p in plan().stable_pods_on(node) if p.stable_ip)
+    assert sorted(name for name in stable.stdout.split() if _is_ip(name)) == kept, stable
 
 
 def _is_ip(text: str) -> bool:

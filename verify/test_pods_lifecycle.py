@@ -173,7 +173,8 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
                         f"ls -d {paths.pod_dir(ident)} {paths.pod_state_dir}/{ident} "
                         f"{paths.netns(ident)} /etc/netns/{ident} "
                         f"{paths.cni_cache_dir}/*{container_id}* "
-                        f"{paths.cni_reservations}/{ip} /etc/systemd/system/podnet-{ident}-* "
+                        f"{paths.cni_reservations}/{ip} {paths.stable_reservations}/{ip} "
+                        f"/etc/systemd/system/podnet-{ident}-* "
                         "2>/dev/null || true")
         assert leftovers.stdout.strip() == "", leftovers
 
@@ -185,8 +186,14 @@ def test_pod_removed_from_the_manifests_leaves_nothing_behind(tmp_path: Path) ->
             name, load, active, *_ = line.split()
             assert (load, active) == ("not-found", "inactive") or (
                 name.startswith("podnet-sandbox@") and active == "inactive"), units
+        # the bridge's ports are its other pods' (a pod keeping its address is wired by ptp)
         ports = run(node, "sh", "-c", f"ip -o link show master {plan().paths.cni_bridge} | wc -l")
-        assert int(ports.stdout) == len(plan().pods_on(node)) - 1, ports
+        bridged = [p for p in plan().pods_on(node) if not p.stable_ip and p.key != victim.key]
+        assert int(ports.stdout) == len(bridged), ports
+        # and no node routes the address to it any more (its /32 left with it)
+        host_routes = {n.name: run(n.name, "ip", "-4", "route", "show", f"{ip}/32").stdout.strip()
+                       for n in plan().nodes}
+        assert not any(host_routes.values()), host_routes
         assert victim.key not in observed()
     finally:
         converged(original, "workloads")

@@ -35,6 +35,12 @@ def podnet_node_pods(plan: dict[str, Any], node: str) -> list[dict[str, Any]]:
     return kubelet.node_pods(_plan(plan, "podnet_node_pods"), node)
 
 
+def podnet_stable_ipam(plan: dict[str, Any]) -> dict[str, Any]:
+    """What the cni role writes for the pods that keep their address on any node: podnet-ipam's
+    assignments file and the prefix length its results give (podnet/kubelet.py)."""
+    return kubelet.stable_ipam(_plan(plan, "podnet_stable_ipam"))
+
+
 def podnet_kube_proxy(plan: dict[str, Any], pods: Any, node: str,
                       options: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the kube_proxy role writes on ``node`` (the input its renderer turns into
@@ -139,6 +145,7 @@ class FilterModule:
             "podnet_kube_proxy": podnet_kube_proxy,
             "podnet_load_balancer": podnet_load_balancer,
             "podnet_routing": podnet_routing,
+            "podnet_stable_ipam": podnet_stable_ipam,
             "podnet_cluster_pods": podnet_cluster_pods,
             "podnet_cluster_dns": podnet_cluster_dns,
             "podnet_ingress": podnet_ingress,

@@ -104,6 +104,13 @@ options:
         elements: path
         default: []
         description: Files whose change restarts the unit (its own unit file always does).
+      reload_on:
+        type: list
+        elements: path
+        default: []
+        description:
+          - Files whose change reloads the running unit (C(systemctl reload), its ExecReload)
+            instead, when nothing restarts it; a unit that is not running is started.
 author: podnet
 """
 
@@ -239,9 +246,13 @@ def converge(params: dict[str, Any], report: Report,
             systemctl(report, "unmask", [name])
         own_file = any(p.endswith("/" + name) for p in changed_paths)
         triggers = own_file or bool(changed_paths & set(u["restart_on"]))
+        reloads = bool(changed_paths & set(u["reload_on"]))
         if u["state"] == "started" and triggers and is_active(state):
             systemctl(report, "restart", [name], "its configuration changed")
             restarted.append(name)
+        elif u["state"] == "started" and reloads and is_active(state):
+            # a daemon that can take a new configuration live keeps its sessions (BIRD)
+            systemctl(report, "reload", [name], "its configuration changed")
         elif u["state"] == "started" and not is_active(state):
             systemctl(report, "start", [name])
         elif u["state"] == "stopped" and is_active(state):
@@ -292,7 +303,8 @@ def main() -> None:
                           "choices": ["started", "stopped", "present"]},
                 "enabled": {"type": "bool"},
                 "masked": {"type": "bool", "default": False},
-                "restart_on": {"type": "list", "elements": "path", "default": []}}},
+                "restart_on": {"type": "list", "elements": "path", "default": []},
+                "reload_on": {"type": "list", "elements": "path", "default": []}}},
         },
         supports_check_mode=True,
     )
