@@ -132,7 +132,7 @@ def node_routing(plan: Plan, name: str) -> dict[str, Any]:
             "announce": node_prefixes(plan, node),
             "route_reflector": node.name in reflectors, "cluster_id": BGP_RR_CLUSTER_ID,
             "neighbors": bgp_neighbors(plan, node),
-            # routers (podnet_bgp_peers) learn the node's pod CIDR; they announce nothing back
+            # routers (podnet_bgp_peers) learn what the node announces; they announce nothing back
             "routers": [{**peer, "protocol": "router_" + peer["address"].replace(".", "_"),
                          "ibgp": peer["as"] == settings.bgp_as} for peer in node.bgp_peers],
         }

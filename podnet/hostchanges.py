@@ -137,15 +137,19 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
         Change("cni", f"{p.cni_cache_dir}/{p.cni_network}-<id>-eth0, lo-<id>-lo (CNI cache)",
                "kubelet (podnet-cni)", "removed by CNI DEL; any left of podnet's pods removed "
                "(a loopback entry is podnet's when its container id is podnet's hash of the pod)"),
-        Change("link", f"{p.cni_bridge} (the pods' bridge) and the pods' veths",
-               "kubelet (CNI bridge plugin)",
-               "veths go with their namespaces; the veths still on the bridge are deleted, then "
-               "the bridge (its connected route goes with it)"),
+        Change("link", f"{p.cni_bridge} (the pods' bridge) and the pods' veths (on the bridge; "
+               "or, for pods that keep their address, point to point: ptp's, each with the pod "
+               "gateway and a route to the pod's /32)",
+               "kubelet (CNI bridge and ptp plugins)",
+               "veths go with their namespaces (ptp's with their address and route); the veths "
+               "still on the bridge are deleted, then the bridge (its connected route goes "
+               "with it)"),
         Change("link", f"{VXLAN_PREFIX}<VNI> (the vxlan backend's device, with its forwarding "
                "and neighbour entries)", "pod_network (podnet-routes)",
                "deleted (its entries and routes go with it); no other VXLAN device is touched"),
-        Change("route", f"routes with protocol {ROUTE_PROTO}: other nodes' pod CIDRs (host-gw, "
-               f"vxlan) and the Service CIDR; with protocol {BIRD_PROTO}: those BIRD learnt "
+        Change("route", f"routes with protocol {ROUTE_PROTO}: other nodes' pod CIDRs and the "
+               "/32s of their pods that keep their address (host-gw, vxlan) and the Service "
+               "CIDR; with protocol {BIRD_PROTO}: those BIRD learnt "
                "(bgp, kept in the kernel while BIRD restarts)",
                "pod_network (podnet-routes, podnet-bird)",
                f"deleted: every route with protocol {ROUTE_PROTO} or {BIRD_PROTO}, in every "
@@ -185,7 +189,7 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
         Change("file", f"{run_root(p)} (readiness, tool locks)",
                "kube_proxy (podnet-endpoints, podnet-iptables)", "removed"),
         Change("file", f"{p.network_conf}, {p.stable_network_conf}, {p.loopback_conf}, and "
-               f"podnet's IPAM plugin {p.cni_plugin_dir}/podnet-ipam", "cni",
+               f"podnet's IPAM plugin {p.ipam_plugin}", "cni",
                "removed; the folders are removed when empty"),
         Change("file", f"{p.facts_dir}/{FACT_FILE} (the pods' local fact)", "kubelet",
                "removed; the folder (and /etc/ansible) when empty"),
@@ -336,7 +340,7 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
         "cni": {"network": paths.cni_network, "bridge": paths.cni_bridge,
                 "cache_dir": paths.cni_cache_dir, "reservations": paths.cni_reservations,
                 "files": [paths.network_conf, paths.stable_network_conf, paths.loopback_conf,
-                          f"{paths.cni_plugin_dir}/podnet-ipam", paths.stable_reservations]},
+                          paths.ipam_plugin, paths.stable_reservations]},
         "routes": {"proto": ROUTE_PROTO, "protos": [ROUTE_PROTO, BIRD_PROTO],
                    "vxlan_prefix": VXLAN_PREFIX},
         "cloud_lb": {"tool": paths.tool(CLOUD_LB_TOOL), "proto": CLOUD_LB_PROTO,

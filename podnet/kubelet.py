@@ -200,6 +200,11 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
                 "units": [c["unit"] for c in containers],
             },
         }
+        if pod.stable_ip:
+            # the address it keeps, in the description: when it changes (a new
+            # podnet_stable_pod_cidr, a lost record) the changed pod.json restarts the sandbox,
+            # which then takes the new one; podnet-ipam reads the address from the assignments
+            entry["spec"]["stable_ip"] = pod.stable_ip
         for unit in containers:
             unit["unit_text"] = container_unit(entry, unit, paths)
         out.append(entry)

@@ -305,7 +305,17 @@ class _Builder:
         """pod key -> address for the pods that keep theirs: the record's if still free, else
         the first free one of the stable block, in manifest order."""
         wanting = [k for k in keys if k in self.stable_keys]
-        pool = allocate.stable_pod_ips(self.settings.stable_cidr)
+        block = self.settings.stable_pod_cidr
+        if block is None:  # podnet_stable_pod_cidr: none - every pod takes its node's addresses
+            asked = {drafts[k][0] for k in wanting if drafts[k][0].kind == "Deployment"}
+            for ref in sorted(asked, key=str):
+                self.error(ref, ("spec", "template", "metadata", "annotations",
+                                 STABLE_IP_ANNOTATION),
+                           "asks for addresses kept on any node, but podnet_stable_pod_cidr "
+                           "is none", "remove the annotation, or give podnet_stable_pod_cidr a "
+                           "block (empty: the cluster CIDR's last node-sized one)")
+            return {}
+        pool = allocate.stable_pod_ips(block)
         chosen = pool.keep_or_allocate([self.stable_keys[k] for k in wanting],
                                        self.previous.pod_ips)
         out = {}
@@ -318,7 +328,7 @@ class _Builder:
                         else ("metadata",))
                 self.error(ref, (*path, "annotations", STABLE_IP_ANNOTATION),
                            f"pod {key}: no address left in the stable pods' block "
-                           f"{self.settings.stable_cidr} ({ip.usable} addresses, all taken)",
+                           f"{block} ({ip.usable} addresses, all taken)",
                            "set podnet_stable_pod_cidr to a larger block, or let some pods "
                            f"take their node's addresses ({STABLE_IP_ANNOTATION}: \"false\")")
                 continue
@@ -327,6 +337,14 @@ class _Builder:
                 self.warn(ref, ("metadata", "name"),
                           f"pod {key}: its stable address changes from {old} to {ip}",
                           "expected only when podnet_stable_pod_cidr changed")
+            elif not old and key in self.previous.pods:
+                # a pod that ran before with its node's address (an upgrade, or the annotation
+                # just set): it is renumbered once, then keeps the new address
+                self.warn(ref, ("metadata", "name"),
+                          f"pod {key} now keeps its address on any node: it leaves its node's "
+                          f"address for {ip} (once)",
+                          f"expected after an upgrade or a new {STABLE_IP_ANNOTATION} "
+                          "annotation; set it to \"false\" to keep the node's address")
             self.record.pod_ips[record_key] = str(ip)
             out[key] = str(ip)
         return out

@@ -93,6 +93,11 @@ class NodePaths:
         return f"{self.cni_conf_dir}/20-podnet-stable.conflist"
 
     @property
+    def ipam_plugin(self) -> str:
+        """podnet's CNI IPAM plugin, beside the distribution's plugins."""
+        return f"{self.cni_plugin_dir}/podnet-ipam"
+
+    @property
     def stable_reservations(self) -> str:
         """podnet-ipam's folder of reserved stable addresses, beside host-local's."""
         return f"{self.cni_ipam_dir}/{self.cni_network}-stable"
@@ -150,7 +155,7 @@ class NodePaths:
         derived = ("cni_runtime", "netexec", "network_conf", "loopback_conf", "dns_records",
                    "dns_pods", "cni_reservations", "lib_dir", "kube_proxy_rules",
                    "kube_proxy_input", "keepalived_conf", "lb_check", "ingress_input",
-                   "bird_conf", "stable_network_conf", "stable_reservations")
+                   "bird_conf", "stable_network_conf", "stable_reservations", "ipam_plugin")
         return {**self.__dict__, **{name: getattr(self, name) for name in derived}}
 
 

@@ -29,7 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "podnet_cluster_cidr": "10.244.0.0/16",
     "podnet_node_cidr_prefix": 24,
     # the block of the cluster CIDR that pods keeping their address on any node take theirs
-    # from (docs/backends.md); empty: the last /podnet_node_cidr_prefix block of the cluster CIDR
+    # from (docs/backends.md); empty: the last /podnet_node_cidr_prefix block of the cluster CIDR;
+    # "none": no such block, every pod takes its node's addresses
     "podnet_stable_pod_cidr": "",
     "podnet_service_cidr": "10.96.0.0/12",
     "podnet_dns_service_ip": "10.96.0.10",
@@ -82,14 +83,8 @@ class Settings:
     bgp_as: int = 64512
     bgp_route_reflectors: tuple[str, ...] = ()
     # pods that keep their address on any node get it from here; no node's pod CIDR overlaps it
+    # (None: podnet_stable_pod_cidr "none", every pod takes its node's addresses)
     stable_pod_cidr: IPv4Network | None = None
-
-    @property
-    def stable_cidr(self) -> IPv4Network:
-        """The stable pods' block: the setting, or the cluster CIDR's last node-sized block."""
-        if self.stable_pod_cidr is not None:
-            return self.stable_pod_cidr
-        return default_stable_cidr(self.cluster_cidr, self.node_cidr_prefix)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,7 +110,7 @@ class Settings:
             "vxlan_port": self.vxlan_port,
             "bgp_as": self.bgp_as,
             "bgp_route_reflectors": list(self.bgp_route_reflectors),
-            "stable_pod_cidr": str(self.stable_cidr),
+            "stable_pod_cidr": str(self.stable_pod_cidr) if self.stable_pod_cidr else None,
         }
 
     @classmethod
@@ -139,7 +134,8 @@ class Settings:
             vxlan_vni=int(data["vxlan_vni"]), vxlan_port=int(data["vxlan_port"]),
             bgp_as=int(data["bgp_as"]),
             bgp_route_reflectors=tuple(data["bgp_route_reflectors"]),
-            stable_pod_cidr=IPv4Network(data["stable_pod_cidr"]),
+            stable_pod_cidr=(IPv4Network(data["stable_pod_cidr"]) if data["stable_pod_cidr"]
+                             else None),
         )
 
 
@@ -340,7 +336,7 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         lb_mode=lb_mode, lb_group=str(v["podnet_lb_group"]),
         ingress_replicas=ingress_replicas, ingress_default_certificate=default_cert,
         vxlan_vni=vni, vxlan_port=vxlan_port, bgp_as=bgp_as, bgp_route_reflectors=reflectors,
-        stable_pod_cidr=stable or default_stable_cidr(cluster, prefix),
+        stable_pod_cidr=stable,
     )
 
 
@@ -353,7 +349,9 @@ def default_stable_cidr(cluster: IPv4Network, prefix: int) -> IPv4Network:
 def stable_node_blocks(settings: Settings) -> list[IPv4Network]:
     """The node-sized blocks of the cluster CIDR that overlap the stable pods' block: no node
     may have one as its pod CIDR."""
-    return overlapping_blocks(settings.stable_cidr, settings.node_cidr_prefix)
+    if settings.stable_pod_cidr is None:
+        return []
+    return overlapping_blocks(settings.stable_pod_cidr, settings.node_cidr_prefix)
 
 
 def overlapping_blocks(stable: IPv4Network, prefix: int) -> list[IPv4Network]:
@@ -365,21 +363,30 @@ def overlapping_blocks(stable: IPv4Network, prefix: int) -> list[IPv4Network]:
 def _stable_pod_cidr(v: Mapping[str, Any], cluster: IPv4Network | None, prefix: int | None,
                      where: str, problems: Problems) -> IPv4Network | None:
     """podnet_stable_pod_cidr: a block inside the cluster CIDR, smaller than it, that leaves the
-    nodes at least one pod CIDR; None when not set (the default block) or when wrong."""
+    nodes at least one pod CIDR; the cluster CIDR's last node-sized block when not set; None
+    for "none" (and when wrong: the error is reported)."""
     key = "podnet_stable_pod_cidr"
-    if not v.get(key):
-        if cluster and prefix is not None and subnet_count(cluster, prefix) < 2:
-            problems.error(where, "inventory", "podnet_node_cidr_prefix",
-                           f"/{prefix} leaves no block of podnet_cluster_cidr {cluster} for the "
-                           "pods that keep their address (the last one is theirs)",
-                           "lengthen podnet_node_cidr_prefix, or set podnet_stable_pod_cidr")
+    value = v.get(key)
+    if isinstance(value, str) and value.strip().lower() == "none":
         return None
+    if not value:
+        if cluster is None or prefix is None or not cluster.prefixlen <= prefix <= 29:
+            return None  # reported already
+        if subnet_count(cluster, prefix) < 2:
+            problems.error(where, "inventory", key,
+                           f"the default, the last /{prefix} block of podnet_cluster_cidr "
+                           f"{cluster}, would leave the nodes none",
+                           "lengthen podnet_node_cidr_prefix, give a smaller block, or set it "
+                           "to none (every pod takes its node's addresses)")
+            return None
+        return default_stable_cidr(cluster, prefix)
     try:
         stable = parse_network(v[key])
     except ValueError as exc:
         problems.error(where, "inventory", key, str(exc),
                        "set an IPv4 network inside podnet_cluster_cidr, like 10.244.255.0/24, "
-                       "or leave it empty for the cluster CIDR's last node-sized block")
+                       "leave it empty for the cluster CIDR's last node-sized block, or set "
+                       "none")
         return None
     if cluster and (not stable.subnet_of(cluster) or stable == cluster
                     or stable.prefixlen > 30):
@@ -580,9 +587,12 @@ def read_hosts(
         problems.error(
             where, "inventory", "podnet_cluster_cidr",
             f"{len(nodes)} nodes need {len(nodes)} /{settings.node_cidr_prefix} pod CIDRs but "
-            f"{settings.cluster_cidr} holds only {capacity} beside the stable pods' "
-            f"{settings.stable_cidr}",
-            "widen podnet_cluster_cidr or lengthen podnet_node_cidr_prefix",
+            f"{settings.cluster_cidr} holds only {capacity}"
+            + (f" beside the stable pods' {settings.stable_pod_cidr}"
+               if settings.stable_pod_cidr else ""),
+            "widen podnet_cluster_cidr or lengthen podnet_node_cidr_prefix"
+            + (", or set podnet_stable_pod_cidr to a smaller block or none"
+               if settings.stable_pod_cidr else ""),
         )
     if not nodes:
         problems.error(where, "inventory", "podnet_nodes_group",
@@ -699,9 +709,9 @@ def _read_pod_cidr(value: Any, name: str, node: bool, settings: Settings, where:
                        f"{settings.cluster_cidr}",
                        f"give a /{settings.node_cidr_prefix} inside {settings.cluster_cidr}")
         return None
-    if cidr.overlaps(settings.stable_cidr):
+    if settings.stable_pod_cidr and cidr.overlaps(settings.stable_pod_cidr):
         problems.error(where, subject, "podnet_pod_cidr",
-                       f"{cidr} overlaps the stable pods' block {settings.stable_cidr} "
+                       f"{cidr} overlaps the stable pods' block {settings.stable_pod_cidr} "
                        "(podnet_stable_pod_cidr)",
                        "give the node another pod CIDR, or move podnet_stable_pod_cidr")
         return None

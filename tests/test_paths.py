@@ -19,6 +19,9 @@ TOOL_DEFAULTS = {
         "PODNET_STATE_DIR": PATHS.pod_state_dir,
         "PODNET_CNI_CACHE_DIR": PATHS.cni_cache_dir,
     },
+    "roles/cni/files/podnet-ipam": {
+        "PODNET_IPAM_STATE_DIR": PATHS.cni_ipam_dir,
+    },
 }
 
 
@@ -29,6 +32,20 @@ def test_node_tools_default_to_the_shared_paths(tool: str) -> None:
         found = re.search(rf'os\.environ\.get\("{variable}", "([^"]+)"\)', text)
         assert found, f"{tool} reads no {variable}"
         assert found.group(1) == path, f"{tool}: {variable} defaults to {found.group(1)}"
+
+
+def test_podnet_ipam_reserves_where_reset_looks_and_reads_the_model_s_assignments() -> None:
+    """podnet-ipam keeps network N's reservations in STATE_DIR/N<suffix>: the folder reset
+    removes (paths.stable_reservations); and it reads the assignments version kubelet writes."""
+    from podnet.kubelet import IPAM_ASSIGNMENTS_VERSION
+
+    text = (ROOT / "roles/cni/files/podnet-ipam").read_text(encoding="utf-8")
+    suffix = re.search(r'^RESERVATIONS_SUFFIX = "([^"]+)"$', text, re.M)
+    version = re.search(r"^ASSIGNMENTS_VERSION = (\d+)$", text, re.M)
+    assert suffix and version
+    assert f"{PATHS.cni_ipam_dir}/{PATHS.cni_network}{suffix.group(1)}" == \
+        PATHS.stable_reservations
+    assert int(version.group(1)) == IPAM_ASSIGNMENTS_VERSION
 
 
 def test_podnet_cni_looks_for_plugins_and_namespaces_where_the_nodes_have_them() -> None:

@@ -44,12 +44,12 @@ STABLE_DEPLOYMENT = deployment("web", 2).replace(
 
 def test_bare_pods_keep_an_address_from_the_last_node_block_by_default() -> None:
     plan = make_plan(pod("a") + pod("b") + deployment("web", 2))
-    assert plan.settings.stable_cidr == IPv4Network("10.244.255.0/24")
+    assert plan.settings.stable_pod_cidr == IPv4Network("10.244.255.0/24")
     kept = {p.key: p.stable_ip for p in plan.pods}
     assert kept["default/a"] == "10.244.255.1" and kept["default/b"] == "10.244.255.2"
     # a Deployment's pods take their node's addresses unless annotated
-    assert [k for k, ip in kept.items() if ip is None and k.startswith("default/web-")]
-    assert len([k for k in kept if k.startswith("default/web-")]) == 2
+    web = [ip for k, ip in kept.items() if k.startswith("default/web-")]
+    assert web == [None, None], kept
     assert plan.record.pod_ips == {"default/a": "10.244.255.1", "default/b": "10.244.255.2"}
 
 
@@ -104,7 +104,7 @@ def test_every_backend_carries_the_32s() -> None:
 
 
 def test_no_node_gets_the_stable_block_as_its_pod_cidr() -> None:
-    # a /28 cluster of /30 nodes: 4 blocks, the last is the stable pods', three nodes fit
+    # a /27 cluster of /29 nodes: 4 blocks, the last is the stable pods', three nodes fit
     variables = {"podnet_cluster_cidr": "10.244.0.0/27", "podnet_node_cidr_prefix": 29}
     plan = make_plan(pod("a"), variables, hosts(3))
     assert "10.244.0.24/29" not in {n.pod_cidr for n in plan.nodes}
@@ -137,7 +137,33 @@ def test_stable_block_setting_is_checked() -> None:
     assert any("overlaps every /24 block of 10.244.0.0/24" in e for e in errors), errors
     errors = errors_of("", {"podnet_cluster_cidr": "10.244.0.0/24",
                             "podnet_node_cidr_prefix": 24})
-    assert any("podnet_node_cidr_prefix" in e and "leaves no block" in e for e in errors), errors
+    assert any("podnet_stable_pod_cidr" in e and "would leave the nodes none" in e
+               and "none (every pod takes its node's addresses)" in e for e in errors), errors
+
+
+def test_none_turns_kept_addresses_off() -> None:
+    """podnet_stable_pod_cidr: none - no block is set aside (a one-block cluster CIDR works
+    again), bare Pods take their node's addresses, a Deployment asking for more is refused."""
+    variables = {"podnet_cluster_cidr": "10.244.0.0/24", "podnet_node_cidr_prefix": 24,
+                 "podnet_stable_pod_cidr": "none"}
+    plan = make_plan(pod("a"), variables, hosts(1))
+    assert plan.settings.stable_pod_cidr is None and plan.pod("default/a").stable_ip is None
+    assert plan.nodes[0].pod_cidr == "10.244.0.0/24" and plan.record.pod_ips == {}
+    assert kubelet.stable_ipam(plan)["assignments"]["pods"] == {}
+    errors = errors_of(STABLE_DEPLOYMENT, variables, hosts(1))
+    assert any("spec.template.metadata.annotations.podnet.io/stable-ip" in e
+               and "podnet_stable_pod_cidr is none" in e for e in errors), errors
+
+
+def test_a_pod_that_ran_with_its_node_s_address_is_warned_once() -> None:
+    """An upgrade (or the annotation newly set) renumbers a running pod once: said."""
+    before = make_plan(pod("a", annotations='    podnet.io/stable-ip: "false"\n'))
+    after = make_plan(pod("a"), record=before.record)
+    said = [str(w) for w in after.warnings]
+    assert any("pod default/a now keeps its address on any node" in w and "10.244.255.1" in w
+               for w in said), said
+    again = make_plan(pod("a"), record=after.record)
+    assert not [w for w in again.warnings if "keeps its address" in str(w)]
 
 
 def test_a_node_cidr_given_inside_the_stable_block_is_refused() -> None:
@@ -167,9 +193,13 @@ def test_a_bad_annotation_value_names_the_field_and_the_fix() -> None:
 def test_the_kubelet_wires_kept_pods_with_the_stable_conflist() -> None:
     pinned = deployment("web", 1, spec_extra="      nodeName: node1\n")
     plan = make_plan(pod("a", node="node1") + pinned)
-    networks = {p["name"]: p["spec"]["network"] for p in kubelet.node_pods(plan, "node1")}
-    assert networks.pop("a") == PATHS.stable_network_conf
-    assert list(networks.values()) == [PATHS.network_conf]
+    specs = {p["name"]: p["spec"] for p in kubelet.node_pods(plan, "node1")}
+    kept = specs.pop("a")
+    assert kept["network"] == PATHS.stable_network_conf
+    # the address is in the description, so a new one restarts the sandbox
+    assert kept["stable_ip"] == "10.244.255.1"
+    assert [s["network"] for s in specs.values()] == [PATHS.network_conf]
+    assert all("stable_ip" not in s for s in specs.values())
 
 
 def test_the_stable_conflist_and_assignments_render() -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 
+import backendchecks
 import pytest
 from conftest import params, plan, pod_id, run, running
 
+from podnet import backends
 from podnet.kubelet import stable_ipam
 
 pytestmark = pytest.mark.principle("unique pod IP")
@@ -46,12 +48,20 @@ def test_kept_address_is_wired_point_to_point_from_its_node(kept: str) -> None:
 
 @pytest.mark.parametrize("kept", params(kept_pods(), "pod that keeps its address"))
 def test_every_other_node_routes_the_kept_address_to_its_node(kept: str) -> None:
-    """The /32 follows the pod: each other node has a route for exactly that address (from
-    podnet-routes, protocol 152, or from BIRD, 12), so the longest prefix wins."""
-    ip = running()[kept]["ip"]
+    """The /32 follows the pod: each other node routes exactly that address to the pod's node,
+    so the longest prefix wins - via its address (host-gw), its VTEP (vxlan), or as BIRD learnt
+    it with the pod's node as next hop and installed it (bgp)."""
+    home = plan().node(plan().pod(kept).node)
+    prefix = f"{running()[kept]['ip']}/32"
     for node in plan().nodes:
-        if node.name == plan().pod(kept).node:
+        if node.name == home.name:
             continue
-        shown = run(node.name, "ip", "-j", "-4", "route", "show", f"{ip}/32")
-        routes = json.loads(shown.stdout or "[]")
-        assert len(routes) == 1 and routes[0].get("protocol") in ("152", "bird", "12"), shown
+        backend = backends.node_routing(plan(), node.name)["backend"]
+        if backend == "bgp":
+            learned, evidence = backendchecks.learned_routes(plan(), node.name)
+            assert learned.get(prefix) == home.address, evidence
+            assert prefix in backendchecks.pod_routes(plan(), node.name, "12"), node.name
+        else:
+            routes = backendchecks.pod_routes(plan(), node.name, "152")
+            via = home.address if backend == "host-gw" else backends.vtep_address(home)
+            assert routes.get(prefix, {}).get("gateway") == via, (node.name, routes)

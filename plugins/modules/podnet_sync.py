@@ -14,7 +14,8 @@ description:
   - Order - packages; every file validated (a file that fails validation changes nothing at
     all); folders, files, removals; C(systemctl daemon-reload) when a unit file changed;
     podnet's node tools (given C(--check) in check mode); then the units - restarted when a
-    file they name in I(restart_on) changed, else started (or stopped) and enabled as asked.
+    file they name in I(restart_on) changed, reloaded when one in I(reload_on) did, else
+    started (or stopped) and enabled as asked.
   - Drift is repaired on every run - an edited or deleted file is written again, a stopped unit
     started, a disabled one enabled, and the tools repair what they own.
 options:
