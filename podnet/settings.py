@@ -376,8 +376,8 @@ def _stable_pod_cidr(v: Mapping[str, Any], cluster: IPv4Network | None, prefix: 
             problems.error(where, "inventory", key,
                            f"the default, the last /{prefix} block of podnet_cluster_cidr "
                            f"{cluster}, would leave the nodes none",
-                           "lengthen podnet_node_cidr_prefix, give a smaller block, or set it "
-                           "to none (every pod takes its node's addresses)")
+                           "lengthen podnet_node_cidr_prefix, or set it to none (every pod "
+                           "takes its node's addresses)")
             return None
         return default_stable_cidr(cluster, prefix)
     try:

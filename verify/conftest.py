@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
@@ -21,6 +22,7 @@ import pytest
 import targets
 import testinfra.backend.base
 import testinfra.host
+import yaml
 
 from podnet import access, cluster, kubelet, markers
 from podnet.inventory import Host, Inventory
@@ -425,6 +427,22 @@ def manifests_dir() -> Path:
         variables = {}
     inventory_dir = INVENTORY_PATH if INVENTORY_PATH.is_dir() else INVENTORY_PATH.parent
     return cluster.manifests_dir(variables, inventory_dir) or inventory_dir / "manifests"
+
+
+def edited(tmp: Path, kind: str, namespace: str, name: str,
+           change: Callable[[dict[str, Any]], object]) -> Path:
+    """A copy of the manifests with one object changed by ``change(obj)``."""
+    copy = tmp / "manifests"
+    shutil.copytree(manifests_dir(), copy)
+    for path in copy.glob("*.y*ml"):
+        docs = list(yaml.safe_load_all(path.read_text()))
+        hit = [d for d in docs if d and d.get("kind") == kind and d["metadata"]["name"] == name
+               and d["metadata"].get("namespace", "default") == namespace]
+        if hit:
+            change(hit[0])
+            path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+            return copy
+    raise AssertionError(f"{kind} {namespace}/{name} not in {manifests_dir()}")
 
 
 def converge(manifests: Path, tags: str | None = None, check: bool = False,

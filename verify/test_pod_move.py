@@ -5,20 +5,19 @@ This changes the lab, so it runs among the last suites and puts it back as it wa
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import targets
-import yaml
 from conftest import (
     assert_restored,
     converged,
     converged_back,
+    edited,
     http_port,
     lab_state,
-    manifests_dir,
     observed,
     plan,
     run,
@@ -31,23 +30,6 @@ from test_pod_network import dial
 pytestmark = pytest.mark.principle("unique pod IP")
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
-
-
-def moved_manifests(original: Path, copy: Path, key: str, node: str) -> None:
-    """A copy of the manifests with pod ``key`` (a kind: Pod) selecting node ``node`` only."""
-    shutil.copytree(original, copy)
-    namespace, name = key.split("/", 1)
-    found = False
-    for path in copy.glob("*.y*ml"):
-        docs = list(yaml.safe_load_all(path.read_text()))
-        for doc in docs:
-            if (doc and doc.get("kind") == "Pod" and doc["metadata"]["name"] == name
-                    and doc["metadata"].get("namespace", "default") == namespace):
-                doc["spec"].pop("nodeName", None)
-                doc["spec"]["nodeSelector"] = {HOSTNAME_LABEL: node}
-                found = True
-        path.write_text(yaml.safe_dump_all(docs))
-    assert found, f"{key} is not a Pod of {original}"
 
 
 def answers_from_every_node(ip: str, port: int, hostname: str) -> list[str]:
@@ -68,8 +50,12 @@ def test_pod_moved_to_another_node_keeps_its_address(tmp_path: Path) -> None:
     assert ip == mover.stable_ip, before[mover.key]
     old = before[mover.key]["reported_by"]
     dest = next(n.name for n in plan().nodes if n.name != old)
-    copy = tmp_path / "manifests"
-    moved_manifests(manifests_dir(), copy, mover.key, dest)
+
+    def select_node(pod: dict[str, Any]) -> None:
+        pod["spec"].pop("nodeName", None)
+        pod["spec"]["nodeSelector"] = {HOSTNAME_LABEL: dest}
+
+    copy = edited(tmp_path, "Pod", mover.namespace, mover.name, select_node)
     record = saved_record()
     lab = lab_state()
     try:

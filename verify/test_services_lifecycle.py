@@ -7,19 +7,16 @@ the manifests is derived from them."""
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import targets
-import yaml
 from conftest import (
     assert_restored,
     converged,
     converged_back,
+    edited,
     in_pod,
     iptables_rules,
     lab_state,
@@ -41,22 +38,6 @@ pytestmark = pytest.mark.principle("service abstraction")
 
 FOREIGN_NAT = ["POSTROUTING", "-s", "203.0.113.0/24", "-m", "comment", "--comment",
                "podnet-verify-foreign", "-j", "RETURN"]
-
-
-def edited(tmp: Path, kind: str, namespace: str, name: str,
-           change: Callable[[dict[str, Any]], object]) -> Path:
-    """A copy of the manifests with one object changed by ``change(obj)``."""
-    copy = tmp / "manifests"
-    shutil.copytree(manifests_dir(), copy)
-    for path in copy.glob("*.y*ml"):
-        docs = list(yaml.safe_load_all(path.read_text()))
-        hit = [d for d in docs if d and d.get("kind") == kind and d["metadata"]["name"] == name
-               and d["metadata"].get("namespace", "default") == namespace]
-        if hit:
-            change(hit[0])
-            path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-            return copy
-    raise AssertionError(f"{kind} {namespace}/{name} not in {manifests_dir()}")
 
 
 def rules(node: str) -> set[str]:
