@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 IS_ROOT := $(filter 0,$(shell id -u))
 HOSTS_SETUP := $(if $(IS_ROOT),setup,venv)
 
-.PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status plan converge verify verify-quick shell exec demo test lint unit molecule routed bench clean-cache
+.PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status node-off plan converge verify verify-quick shell exec demo test lint unit molecule routed bench clean-cache
 
 help:
 	@echo "make demo   - setup + lab-up + converge + verify: the whole demo on the local lab"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint, unit and plan run as any user (make venv); the lab targets need root"
 	@echo "make converge TAGS=workloads - after a manifest change: only pods, Services and DNS"
 	@echo "make verify-quick - one proof per principle (tests marked quick), under 2 minutes"
+	@echo "make node-off HOST=node3 - pull a lab node's plug (make lab-up boots it again)"
 	@echo "make shell HOST=node1 - a shell on a host; make exec POD=ns/name CMD='ip addr' - in a pod"
 	@echo "INVENTORY=path picks another inventory (default inventory/lab)"
 
@@ -53,6 +54,12 @@ lab-down: setup
 lab-status: setup
 	@echo "==> lab-status: what the lab has on this machine"
 	$(PLAYBOOK) playbooks/lab-status.yml
+
+# A node's power cut (docs/node-failure.md): its disk stays, make lab-up boots it again
+node-off: setup
+	@test -n "$(HOST)" || { echo "make node-off: set HOST, like make node-off HOST=node3" >&2; exit 2; }
+	@echo "==> node-off: pull the plug of $(HOST) (make lab-up powers it on)"
+	$(BIN)/python -m podnet lab poweroff -i $(INVENTORY) --hard $(HOST)
 
 plan: venv
 	@echo "==> plan: validate $(INVENTORY) and its manifests, print the cluster plan"

@@ -2,6 +2,8 @@
 
 ``python -m podnet plan -i inventory/lab [--json]``: the cluster plan, or the validation errors
 (exit 1). ``python -m podnet lab residue --lab NAME --state-dir DIR``: what a lab left behind.
+``python -m podnet lab poweroff [-i INV] HOST [--hard]``: power a lab host off, keeping its disk
+(``make lab-up`` boots it again; ``make node-off HOST=node3``).
 ``python -m podnet shell [-i INV] HOST [-- CMD...]``: a shell (or a command) on a host, over
 Ansible's own ssh path. ``python -m podnet exec [-i INV] NS/POD -- CMD...``: a command in a
 pod's network namespace on its node; exits with the command's status (podnet/access.py).
@@ -62,6 +64,23 @@ def _residue(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+def _poweroff(args: argparse.Namespace) -> int:
+    try:
+        inventory = access.load_inventory(args.inventory)
+        if args.host not in inventory.group("lab"):
+            raise lab.LabError(f"{args.host} is not a host of group lab in {args.inventory}")
+        where = inventory.render(args.host, ("lab_name", "lab_state_dir"))
+        done = lab.power_off(str(where["lab_name"]), Path(str(where["lab_state_dir"])),
+                             args.host, hard=args.hard)
+    except (lab.LabError, InventoryError, KeyError) as exc:
+        print(f"podnet lab poweroff: {exc}", file=sys.stderr)
+        return 2
+    how = "pulled the plug of" if args.hard else "powered off"
+    print(f"lab {where['lab_name']}: {how} {args.host}" if done
+          else f"lab {where['lab_name']}: {args.host} was not running")
+    return 0
+
+
 def _shell(args: argparse.Namespace) -> int:
     try:
         host = access.host(access.load_inventory(args.inventory), args.host)
@@ -120,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     res.add_argument("--state-dir", required=True, type=Path, help="lab state directory")
     res.add_argument("--hosts", default="", help="comma-separated inventory hosts of the lab")
     res.set_defaults(func=_residue)
+    off = lab_sub.add_parser(
+        "poweroff", help="power a lab host off, keeping its disk (make lab-up boots it again)")
+    off.add_argument("-i", "--inventory", default=access.DEFAULT_INVENTORY, help="inventory "
+                     "(default %(default)s; PODNET_LAB picks the lab)")
+    off.add_argument("--hard", action="store_true",
+                     help="pull the plug: kill it at once, nothing in it shuts down")
+    off.add_argument("host", help="the host, e.g. node3")
+    off.set_defaults(func=_poweroff)
 
     shell = sub.add_parser("shell", help="a shell on a host, reached as Ansible reaches it")
     shell.add_argument("-i", "--inventory", default=access.DEFAULT_INVENTORY, help="inventory "

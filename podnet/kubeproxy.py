@@ -13,6 +13,8 @@ import hashlib
 # kube-proxy's node health server (--healthz-bind-address, 0.0.0.0:10256): /healthz and /livez,
 # what a cloud load balancer checks for externalTrafficPolicy Cluster (podnet-proxy-health)
 HEALTHZ_PORT = 10256
+# where other nodes' podnet-endpoints send their heartbeats (any answer: the node is alive)
+LIVEZ_PATH = "/livez"
 
 PREFIXES = {
     "svc": "KUBE-SVC-",

@@ -1431,6 +1431,25 @@ def _remove_stale_veth(lab: str, host: str) -> bool:
     return True
 
 
+def power_off(lab: str, state_dir: Path, host: str, hard: bool = False) -> bool:
+    """Power a node off and keep its disk (its upper layer), as a VM stopped in its hypervisor:
+    ``make lab-up`` boots it again. ``hard`` pulls the plug (SIGKILL to the node's launcher and
+    every process in it, so nothing in it says goodbye); otherwise its systemd shuts down.
+    False when it was not running."""
+    node_dir = state_dir / "nodes" / host
+    if not node_dir.is_dir():
+        raise LabError(f"{host}: no such node in {state_dir / 'nodes'} (is the lab up?)")
+    if nspawn_pid(node_dir) is None:
+        return False
+    if hard:
+        root = node_dir / "root"
+        pids = [p for p in nspawn_processes(state_dir) if str(root) in _cmdline(p)]
+        _kill(pids + processes_under(root), signal.SIGKILL)
+        _wait_gone(pids, 5)
+    _cleanup_node_runtime(lab, node_dir, host)
+    return True
+
+
 def stop_node(lab: str, state_dir: Path, host: str) -> bool:
     """Power the node off and remove everything of it."""
     node_dir = state_dir / "nodes" / host

@@ -40,6 +40,9 @@ class NodePaths:
     # pods failing their readinessProbe, kept by podnet-endpoints; in /run, so that after a
     # reboot every pod starts ready again, as in Kubernetes
     unready_pods: str = "/run/podnet/unready-pods"
+    # the other nodes this node's podnet-endpoints holds NotReady (silent for the grace period),
+    # one name a line: their pods are in unready_pods too; in /run like it
+    not_ready_nodes: str = "/run/podnet/not-ready-nodes"
     # cloud mode's load balancer (podnet-cloud-lb on the lb host): its config, written by the
     # external_lb role, and the state it reports (per address the nodes passing their checks)
     cloud_lb_config: str = "/etc/podnet/cloud-lb.json"

@@ -619,4 +619,29 @@ def node_rules(plan: Plan, observed: Mapping[str, str], node: str,
                 udp[f"nodeport:{svc.node_port}"] = ready
     return {"input": rules_input(services, opts), "jumps": jumps(opts),
             "owns": [f"nat {' '.join(OWNED_PREFIXES)}"], "udp_endpoints": udp,
-            "readiness": readiness(plan, observed)}
+            "readiness": {"pods": readiness(plan, observed),
+                          "nodes": peers(plan, services, node),
+                          "grace": plan.settings.node_grace_period}}
+
+
+def peers(plan: Plan, services: Sequence[ServicePort], node: str) -> list[dict[str, Any]]:
+    """The nodes ``node``'s podnet-endpoints watches (every other one: a node never declares
+    itself NotReady), each with its heartbeat (kube-proxy's /livez on its address) and the
+    Service endpoints on it, which leave ``node``'s rules while it is NotReady (the node
+    lifecycle controller marks them not ready; kube-proxy then drops them)."""
+    out = []
+    for other in plan.nodes:
+        if other.name == node:
+            continue
+        pods: dict[tuple[str, str], set[str]] = {}
+        for svc in services:
+            for e in svc.endpoints:
+                if e.node == other.name and e.pod:
+                    udp = pods.setdefault((e.pod, e.ip), set())
+                    if svc.protocol == "UDP":
+                        udp.add(str(e))
+        out.append({"name": other.name, "address": str(other.address),
+                    "port": kubeproxy.HEALTHZ_PORT, "path": kubeproxy.LIVEZ_PATH,
+                    "pods": [{"pod": pod, "ip": ip, "udp": sorted(udp)}
+                             for (pod, ip), udp in sorted(pods.items())]})
+    return out

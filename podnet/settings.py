@@ -23,6 +23,9 @@ PLANNED_PROXY_MODES = ("nftables",)
 LB_MODES = ("cloud", "l2")
 # l2 mode numbers each address's VRRP instance (virtual_router_id 1-255)
 L2_MAX_ADDRESSES = 255
+# a node that has not answered its peers' heartbeats for this long is NotReady (seconds); its
+# peers beat once a second (podnet-endpoints), so the bounds are two beats and ten minutes
+NODE_GRACE_BOUNDS = (2, 600)
 
 DEFAULTS: dict[str, Any] = {
     "podnet_cluster_name": "podnet",
@@ -54,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "podnet_ingress_replicas": 2,
     # "namespace/name" of a kubernetes.io/tls Secret; empty: the controller's self-signed one
     "podnet_ingress_default_certificate": "",
+    # seconds without a heartbeat before a node's endpoints leave every Service (Kubernetes'
+    # node-monitor-grace-period, 40 s there; docs/node-failure.md says why 5 s here)
+    "podnet_node_grace_period": 5,
 }
 REQUIRED = ("podnet_underlay_cidr",)
 
@@ -85,6 +91,7 @@ class Settings:
     # pods that keep their address on any node get it from here; no node's pod CIDR overlaps it
     # (None: podnet_stable_pod_cidr "none", every pod takes its node's addresses)
     stable_pod_cidr: IPv4Network | None = None
+    node_grace_period: int = 5
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +118,7 @@ class Settings:
             "bgp_as": self.bgp_as,
             "bgp_route_reflectors": list(self.bgp_route_reflectors),
             "stable_pod_cidr": str(self.stable_pod_cidr) if self.stable_pod_cidr else None,
+            "node_grace_period": self.node_grace_period,
         }
 
     @classmethod
@@ -136,6 +144,7 @@ class Settings:
             bgp_route_reflectors=tuple(data["bgp_route_reflectors"]),
             stable_pod_cidr=(IPv4Network(data["stable_pod_cidr"]) if data["stable_pod_cidr"]
                              else None),
+            node_grace_period=int(data["node_grace_period"]),
         )
 
 
@@ -324,6 +333,8 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
                            "name a kubernetes.io/tls Secret as namespace/name, like "
                            "ingress-nginx/default-tls, or leave it empty for a self-signed one")
 
+    grace = _grace_period(v["podnet_node_grace_period"], where, problems)
+
     if len(problems.errors) > before:
         return None
     assert underlay and cluster and service and dns_ip and prefix is not None
@@ -336,8 +347,23 @@ def read_settings(variables: Mapping[str, Any], where: str, problems: Problems) 
         lb_mode=lb_mode, lb_group=str(v["podnet_lb_group"]),
         ingress_replicas=ingress_replicas, ingress_default_certificate=default_cert,
         vxlan_vni=vni, vxlan_port=vxlan_port, bgp_as=bgp_as, bgp_route_reflectors=reflectors,
-        stable_pod_cidr=stable,
+        stable_pod_cidr=stable, node_grace_period=grace,
     )
+
+
+def _grace_period(value: Any, where: str, problems: Problems) -> int:
+    """podnet_node_grace_period in whole seconds, within NODE_GRACE_BOUNDS."""
+    low, high = NODE_GRACE_BOUNDS
+    try:
+        seconds = _int(value)
+        if not low <= seconds <= high:
+            raise ValueError(f"'{seconds}' must be from {low} to {high} seconds")
+    except ValueError as exc:
+        problems.error(where, "inventory", "podnet_node_grace_period", str(exc),
+                       f"set how many seconds a silent node keeps its endpoints, from {low} to "
+                       f"{high}, like 5 (Kubernetes waits 40)")
+        return 0
+    return seconds
 
 
 def default_stable_cidr(cluster: IPv4Network, prefix: int) -> IPv4Network:

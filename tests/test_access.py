@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from podnet import access
+from podnet import access, lab
 from podnet.__main__ import main
 from podnet.inventory import Host, Inventory
 
@@ -377,3 +377,16 @@ def test_exec_on_a_vm_runs_ip_netns_exec_through_sudo(tmp_path: Path,
     # a shell is the login user's, as ssh gives it
     assert main(["shell", "-i", str(inventory), "node1", "--", "id"]) == 0
     assert ran[-1][-2:] == ["debian@10.20.0.11", "id"]
+
+
+def test_poweroff_refuses_a_host_that_is_not_the_labs(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    assert main(["lab", "poweroff", "-i", str(LAB), "nodeX"]) == 2
+    assert "nodeX is not a host of group lab in" in capsys.readouterr().err
+
+
+def test_poweroff_of_a_node_the_lab_does_not_have_says_so(tmp_path: Path) -> None:
+    with pytest.raises(lab.LabError, match="no such node"):
+        lab.power_off("podnet-none", tmp_path, "node3")
+    (tmp_path / "nodes" / "node3").mkdir(parents=True)
+    assert lab.power_off("podnet-none", tmp_path, "node3", hard=True) is False  # not running

@@ -547,9 +547,9 @@ def test_readiness_endpoints_leave_the_rules_while_unready(
     # out of the rules the node renders from the role's input
     plan, ips = ready_plan
     got = proxier.node_rules(Plan.from_data(plan.data()), ips, "node1", {})
-    assert got["readiness"] == proxier.readiness(Plan.from_data(plan.data()), ips)
+    assert got["readiness"]["pods"] == proxier.readiness(Plan.from_data(plan.data()), ips)
     chains = {entry["pod"]: [endpoint_chain(plan, name) for name in entry["endpoints"]]
-              for entry in got["readiness"]}
+              for entry in got["readiness"]["pods"]}
     every = [c for cs in chains.values() for c in cs]
     ready = proxier.rules_file(*proxier.from_input(got["input"]))
     assert every and all(f":{c} - [0:0]" in ready for c in every)
@@ -567,3 +567,42 @@ def endpoint_chain(plan: Any, name: str) -> str:
     protocol = next(p.protocol for p in svc.ports if p.name == port_name)
     ip, _, port = address.rpartition(":")
     return kubeproxy.endpoint_chain(svc.namespace, svc.name, port_name, protocol, ip, int(port))
+
+
+# -- proxier.peers: the nodes each node's podnet-endpoints watches ------------------------------
+def test_each_node_watches_every_other_node_with_the_endpoints_on_it(
+        ready_plan: tuple[Any, dict[str, str]]) -> None:
+    plan, ips = ready_plan
+    typed = Plan.from_data(plan.data())
+    got = proxier.node_rules(typed, ips, "node1", {})["readiness"]
+    assert got["grace"] == typed.settings.node_grace_period == 5
+    assert [n["name"] for n in got["nodes"]] == [n.name for n in typed.nodes if n.name != "node1"]
+    for entry in got["nodes"]:
+        node = typed.node(entry["name"])
+        assert (entry["address"], entry["port"], entry["path"]) == (
+            str(node.address), kubeproxy.HEALTHZ_PORT, "/livez")
+        # every pod on it that is an endpoint of a proxied Service, with its UDP endpoints
+        want = sorted((p.key, ips[p.key]) for p in typed.pods if p.node == node.name and any(
+            e.pod == p.key for s in typed.services if s.proxied for port in s.ports
+            for e in port.endpoints))
+        assert [(p["pod"], p["ip"]) for p in entry["pods"]] == want
+        for pod in entry["pods"]:
+            if pod["pod"] in plan.service(DNS_SERVICE).pods:
+                assert pod["udp"] == [f"{pod['ip']}:53"]
+            if pod["pod"].startswith("default/plain-"):
+                assert pod["udp"] == []
+    assert sum(len(n["pods"]) for n in got["nodes"]) > 0
+
+
+def test_a_not_ready_nodes_pods_leave_every_service_they_back(
+        ready_plan: tuple[Any, dict[str, str]]) -> None:
+    """What podnet-endpoints publishes for a NotReady node (its pods) takes all of their
+    endpoints out of node1's rules, and nothing else."""
+    plan, ips = ready_plan
+    got = proxier.node_rules(Plan.from_data(plan.data()), ips, "node1", {})
+    dead = next(n for n in got["readiness"]["nodes"] if n["pods"])
+    gone = {(p["pod"], p["ip"]) for p in dead["pods"]}
+    services, _ = proxier.from_input(got["input"], gone)
+    for svc in services:
+        for e in svc.endpoints:
+            assert e.ready == ((e.pod, e.ip) not in gone), (svc.name, e)

@@ -132,6 +132,13 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
      ["podnet_proxy_mode: 'ipvs' is not a proxy mode podnet has", "use one of: iptables"]),
     ("dns-replicas-zero", {"variables": {"podnet_dns_replicas": 0}},
      ["podnet_dns_replicas: '0' must be 1 or more"]),
+    ("grace-too-short", {"variables": {"podnet_node_grace_period": 1}},
+     ["podnet_node_grace_period: '1' must be from 2 to 600 seconds",
+      "set how many seconds a silent node keeps its endpoints, from 2 to 600"]),
+    ("grace-not-a-number", {"variables": {"podnet_node_grace_period": "5s"}},
+     ["podnet_node_grace_period: '5s' is not a number"]),
+    ("grace-bool", {"variables": {"podnet_node_grace_period": True}},
+     ["podnet_node_grace_period: 'True' is not a number"]),
     ("missing-underlay", {"variables": {"podnet_underlay_cidr": None}},
      ["podnet_underlay_cidr: is not set"]),
     # -- hosts ----------------------------------------------------------------------------------

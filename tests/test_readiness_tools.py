@@ -81,18 +81,16 @@ def by_pod(endpoints: dict[str, Any]) -> dict[str, Any]:
     return {e.entry["pod"]: e for e in endpoints.values()}
 
 
-def test_load_keeps_the_state_of_the_same_pod_ip_and_probe(tmp_path: Path) -> None:
-    config = tmp_path / "endpoints.json"
+def test_load_keeps_the_state_of_the_same_pod_ip_and_probe() -> None:
     a, b, c = entry("a", "10.0.0.1", failure=1), entry("b", "10.0.0.2", failure=1), entry(
         "c", "10.0.0.3")
-    config.write_text(json.dumps([a, b, c]))
-    old = ep.load(config, {})
+    old = ep.load([a, b, c], {})
     first = by_pod(old)
     for endpoint in first.values():
         endpoint.observe("down")
     # a backs one more Service now; b's probe changed; c left the file
     a2 = {**a, "endpoints": [*a["endpoints"], "ns/new:p -> 10.0.0.1:8080"]}
-    config.write_text(json.dumps([a2, {**b, "probe": {**b["probe"], "port": 9090}}]))
+    config = [a2, {**b, "probe": {**b["probe"], "port": 9090}}]
     second = by_pod(ep.load(config, old))
     assert sorted(second) == ["a", "b"]
     assert second["a"] is first["a"] and not second["a"].ready
@@ -102,23 +100,29 @@ def test_load_keeps_the_state_of_the_same_pod_ip_and_probe(tmp_path: Path) -> No
     assert second["b"].ready and second["b"].failures == 0
 
 
-def test_load_seeds_new_endpoints_from_what_was_published(tmp_path: Path) -> None:
-    config = tmp_path / "endpoints.json"
+def test_load_seeds_new_endpoints_from_what_was_published() -> None:
     a, b, c = entry("a", "10.0.0.1"), entry("b", "10.0.0.2"), entry("c", "10.0.0.3")
-    config.write_text(json.dumps([a, b, c]))
     # c was published unready at another IP: the pod came back with a new one and starts ready
-    got = by_pod(ep.load(config, {}, {("a", "10.0.0.1"), ("c", "10.0.0.9")}))
+    got = by_pod(ep.load([a, b, c], {}, {("a", "10.0.0.1"), ("c", "10.0.0.9")}))
     assert not got["a"].ready and got["b"].ready and got["c"].ready
 
 
-@pytest.mark.parametrize("text", [None, "[{", "not json"])
-def test_load_keeps_the_old_set_when_the_file_is_unreadable(tmp_path: Path,
-                                                           text: str | None) -> None:
+@pytest.mark.parametrize("text", [None, "[{", "not json", "[]", '{"pods": 1}'])
+def test_an_unreadable_config_is_none_and_logged(tmp_path: Path, text: str | None,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The caller keeps what it had (run() loads only a config it could read)."""
     config = tmp_path / "endpoints.json"
     if text is not None:
         config.write_text(text)
-    old = {"a@10.0.0.1": ep.Endpoint(entry("a", "10.0.0.1"))}
-    assert ep.load(config, old) is old
+    assert ep.read_config(config) is None
+    assert f"cannot read {config}" in capsys.readouterr().out
+
+
+def test_a_config_is_its_object(tmp_path: Path) -> None:
+    config = tmp_path / "endpoints.json"
+    data = {"pods": [entry("a", "10.0.0.1")], "nodes": [], "grace": 5}
+    config.write_text(json.dumps(data))
+    assert ep.read_config(config) == data
 
 
 def test_unready_pods_are_those_of_unready_endpoints() -> None:
@@ -129,6 +133,102 @@ def test_unready_pods_are_those_of_unready_endpoints() -> None:
     # the pod and its IP: the renderer leaves its endpoints out of both Services
     # (test_proxier_readiness.py::test_from_input_marks_a_pods_endpoints_in_every_service_unready)
     assert ep.unready_pods({"a": up, "b": down}) == {("b", "10.0.0.2")}
+
+
+def peer_entry(name: str = "node3", *pods: tuple[str, str], address: str = "127.0.0.1",
+               port: int = 1) -> dict:
+    return {"name": name, "address": address, "port": port, "path": "/livez",
+            "pods": [{"pod": pod, "ip": ip, "udp": [f"{ip}:53"]} for pod, ip in pods]}
+
+
+def test_a_silent_node_is_not_ready_only_after_the_grace_period() -> None:
+    peer = ep.Peer(peer_entry("node3", ("web-1", "10.244.3.5")), now=100.0)
+    assert [peer.observe("timed out", t, 5) for t in (101.0, 103.0, 104.9)] == [False] * 3
+    assert peer.ready
+    assert peer.observe("timed out", 105.0, 5) and not peer.ready
+    assert not peer.observe("timed out", 106.0, 5)  # flips once
+    assert ep.unready_pods({}, {"node3": peer}) == {("web-1", "10.244.3.5")}
+    assert ep.not_ready_nodes({"node3": peer}) == {"node3"}
+
+
+def test_an_answer_restarts_the_grace_period() -> None:
+    peer = ep.Peer(peer_entry(), now=100.0)
+    assert not peer.observe("refused", 104.0, 5)
+    assert not peer.observe(None, 104.5, 5)  # an HTTP answer of any status
+    assert not peer.observe("refused", 109.0, 5) and peer.ready
+    assert peer.observe("refused", 109.5, 5) and not peer.ready
+
+
+def test_a_hanging_heartbeat_does_not_stop_the_clock() -> None:
+    """No answer has come back (late): the node is NotReady at seen + grace all the same."""
+    peer = ep.Peer(peer_entry(), now=100.0)
+    assert not peer.observe(None, 104.9, 5, late=True)
+    assert peer.observe(None, 105.0, 5, late=True) and not peer.ready
+
+
+def test_a_not_ready_node_comes_back_after_answers_in_a_row() -> None:
+    peer = ep.Peer(peer_entry(), now=0.0, ready=False)
+    flips = [peer.observe(r, t, 5) for t, r in enumerate((None, "refused", None, None, None))]
+    assert flips == [False, False, False, True, False] and peer.ready
+    assert ep.RECOVERY == 2
+
+
+def test_load_peers_keeps_state_and_seeds_from_what_was_published() -> None:
+    a, b = peer_entry("node2", ("x", "10.244.2.2")), peer_entry("node3", ("y", "10.244.3.3"))
+    old = ep.load_peers([a, b], {}, 10.0, {"node3"})
+    assert old["node2"].ready and not old["node3"].ready  # a restart keeps a dead node out
+    old["node2"].observe("refused", 20.0, 5)
+    a2 = peer_entry("node2", ("x", "10.244.2.2"), ("z", "10.244.2.9"))
+    moved = {**b, "address": "192.168.56.99"}
+    new = ep.load_peers([a2, moved], old, 30.0)
+    assert new["node2"] is old["node2"] and not new["node2"].ready
+    assert new["node2"].pods() == {("x", "10.244.2.2"), ("z", "10.244.2.9")}
+    assert new["node3"] is not old["node3"] and new["node3"].ready and new["node3"].seen == 30.0
+    assert ep.load_peers([], new, 40.0) == {}
+
+
+def test_heartbeat_is_any_http_answer(web: int) -> None:
+    assert ep.heartbeat("127.0.0.1", web, "/ok") is None
+    assert ep.heartbeat("127.0.0.1", web, "/fail") is None  # 500: a process answered
+    why = ep.heartbeat("127.0.0.1", closed_port(), "/livez")
+    assert why is not None and "refused" in why.lower()
+
+
+def test_run_takes_a_silent_nodes_endpoints_out_and_puts_them_back(
+        tmp_path: Path, web: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole loop, with a real heartbeat server: node2 answers, node3's port is closed;
+    node3's pods are published unready after the grace, and back once it answers."""
+    config = tmp_path / "readiness.json"
+    dead = closed_port()
+    nodes = [peer_entry("node2", ("a", "10.244.2.2"), port=web),
+             peer_entry("node3", ("b", "10.244.3.3"), port=dead)]
+    config.write_text(json.dumps({"pods": [], "nodes": nodes, "grace": 1}))
+    seen: list[tuple[set, set, list]] = []
+
+    class Stop(Exception):
+        pass
+
+    class Recorder:
+        unready = tmp_path / "unready"
+        nodes = tmp_path / "nodes"
+
+        def publish(self, pods: set, dead_nodes: set, went: list) -> bool:
+            seen.append((set(pods), set(dead_nodes), list(went)))
+            if len(seen) == 2:
+                # node3 answers from now on (same node, its heartbeat port now open)
+                nodes[1]["port"] = web
+                config.write_text(json.dumps({"pods": [], "nodes": nodes, "grace": 1}))
+            if len(seen) == 3:
+                raise Stop
+            return True
+
+    with pytest.raises(Stop):
+        ep.run(config, Recorder())
+    assert seen[0] == (set(), set(), [])
+    assert seen[1][:2] == ({("b", "10.244.3.3")}, {"node3"})
+    assert seen[1][2] == [{"pod": "b", "ip": "10.244.3.3", "udp": ["10.244.3.3:53"]}]
+    # node3 answered RECOVERY heartbeats in a row: Ready, its pod back in the Services
+    assert seen[2][:2] == (set(), set())
 
 
 FAKE_TOOL = """#!/bin/sh
@@ -151,11 +251,13 @@ def test_publish_writes_the_pods_then_renders_then_applies(tmp_path: Path,
     monkeypatch.setenv("CALLS", str(calls))
     monkeypatch.setenv("FAIL", fail)
     rules = tmp_path / "iptables" / "50-kube-proxy.rules"
-    publisher = ep.Publisher(tmp_path / "in.json", tmp_path / "run" / "unready", rules)
-    gone = ep.Endpoint({**entry("a", "10.0.0.1"), "udp": ["10.0.0.1:53"]})
-    done = publisher.publish({("b", "10.0.0.2"), ("a", "10.0.0.1")}, [gone])
+    publisher = ep.Publisher(tmp_path / "in.json", tmp_path / "run" / "unready", rules,
+                             tmp_path / "run" / "nodes")
+    gone = {**entry("a", "10.0.0.1"), "udp": ["10.0.0.1:53"]}
+    done = publisher.publish({("b", "10.0.0.2"), ("a", "10.0.0.1")}, {"node3", "node2"}, [gone])
     assert done == (fail == "")
     assert (tmp_path / "run" / "unready").read_text() == "a 10.0.0.1\nb 10.0.0.2\n"
+    assert (tmp_path / "run" / "nodes").read_text() == "node2\nnode3\n"
     assert ep.read_pods(tmp_path / "run" / "unready") == {("a", "10.0.0.1"), ("b", "10.0.0.2")}
     want = [f"podnet-kube-proxy render {tmp_path}/in.json {tmp_path}/run/unready {rules}",
             f"podnet-iptables apply {rules.parent}",
