@@ -1365,6 +1365,16 @@ def node_cgroups(lab: str, host: str, root: Path = CGROUP_ROOT) -> list[Path]:
     return [h / CGROUP_DIR / machine_name(lab, host) for h in cgroup_hierarchies(root)]
 
 
+def cgroup_processes(cgroups: Iterable[Path]) -> list[int]:
+    """Every process in these cgroups and the cgroups below them."""
+    pids: set[int] = set()
+    for top in cgroups:
+        for procs in top.rglob("cgroup.procs") if top.is_dir() else ():
+            with contextlib.suppress(OSError, ValueError):
+                pids |= {int(line) for line in procs.read_text().split()}
+    return sorted(pids)
+
+
 def _remove_cgroups(cgroups: Iterable[Path]) -> bool:
     """Remove cgroup folders deepest first (rmdir: a cgroup with processes stays and
     residue() reports it); then the shared podnet-lab folder when no lab uses it."""
@@ -1442,9 +1452,12 @@ def power_off(lab: str, state_dir: Path, host: str, hard: bool = False) -> bool:
     if nspawn_pid(node_dir) is None:
         return False
     if hard:
+        # the container's processes are found by its cgroups: from this side their root
+        # directory reads "/" (their own mount namespace), so processes_under() misses them
         root = node_dir / "root"
         pids = [p for p in nspawn_processes(state_dir) if str(root) in _cmdline(p)]
-        _kill(pids + processes_under(root), signal.SIGKILL)
+        pids += cgroup_processes(node_cgroups(lab, host))
+        _kill(pids, signal.SIGKILL)
         _wait_gone(pids, 5)
     _cleanup_node_runtime(lab, node_dir, host)
     return True

@@ -390,3 +390,13 @@ def test_poweroff_of_a_node_the_lab_does_not_have_says_so(tmp_path: Path) -> Non
         lab.power_off("podnet-none", tmp_path, "node3")
     (tmp_path / "nodes" / "node3").mkdir(parents=True)
     assert lab.power_off("podnet-none", tmp_path, "node3", hard=True) is False  # not running
+
+
+def test_cgroup_processes_reads_every_cgroup_below(tmp_path: Path) -> None:
+    """A hard power-off kills the node by its cgroups (lab.power_off)."""
+    top = tmp_path / "pn1"
+    (top / "payload" / "init.scope").mkdir(parents=True)
+    (top / "cgroup.procs").write_text("10\n")
+    (top / "payload" / "cgroup.procs").write_text("")
+    (top / "payload" / "init.scope" / "cgroup.procs").write_text("12\n11\n10\n")
+    assert lab.cgroup_processes([top, tmp_path / "gone"]) == [10, 11, 12]
