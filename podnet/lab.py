@@ -1393,11 +1393,17 @@ def _remove_cgroups(cgroups: Iterable[Path]) -> bool:
     return changed
 
 
+def _launchers(node_dir: Path) -> list[int]:
+    """The node's launcher shell and systemd-nspawn (their command lines name its root)."""
+    root = str(node_dir / "root")
+    return [p for p in nspawn_processes(node_dir.parent.parent) if root in _cmdline(p)]
+
+
 def _cleanup_node_runtime(lab: str, node_dir: Path, host: str) -> bool:
     """Stop the node's processes and unmount its root; keep its files."""
     changed = False
     root = node_dir / "root"
-    launchers = [p for p in nspawn_processes(node_dir.parent.parent) if str(root) in _cmdline(p)]
+    launchers = _launchers(node_dir)
     if launchers:
         # The launcher shell dies at once (so it boots nothing again); systemd-nspawn asks
         # the node's systemd to power off and exits when it has.
@@ -1406,9 +1412,7 @@ def _cleanup_node_runtime(lab: str, node_dir: Path, host: str) -> bool:
             _kill(launchers, signal.SIGKILL)
             _wait_gone(launchers, 5)
         changed = True
-    strays = processes_under(root) + [
-        p for p in nspawn_processes(node_dir.parent.parent) if str(root) in _cmdline(p)
-    ]
+    strays = processes_under(root) + _launchers(node_dir)
     if strays:
         _kill(strays, signal.SIGKILL)
         _wait_gone(strays, 5)
@@ -1454,9 +1458,7 @@ def power_off(lab: str, state_dir: Path, host: str, hard: bool = False) -> bool:
     if hard:
         # the container's processes are found by its cgroups: from this side their root
         # directory reads "/" (their own mount namespace), so processes_under() misses them
-        root = node_dir / "root"
-        pids = [p for p in nspawn_processes(state_dir) if str(root) in _cmdline(p)]
-        pids += cgroup_processes(node_cgroups(lab, host))
+        pids = _launchers(node_dir) + cgroup_processes(node_cgroups(lab, host))
         _kill(pids, signal.SIGKILL)
         _wait_gone(pids, 5)
     _cleanup_node_runtime(lab, node_dir, host)

@@ -107,7 +107,8 @@ def test_load_seeds_new_endpoints_from_what_was_published() -> None:
     assert not got["a"].ready and got["b"].ready and got["c"].ready
 
 
-@pytest.mark.parametrize("text", [None, "[{", "not json", "[]", '{"pods": 1}'])
+@pytest.mark.parametrize("text", [None, "[{", "not json", "[]", '{"pods": 1}',
+                                  '{"pods": [], "nodes": []}'])
 def test_an_unreadable_config_is_none_and_logged(tmp_path: Path, text: str | None,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """The caller keeps what it had (run() loads only a config it could read)."""
@@ -229,6 +230,31 @@ def test_run_takes_a_silent_nodes_endpoints_out_and_puts_them_back(
     assert seen[1][2] == [{"pod": "b", "ip": "10.244.3.3", "udp": ["10.244.3.3:53"]}]
     # node3 answered RECOVERY heartbeats in a row: Ready, its pod back in the Services
     assert seen[2][:2] == (set(), set())
+
+
+def test_run_publishes_a_not_ready_node_that_backs_no_service(tmp_path: Path) -> None:
+    """No rule changes, but NODES must still name it (what an operator and verify read)."""
+    config = tmp_path / "readiness.json"
+    config.write_text(json.dumps({"pods": [], "grace": 1,
+                                  "nodes": [peer_entry("node4", port=closed_port())]}))
+    seen: list[tuple[set, set]] = []
+
+    class Stop(Exception):
+        pass
+
+    class Recorder:
+        unready = tmp_path / "unready"
+        nodes = tmp_path / "nodes"
+
+        def publish(self, pods: set, dead_nodes: set, went: list) -> bool:
+            seen.append((set(pods), set(dead_nodes)))
+            if dead_nodes:
+                raise Stop
+            return True
+
+    with pytest.raises(Stop):
+        ep.run(config, Recorder())
+    assert seen[-1] == (set(), {"node4"})
 
 
 FAKE_TOOL = """#!/bin/sh
