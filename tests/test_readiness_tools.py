@@ -14,7 +14,7 @@ import os
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -195,6 +195,31 @@ def test_heartbeat_is_any_http_answer(web: int) -> None:
     assert why is not None and "refused" in why.lower()
 
 
+class Stop(Exception):
+    """Ends ep.run()'s loop from a recorder."""
+
+
+def run_until(tmp_path: Path, config: Path,
+              then: Callable[[list[tuple[set, set, list]]], bool]) -> list[tuple[set, set, list]]:
+    """ep.run() on CONFIG with a publisher that records each publish (pods, nodes, went) and
+    stops once ``then`` (called with the record so far) says so."""
+    seen: list[tuple[set, set, list]] = []
+
+    class Recorder:
+        unready = tmp_path / "unready"
+        nodes = tmp_path / "nodes"
+
+        def publish(self, pods: set, dead_nodes: set, went: list) -> bool:
+            seen.append((set(pods), set(dead_nodes), list(went)))
+            if then(seen):
+                raise Stop
+            return True
+
+    with pytest.raises(Stop):
+        ep.run(config, Recorder())
+    return seen
+
+
 def test_run_takes_a_silent_nodes_endpoints_out_and_puts_them_back(
         tmp_path: Path, web: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole loop, with a real heartbeat server: node2 answers, node3's port is closed;
@@ -204,27 +229,15 @@ def test_run_takes_a_silent_nodes_endpoints_out_and_puts_them_back(
     nodes = [peer_entry("node2", ("a", "10.244.2.2"), port=web),
              peer_entry("node3", ("b", "10.244.3.3"), port=dead)]
     config.write_text(json.dumps({"pods": [], "nodes": nodes, "grace": 1}))
-    seen: list[tuple[set, set, list]] = []
 
-    class Stop(Exception):
-        pass
+    def then(seen: list[tuple[set, set, list]]) -> bool:
+        if len(seen) == 2:
+            # node3 answers from now on (same node, its heartbeat port now open)
+            nodes[1]["port"] = web
+            config.write_text(json.dumps({"pods": [], "nodes": nodes, "grace": 1}))
+        return len(seen) == 3
 
-    class Recorder:
-        unready = tmp_path / "unready"
-        nodes = tmp_path / "nodes"
-
-        def publish(self, pods: set, dead_nodes: set, went: list) -> bool:
-            seen.append((set(pods), set(dead_nodes), list(went)))
-            if len(seen) == 2:
-                # node3 answers from now on (same node, its heartbeat port now open)
-                nodes[1]["port"] = web
-                config.write_text(json.dumps({"pods": [], "nodes": nodes, "grace": 1}))
-            if len(seen) == 3:
-                raise Stop
-            return True
-
-    with pytest.raises(Stop):
-        ep.run(config, Recorder())
+    seen = run_until(tmp_path, config, then)
     assert seen[0] == (set(), set(), [])
     assert seen[1][:2] == ({("b", "10.244.3.3")}, {"node3"})
     assert seen[1][2] == [{"pod": "b", "ip": "10.244.3.3", "udp": ["10.244.3.3:53"]}]
@@ -237,24 +250,8 @@ def test_run_publishes_a_not_ready_node_that_backs_no_service(tmp_path: Path) ->
     config = tmp_path / "readiness.json"
     config.write_text(json.dumps({"pods": [], "grace": 1,
                                   "nodes": [peer_entry("node4", port=closed_port())]}))
-    seen: list[tuple[set, set]] = []
-
-    class Stop(Exception):
-        pass
-
-    class Recorder:
-        unready = tmp_path / "unready"
-        nodes = tmp_path / "nodes"
-
-        def publish(self, pods: set, dead_nodes: set, went: list) -> bool:
-            seen.append((set(pods), set(dead_nodes)))
-            if dead_nodes:
-                raise Stop
-            return True
-
-    with pytest.raises(Stop):
-        ep.run(config, Recorder())
-    assert seen[-1] == (set(), {"node4"})
+    seen = run_until(tmp_path, config, lambda seen: bool(seen[-1][1]))
+    assert seen[-1][:2] == (set(), {"node4"})
 
 
 FAKE_TOOL = """#!/bin/sh
