@@ -3,7 +3,7 @@ names) and build the plan. Used by ``python -m podnet plan`` and by verify/."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,14 @@ def manifests_dir(variables: Mapping[str, Any], inventory_dir: Path) -> Path | N
     return path if path.is_absolute() else inventory_dir / path
 
 
+def state_dir(variables: Mapping[str, Any]) -> Path:
+    """The cluster's folder on the controller: the allocation record, the converge lock."""
+    return Path(str(variables.get("podnet_state_dir") or (
+        f"{DEFAULT_STATE_ROOT}/{variables.get('podnet_cluster_name') or 'podnet'}")))
+
+
 def record_path(variables: Mapping[str, Any]) -> Path:
-    state = variables.get("podnet_state_dir") or (
-        f"{DEFAULT_STATE_ROOT}/{variables.get('podnet_cluster_name') or 'podnet'}")
-    return Path(str(state)) / RECORD_FILE
+    return state_dir(variables) / RECORD_FILE
 
 
 def read_record(path: Path, problems: Problems) -> Record:
@@ -53,14 +57,15 @@ def read_record(path: Path, problems: Problems) -> Record:
 
 
 def plan_from(variables: Mapping[str, Any], hosts: list[dict[str, Any]], inventory_dir: Path,
-              where: str, problems: Problems | None = None) -> Plan:
+              where: str, problems: Problems | None = None,
+              not_ready: Collection[str] = ()) -> Plan:
     """The plan for already-rendered inventory variables and hosts (Ansible's lookup uses this)."""
     problems = problems if problems is not None else Problems()
     folder = manifests_dir(variables, inventory_dir)
     documents = load_dir(folder, problems) if folder else []
     path = record_path(variables)
     record = read_record(path, problems)
-    return build(variables, hosts, documents, record, where, str(path), problems)
+    return build(variables, hosts, documents, record, where, str(path), problems, not_ready)
 
 
 def load(source: str | Path, problems: Problems | None = None,

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict
 from ipaddress import ip_address
 from pathlib import Path
@@ -45,6 +45,7 @@ from podnet.plan import (
     IngressRoutePlan,
     IngressServerPlan,
     NodePlan,
+    PendingPlan,
     Plan,
     PodPlan,
     PortPlan,
@@ -129,8 +130,13 @@ def build(
     where: str = "inventory",
     record_where: str = "allocation record",
     problems: Problems | None = None,
+    not_ready: Collection[str] = (),
 ) -> Plan:
-    """The plan, or InvalidInput with every error (warnings ride along in the plan)."""
+    """The plan, or InvalidInput with every error (warnings ride along in the plan).
+
+    ``not_ready``: the hosts the converge could not reach. Nodes among them are NotReady: they
+    take no pod (podnet/schedule.py) and are left out of the node plays; any other host there
+    is an error, as is a cluster without a Ready node."""
     problems = problems if problems is not None else Problems()
     record = record or Record()
     settings = read_settings(variables, where, problems)
@@ -138,6 +144,7 @@ def build(
         manifests.read(list(documents), problems)  # report their own problems too
         raise InvalidInput(problems.errors)
     host_specs = read_hosts(hosts, settings, where, problems)
+    check_not_ready(host_specs, settings, not_ready, where, problems)
     nodes = sum(h.is_node(settings) for h in host_specs)
     ingress_wanted = wants_ingress_controller(documents)
     if ingress_wanted and nodes and settings.ingress_replicas > nodes:
@@ -156,7 +163,8 @@ def build(
     check_default_certificate(settings, objects, where, problems)
     if problems.errors:
         raise InvalidInput(problems.errors)
-    builder = _Builder(settings, host_specs, objects, record, problems, record_where)
+    builder = _Builder(settings, host_specs, objects, record, problems, record_where,
+                       frozenset(not_ready))
     plan = builder.run()
     if problems.errors:
         raise InvalidInput(problems.errors)
@@ -164,9 +172,32 @@ def build(
     return plan
 
 
+def check_not_ready(hosts: Sequence[HostSpec], settings: Settings, not_ready: Collection[str],
+                    where: str, problems: Problems) -> None:
+    """Only nodes may be down for a converge, and not all of them."""
+    nodes = [h.name for h in hosts if h.is_node(settings)]
+    for name in sorted(not_ready):
+        if name in nodes:
+            problems.warn(where, f"host {name}", "ansible_host",
+                          "did not answer: the node is NotReady, and this converge leaves it "
+                          "out; its Deployments' pods move to other nodes, its other pods "
+                          "wait (pending)", f"bring {name} back and converge: it rejoins")
+        else:
+            problems.error(where, f"host {name}", "ansible_host",
+                           "did not answer, and it is not a node: only a node may be down "
+                           "(NotReady) while the cluster converges",
+                           f"bring {name} back (or fix its address or login) and converge again")
+    if nodes and all(n in not_ready for n in nodes):
+        problems.error(where, "inventory", "podnet_nodes_group",
+                       "no node answered: every node is NotReady and no pod can run",
+                       "bring the nodes back (or fix their addresses or login) and converge "
+                       "again")
+
+
 class _Builder:
     def __init__(self, settings: Settings, hosts: list[HostSpec], objects: Manifests,
-                 previous: Record, problems: Problems, record_where: str) -> None:
+                 previous: Record, problems: Problems, record_where: str,
+                 not_ready: frozenset[str] = frozenset()) -> None:
         self.settings = settings
         self.hosts = hosts
         self.nodes = [h for h in hosts if h.is_node(settings)]
@@ -176,6 +207,8 @@ class _Builder:
         self.record_where = record_where
         self.record = Record()
         self.stable_keys: dict[str, str] = {}  # pod key -> its pod_ips record key
+        self.not_ready = not_ready
+        self.pending: list[PendingPlan] = []
 
     def error(self, ref: Ref, path: tuple[str | int, ...], message: str, fix: str) -> None:
         self.problems.error(ref.where(path), str(ref), fmt_path(path), message, fix)
@@ -194,7 +227,9 @@ class _Builder:
         return Plan(self.settings, nodes, hosts, namespaces, pods, services, ingress.routes,
                     self.record, ingress_classes=ingress.classes,
                     ingress_servers=ingress.servers, ignored_ingresses=ingress.ignored,
-                    tls_secrets=ingress.secrets)
+                    tls_secrets=ingress.secrets,
+                    not_ready=[n.name for n in nodes if n.name in self.not_ready],
+                    pending=self.pending)
 
     # -- nodes ---------------------------------------------------------------------------------
     def node_cidrs(self) -> list[NodePlan]:
@@ -276,13 +311,32 @@ class _Builder:
                                          spec.node_selector)
                       for ref, name, owner, _labels, spec, _src in drafts]
         node_labels = {n.name: n.labels for n in self.nodes}
-        placed, failed = schedule.place(candidates, node_labels, self.previous.pods)
+        placed, failed, pending = schedule.place(candidates, node_labels, self.previous.pods,
+                                                 self.not_ready)
         by_key = {f"{d[0].namespace}/{d[1]}": d for d in drafts}
+        for wait in pending:
+            # it keeps its node (and its address) in the record: it runs there again when the
+            # node is back; nothing runs it meanwhile, as no kubelet would
+            self.pending.append(PendingPlan(wait.key, wait.node, wait.reason))
+            self.record.pods[wait.key] = wait.node
+            self.problems.warn(by_key[wait.key][5], str(by_key[wait.key][0]), "spec",
+                               f"pod {wait.key} is pending: {wait.reason}",
+                               f"it runs again when {wait.node} answers; bring the node back "
+                               "(or remove it from the inventory) and converge")
+        for key, node in sorted(placed.items()):
+            old = self.previous.pods.get(key)
+            if old in self.not_ready and old != node:
+                self.problems.warn(by_key[key][5], str(by_key[key][0]), "spec",
+                                   f"pod {key} is evicted from {old} (NotReady) to {node}",
+                                   f"it stays on {node}; the converge that finds {old} back "
+                                   "removes the old copy there")
         for miss in failed:
             ref = by_key[miss.key][0]
             spec_path = ("spec", "template", "spec") if ref.kind == "Deployment" else ("spec",)
             self.error(ref, (*spec_path, miss.field), f"pod {miss.key}: {miss.reason}", miss.fix)
-        stable = self.stable_ips([k for k in by_key if k in placed], by_key)
+        # a pending pod's address stays its own: nobody else may take it while it waits
+        waiting = {w.key for w in pending}
+        stable = self.stable_ips([k for k in by_key if k in placed or k in waiting], by_key)
         pods = []
         for key, (ref, name, owner, labels, spec, src) in by_key.items():
             if key not in placed:

@@ -273,6 +273,15 @@ class IngressServerPlan:
                    [IngressLocationPlan(**loc) for loc in data["locations"]])
 
 
+@dataclass(frozen=True)
+class PendingPlan:
+    """A pod no node runs: it waits for a NotReady node (podnet/schedule.py)."""
+
+    pod: str  # ns/name
+    node: str
+    reason: str
+
+
 @dataclass
 class Plan:
     settings: Settings
@@ -289,6 +298,13 @@ class Plan:
     ingress_servers: list[IngressServerPlan] = field(default_factory=list)
     ignored_ingresses: list[IgnoredIngressPlan] = field(default_factory=list)
     tls_secrets: list[TLSSecretPlan] = field(default_factory=list)
+    # the nodes the converge could not reach (NotReady): they run nothing this converge
+    not_ready: list[str] = field(default_factory=list)
+    pending: list[PendingPlan] = field(default_factory=list)
+
+    @property
+    def ready_nodes(self) -> list[NodePlan]:
+        return [n for n in self.nodes if n.name not in self.not_ready]
 
     def node(self, name: str) -> NodePlan:
         return next(n for n in self.nodes if n.name == name)
@@ -338,6 +354,8 @@ class Plan:
             "tls_secrets": [asdict(t) for t in self.tls_secrets],
             "allocations": self.record.as_dict(),
             "warnings": [w.as_dict() for w in self.warnings],
+            "not_ready": list(self.not_ready),
+            "pending": [asdict(p) for p in self.pending],
         }
 
     @classmethod
@@ -368,6 +386,8 @@ class Plan:
                                  for s in data["ingress_servers"]],
                 ignored_ingresses=[IgnoredIngressPlan(**i) for i in data["ignored_ingresses"]],
                 tls_secrets=[TLSSecretPlan.from_data(t) for t in data["tls_secrets"]],
+                not_ready=list(data["not_ready"]),
+                pending=[PendingPlan(**p) for p in data["pending"]],
             )
         except KeyError as exc:
             raise ValueError(f"not a podnet plan: it has no {exc.args[0]!r}") from None

@@ -5,12 +5,17 @@ Rules, in order: ``nodeName`` pins a pod; otherwise the nodes whose labels satis
 while that node is still eligible, so adding replicas or nodes moves no running pod. New pods go
 to the eligible node with the fewest pods of the same owner (spreading a Deployment's replicas),
 then the fewest pods overall, then a stable hash of pod and node (rendezvous) to break ties.
+
+A NotReady node (one the converge could not reach) takes no pod, as the node lifecycle
+controller taints it: a Deployment's pod there is evicted to another eligible node; a bare Pod
+that ran there, a pod pinned to it (``nodeName``) and a pod whose only eligible nodes are
+NotReady stay pending - nobody else runs them - until the node is back.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from podnet.addresses import stable_hash
@@ -24,6 +29,15 @@ class Candidate:
     owner: str  # "Deployment ns/name" or the pod's own key
     node_name: str | None
     node_selector: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A pod that waits for a NotReady node."""
+
+    key: str
+    node: str  # the NotReady node it waits for (where it ran, where it is pinned, or eligible)
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -43,10 +57,13 @@ def place(
     pods: Sequence[Candidate],
     nodes: Mapping[str, Mapping[str, str]],
     previous: Mapping[str, str],
-) -> tuple[dict[str, str], list[Unplaceable]]:
-    """Node per pod key, and the pods that cannot be placed (with why)."""
+    not_ready: Collection[str] = (),
+) -> tuple[dict[str, str], list[Unplaceable], list[Pending]]:
+    """Node per pod key, the pods that cannot be placed (with why) and the pods waiting for a
+    NotReady node."""
     placed: dict[str, str] = {}
     failed: list[Unplaceable] = []
+    pending: list[Pending] = []
     per_owner: dict[str, Counter[str]] = {}
     total: Counter[str] = Counter()
     waiting: list[tuple[Candidate, list[str]]] = []
@@ -68,9 +85,25 @@ def place(
                     pod.key, f"node '{pod.node_name}' does not satisfy the nodeSelector "
                     f"{dict(pod.node_selector)}",
                     "label the node (podnet_node_labels) or change nodeSelector", "nodeName"))
+            elif pod.node_name in not_ready:
+                pending.append(Pending(pod.key, pod.node_name,
+                                       f"pinned (nodeName) to {pod.node_name}, which is NotReady"))
             else:
                 assign(pod, pod.node_name)
             continue
+        ran_on = previous.get(pod.key)
+        if (ran_on is not None and ran_on in not_ready and ran_on in nodes
+                and not pod.owner.startswith("Deployment ")):
+            # a bare Pod belongs to its node: no controller makes it again elsewhere
+            pending.append(Pending(pod.key, ran_on,
+                                   f"a bare Pod on {ran_on}, which is NotReady"))
+            continue
+        if choices and all(n in not_ready for n in choices):
+            pending.append(Pending(pod.key, choices[0],
+                                   f"every node its nodeSelector allows ({', '.join(choices)}) "
+                                   "is NotReady"))
+            continue
+        choices = [n for n in choices if n not in not_ready]
         if not choices:
             failed.append(Unplaceable(
                 pod.key, f"nodeSelector {dict(pod.node_selector)} matches no node",
@@ -87,4 +120,4 @@ def place(
         best = min(choices, key=lambda n: (owned[n], total[n],
                                            stable_hash(f"{pod.key}@{n}")))
         assign(pod, best)
-    return placed, failed
+    return placed, failed, pending

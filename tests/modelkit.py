@@ -100,18 +100,18 @@ def docs(text: str, file: str = "m.yaml", problems: Problems | None = None) -> l
 
 def make_plan(text: str = "", variables: dict[str, Any] | None = None,
               host_list: list[dict[str, Any]] | None = None,
-              record: Record | None = None) -> Plan:
+              record: Record | None = None, not_ready: tuple[str, ...] = ()) -> Plan:
     problems = Problems()
     documents = load_text(text, "m.yaml", problems)
     return build({**VARS, **(variables or {})}, host_list if host_list is not None else hosts(),
-                 documents, record, "inv", "record.json", problems)
+                 documents, record, "inv", "record.json", problems, not_ready)
 
 
 def errors_of(text: str = "", variables: dict[str, Any] | None = None,
               host_list: list[dict[str, Any]] | None = None,
-              record: Record | None = None) -> list[str]:
+              record: Record | None = None, not_ready: tuple[str, ...] = ()) -> list[str]:
     with pytest.raises(InvalidInput) as caught:
-        make_plan(text, variables, host_list, record)
+        make_plan(text, variables, host_list, record, not_ready)
     return [str(p) for p in caught.value.problems]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.testing import patch_module_args
-from modelkit import make_plan
+from modelkit import deployment, make_plan
 from nodekit import ROOT, load
 
 model_filters = load("podnet_model_filter", ROOT / "plugins/filter/podnet_model.py")
@@ -52,6 +52,14 @@ def test_cluster_pods_refuses_a_node_without_its_fact_unless_not_strict() -> Non
         model_filters.podnet_cluster_pods(hostvars, PLAN)
     # a first dry run: no pod runs yet, so no node has the fact
     assert model_filters.podnet_cluster_pods(hostvars, PLAN, strict=False) == [POD]
+
+
+def test_cluster_pods_asks_no_fact_of_a_not_ready_node() -> None:
+    down = make_plan(deployment("web", 3), not_ready=("node3",))
+    pod_fact = {"namespace": "default", "name": "x", "ip": "10.244.0.5"}
+    hostvars = {"node1": {"ansible_local": {"podnet": {"pods": [pod_fact]}}},
+                "node2": {"ansible_local": {"podnet": {"pods": []}}}, "node3": {}}
+    assert model_filters.podnet_cluster_pods(hostvars, down.data()) == [pod_fact]
 
 
 @pytest.mark.parametrize(("name", "args", "says"), [
@@ -202,3 +210,25 @@ def test_lab_node_module_check_mode_and_a_missing_image(
     assert missing["failed"]
     assert missing["msg"] == (f"image {tmp_path / 'image.raw'} does not exist; run the lab "
                               "role's image step (make lab-up) first")
+
+
+def test_the_plan_lookup_takes_the_not_ready_hosts(tmp_path: Path) -> None:
+    from ansible.errors import AnsibleLookupError
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from modelkit import VARS, hosts
+
+    plugin = load("podnet_plan_lookup", ROOT / "plugins/lookup/podnet_plan.py")
+    lookup = plugin.LookupModule(loader=DataLoader(), templar=Templar(loader=DataLoader()))
+    inventory = {h["name"]: {"ansible_host": h["address"], "group_names": h["groups"],
+                             "inventory_dir": str(tmp_path)} for h in hosts()}
+    variables = {**VARS, "podnet_state_dir": str(tmp_path), "hostvars": inventory,
+                 "groups": {"all": list(inventory)}}
+    (down,) = lookup.run([], variables=variables, not_ready=["node3"])
+    assert down["errors"] == [] and down["plan"]["not_ready"] == ["node3"]
+    (lb,) = lookup.run([], variables=variables, not_ready=["lb"])
+    assert "did not answer, and it is not a node" in lb["errors"][0]
+    with pytest.raises(AnsibleLookupError, match="not_ready is a list of host names"):
+        lookup.run([], variables=variables, not_ready="node3")
+    with pytest.raises(AnsibleLookupError, match=r"unknown option\(s\) wrong"):
+        lookup.run([], variables=variables, wrong=1)

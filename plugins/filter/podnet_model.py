@@ -78,7 +78,8 @@ def podnet_cluster_pods(hostvars: Any, plan: dict[str, Any], strict: bool = True
     """
     pods: list[dict[str, Any]] = []
     try:
-        for node in _plan(plan, "podnet_cluster_pods").nodes:
+        # a NotReady node runs none of the plan's pods: what it last reported is stale
+        for node in _plan(plan, "podnet_cluster_pods").ready_nodes:
             local = hostvars[node.name].get("ansible_local") or {}
             if "podnet" not in local and strict:
                 raise AnsibleFilterError(

@@ -11,13 +11,25 @@ description:
     C(podnet_manifests_dir) and the allocation record in C(podnet_state_dir), and builds the
     plan with the podnet package.
   - Never fails on bad input; it returns the problems so a play can stop with all of them.
-options: {}
+options:
+  not_ready:
+    description:
+      - The hosts this run could not reach. Nodes among them are NotReady; they take no pod
+        (Deployment pods are evicted to other nodes, the rest wait as pending). Any other host
+        among them, or every node, is a problem.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
 - name: Build the plan
   ansible.builtin.set_fact:
     __cluster_model_result: "{{ lookup('podnet_plan') }}"
+
+- name: Build the plan without the nodes that did not answer
+  ansible.builtin.set_fact:
+    __cluster_model_result: "{{ lookup('podnet_plan', not_ready=['node3']) }}"
 """
 
 RETURN = r"""
@@ -46,6 +58,13 @@ class LookupModule(LookupBase):
             **kwargs: Any) -> list[dict[str, Any]]:
         if terms:
             raise AnsibleLookupError("podnet_plan takes no terms: lookup('podnet_plan')")
+        not_ready = kwargs.pop("not_ready", None) or []
+        if kwargs:
+            raise AnsibleLookupError(f"podnet_plan: unknown option(s) {', '.join(kwargs)}; "
+                                     "it takes not_ready (a list of host names)")
+        if not isinstance(not_ready, list) or not all(isinstance(h, str) for h in not_ready):
+            raise AnsibleLookupError("podnet_plan: not_ready is a list of host names, not "
+                                     f"{not_ready!r}")
         variables = variables or {}
         settings = {k: self._templar.template(v) for k, v in variables.items()
                     if k.startswith("podnet_")}
@@ -71,7 +90,7 @@ class LookupModule(LookupBase):
                                   "record": "", "record_changed": False}
         try:
             plan = cluster.plan_from(settings, hosts, inventory_dir, str(inventory_dir),
-                                     problems)
+                                     problems, not_ready)
         except InvalidInput as exc:
             result["errors"] = [str(p) for p in exc.problems]
         else:
