@@ -146,7 +146,8 @@ def run(name: str, *argv: str) -> Evidence:
 
 LAST = ("test_drift.py", "test_pods_lifecycle.py", "test_pod_move.py", "test_services_lifecycle.py",
         "test_dns_lifecycle.py", "test_proxy_health.py", "test_ingress_lifecycle.py",
-        "test_backends_lifecycle.py", "test_lb_lifecycle.py", "test_lb_l2_nodes.py")
+        "test_backends_lifecycle.py", "test_node_failure.py", "test_lb_lifecycle.py",
+        "test_lb_l2_nodes.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -451,6 +452,15 @@ def converge(manifests: Path, tags: str | None = None, check: bool = False,
     runs only what follows the manifests (pods, Services, DNS), as a user does after a manifest
     change; ``check`` makes it a dry run (--check --diff); ``extra`` are more extra variables
     (a setting changed for one run, as ``-e podnet_lb_mode=l2``)."""
+    argv, env = converge_command(manifests, tags, check, extra)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
+                          timeout=900)
+
+
+def converge_command(manifests: Path, tags: str | None = None, check: bool = False,
+                     extra: Mapping[str, object] | None = None
+                     ) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of converge() (to start one without waiting)."""
     # plain output whoever runs us (molecule forces colour), so tests can read the recap
     env = {**os.environ, "PODNET_MANIFESTS_DIR": str(manifests),
            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
@@ -461,8 +471,7 @@ def converge(manifests: Path, tags: str | None = None, check: bool = False,
             "-e", json.dumps({"podnet_manifests_dir": str(manifests), **(extra or {})}),
             str(ROOT / "playbooks" / "site.yml"), *(["--tags", tags] if tags else []),
             *(["--check", "--diff"] if check else [])]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
-                          timeout=900)
+    return argv, env
 
 
 # -- the lab as it was: what a lifecycle test must leave behind ---------------------------------
