@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from podnet import kubeproxy
 from podnet.paths import NodePaths
 from podnet.plan import Plan, PodPlan, PortPlan
 from podnet.settings import Settings
@@ -148,7 +149,13 @@ def stable_ipam(plan: Plan) -> dict[str, Any]:
     address carries the cluster CIDR's length: ptp turns that into routes via the gateway, the
     pod sends everything to its node, and the node routes the /32 to the pod."""
     return {
-        "assignments": {"version": IPAM_ASSIGNMENTS_VERSION, "pods": plan.stable_ips()},
+        "assignments": {
+            "version": IPAM_ASSIGNMENTS_VERSION, "pods": plan.stable_ips(),
+            # whom podnet-cni asks, at boot, before it starts such a pod: a pod evicted from a
+            # dead node runs elsewhere with this address when the node comes back
+            "fence": {"nodes": [{"name": n.name, "address": n.address} for n in plan.nodes],
+                      "port": kubeproxy.HEALTHZ_PORT, "path": kubeproxy.PODS_PATH},
+        },
         "prefix_length": plan.settings.cluster_cidr.prefixlen,
     }
 

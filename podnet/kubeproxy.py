@@ -15,6 +15,9 @@ import hashlib
 HEALTHZ_PORT = 10256
 # where other nodes' podnet-endpoints send their heartbeats (any answer: the node is alive)
 LIVEZ_PATH = "/livez"
+# podnet's own path on that server: the addresses of the pods running on the node (the fence of
+# pods that keep their address, podnet-cni)
+PODS_PATH = "/podnet/pods"
 
 PREFIXES = {
     "svc": "KUBE-SVC-",

@@ -43,6 +43,10 @@ class NodePaths:
     # the other nodes this node's podnet-endpoints holds NotReady (silent for the grace period),
     # one name a line: their pods are in unready_pods too; in /run like it
     not_ready_nodes: str = "/run/podnet/not-ready-nodes"
+    # the pods a converge has placed on this node since it booted (one empty file per pod id,
+    # podnet_kubelet writes them): at boot, before a converge, a pod that keeps its address
+    # asks the other nodes whether one of them runs its address now (podnet-cni, the fence)
+    admitted_dir: str = "/run/podnet/admitted"
     # cloud mode's load balancer (podnet-cloud-lb on the lb host): its config, written by the
     # external_lb role, and the state it reports (per address the nodes passing their checks)
     cloud_lb_config: str = "/etc/podnet/cloud-lb.json"

@@ -320,3 +320,53 @@ echo "KEPT-AFTER $(ls {world}/ipam/podnet-stable | grep -c '^10\\.')"
     assert "KEPT 10.244.255.9\n" in out and "ADDR 10.244.255.9/16\n" in out, out
     assert "ROUTE dev veth" in out and "DEFAULT 10.244.7.1\n" in out, out
     assert "pod t_a: CHECK passed" in out and "DOWN\nKEPT-AFTER 0" in out, out
+
+
+def test_a_pod_that_keeps_its_address_is_not_started_at_boot_where_another_node_runs_it(
+        world: Path) -> None:
+    """The fence: before a converge has admitted it since boot, ``up`` asks the other nodes of
+    the assignments (their /podnet/pods) and refuses, naming the node, when one runs a pod with
+    the address; a node that does not answer cannot say; once admitted it asks no more."""
+    plugins = world / "plugins"
+    plugins.mkdir()
+    shutil.copy(IPAM, plugins / "podnet-ipam")
+    port = 18080
+    fence = {"nodes": [{"name": "n1", "address": "127.0.0.9"},  # this node: never asked
+                       {"name": "n2", "address": "127.0.0.2"},  # answers
+                       {"name": "n3", "address": "127.0.0.3"}],  # down
+             "port": port, "path": "/podnet/pods"}
+    (world / "stable.json").write_text(json.dumps(
+        {"version": 1, "pods": {"t/a": "10.244.255.9"}, "fence": fence}))
+    stable = {"cniVersion": "1.0.0", "name": "podnet", "plugins": [
+        {"type": "ptp", "ipMasq": False,
+         "ipam": {"type": "podnet-ipam", "assignments": str(world / "stable.json"),
+                  "gateway": "10.244.7.1", "prefixLength": 16,
+                  "routes": [{"dst": "0.0.0.0/0"}]}}]}
+    (world / "net.d" / "20-podnet-stable.conflist").write_text(json.dumps(stable))
+    pod_json = world / "pods" / "t_a" / "pod.json"
+    pod_json.write_text(json.dumps({
+        **json.loads(pod_json.read_text()), "stable_ip": "10.244.255.9",
+        "network": str(world / "net.d" / "20-podnet-stable.conflist")}))
+    served = world / "n2" / "podnet"
+    served.mkdir(parents=True)
+    run = sandbox(world, f"""
+export PODNET_IPAM_STATE_DIR={world}/ipam PODNET_IPAM_ASSIGNMENTS={world}/stable.json
+export PODNET_ADMITTED_DIR={world}/admitted
+echo '{{"ips": ["10.244.0.5", "10.244.255.9"]}}' > {served}/pods
+python3 -m http.server {port} --bind 127.0.0.2 --directory {world}/n2 >/dev/null 2>&1 &
+for i in $(seq 50); do curl -sf http://127.0.0.2:{port}/podnet/pods >/dev/null && break
+  sleep 0.1; done
+$CNI up t_a; echo "REFUSED $? $(ls {world}/admitted 2>/dev/null | wc -l) $(ip netns list | wc -l)"
+echo '{{"ips": ["10.244.0.5"]}}' > {served}/pods
+$CNI up t_a && echo "STARTED $(ls {world}/admitted)"
+$CNI stop t_a
+echo '{{"ips": ["10.244.255.9"]}}' > {served}/pods
+$CNI up t_a && echo "ADMITTED-STARTS"
+$CNI down t_a
+""", extra_path=str(plugins))
+    out = run.stdout + run.stderr
+    assert "podnet-cni: pod t_a: n2 runs a pod with its address 10.244.255.9 (it moved there " \
+           "while this node was away): not started here" in out, out
+    assert "REFUSED 1 0 0\n" in out, out  # nothing wired, nothing admitted
+    assert "pod t_a: 10.244.255.9 in" in out and "STARTED t_a\n" in out, out
+    assert "ADMITTED-STARTS\n" in out, out

@@ -18,6 +18,8 @@ TOOL_DEFAULTS = {
         "PODNET_PODS_DIR": PATHS.pods_dir,
         "PODNET_STATE_DIR": PATHS.pod_state_dir,
         "PODNET_CNI_CACHE_DIR": PATHS.cni_cache_dir,
+        "PODNET_ADMITTED_DIR": PATHS.admitted_dir,
+        "PODNET_IPAM_ASSIGNMENTS": PATHS.ipam_assignments,
     },
     "roles/cni/files/podnet-ipam": {
         "PODNET_IPAM_STATE_DIR": PATHS.cni_ipam_dir,

@@ -68,7 +68,9 @@ class Node:
         report = utils.Report(check)
         out = kubelet_module.converge({"pods": self.pods, "pods_dir": str(self.root / "pods"),
                                        "runtime": str(self.runtime),
-                                       "unit_dir": str(self.root / "units")}, report, False)
+                                       "unit_dir": str(self.root / "units"),
+                                       "admitted_dir": str(self.root / "admitted")},
+                                      report, False)
         return report, out
 
     def running(self) -> None:
@@ -106,6 +108,16 @@ def test_a_sync_with_nothing_wrong_changes_nothing(node: Node) -> None:
     node.calls.clear()
     report, out = node.sync()
     assert report.changes == [] and node.calls == [] and out == {"removed": [], "repaired": []}
+
+
+def test_the_sync_admits_every_pod_it_places_unreported(node: Node) -> None:
+    """podnet-cni's fence: a pod the converge placed here since boot starts without asking."""
+    node.sync()
+    node.running()
+    report, _ = node.sync()
+    assert sorted(p.name for p in (node.root / "admitted").iterdir()) == sorted(
+        p["id"] for p in node.pods)
+    assert report.changes == []
 
 
 def test_a_changed_description_restarts_the_sandbox_only(node: Node) -> None:
@@ -175,6 +187,7 @@ def test_check_mode_reports_and_changes_nothing(node: Node) -> None:
     assert not (node.root / "runtime.log").exists()
     assert sorted(p.name for p in (node.root / "pods").iterdir()) == ["default_gone"]
     assert list((node.root / "units").iterdir()) == []
+    assert not (node.root / "admitted").exists()
 
 
 def test_a_components_config_is_kept_and_an_old_dev_null_placeholder_replaced(node: Node) -> None:

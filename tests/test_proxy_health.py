@@ -136,8 +136,15 @@ def eventually(what: str, check: Callable[[], bool], seconds: float = 5.0) -> No
 class Node:
     """A node's files and a running podnet-proxy-health over them."""
 
-    def __init__(self, tmp: Path, timeout: float = 30.0) -> None:
+    def __init__(self, tmp: Path, timeout: float = 30.0, pod_state: bool = True) -> None:
         self.tmp = tmp
+        # podnet-cni's state folder: two pods running, one starting (no state yet), one torn
+        self.pod_state = tmp / "pods"
+        for pod, text in (("demo_a", '{"ip": "10.244.0.5"}'), ("demo_b", '{"ip": "10.244.255.1"}'),
+                          ("demo_torn", '{"ip": ')):
+            (self.pod_state / pod).mkdir(parents=True)
+            (self.pod_state / pod / "state.json").write_text(text)
+        (self.pod_state / "demo_starting").mkdir()
         self.input, self.unready = tmp / "rules-input.json", tmp / "unready-pods"
         self.rules = tmp / "iptables" / "50-kube-proxy.rules"
         self.applied = tmp / "applied"
@@ -160,7 +167,8 @@ class Node:
             self.proc = subprocess.Popen(
                 [str(TOOL), "serve", str(self.input), str(self.unready), str(self.rules),
                  f"--port={self.port}", "--address=127.0.0.1", f"--timeout={timeout}",
-                 f"--applied={self.applied}", f"--interval={CHECK}"],
+                 f"--applied={self.applied}", f"--interval={CHECK}",
+                 *([f"--pod-state={self.pod_state}"] if pod_state else [])],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         eventually("the node server to answer", lambda: self.up(self.port))
         eventually("the health check ports to open", lambda: self.up(self.hc1) and self.up(
@@ -230,6 +238,22 @@ def test_other_paths_of_the_node_server_are_404(steady: Node) -> None:
     for path in ("/", "/metrics", "/healthz/x", "/livezz"):
         reply = get(node.port, path)
         assert reply and reply.status == 404, (path, reply)
+
+
+def test_the_node_server_lists_the_addresses_of_the_pods_running_here(steady: Node) -> None:
+    reply = get(steady.port, kubeproxy.PODS_PATH)
+    assert reply and reply.status == 200 and reply.json() == {"ips": ["10.244.0.5",
+                                                                      "10.244.255.1"]}
+    assert JSON_HEADERS.items() <= reply.headers.items()
+
+
+def test_without_the_pod_state_folder_the_pods_path_is_404(tmp_path: Path) -> None:
+    bare = Node(tmp_path, pod_state=False)
+    try:
+        reply = get(bare.port, kubeproxy.PODS_PATH)
+        assert reply and reply.status == 404
+    finally:
+        bare.stop()
 
 
 def test_a_service_health_check_answers_its_local_ready_pods(steady: Node) -> None:

@@ -205,7 +205,11 @@ def test_the_kubelet_wires_kept_pods_with_the_stable_conflist() -> None:
 def test_the_stable_conflist_and_assignments_render() -> None:
     plan = make_plan(pod("a"), {"podnet_cluster_cidr": "10.128.0.0/12"})
     ipam = kubelet.stable_ipam(plan)
-    assert ipam == {"assignments": {"version": 1, "pods": {"default/a": "10.143.255.1"}},
+    nodes = [{"name": n.name, "address": n.address} for n in plan.nodes]
+    assert [n["address"] for n in nodes] == ["192.168.56.11", "192.168.56.12", "192.168.56.13"]
+    fence = {"nodes": nodes, "port": 10256, "path": "/podnet/pods"}
+    assert ipam == {"assignments": {"version": 1, "pods": {"default/a": "10.143.255.1"},
+                                    "fence": fence},
                     "prefix_length": 12}
     env = jinja2.Environment(  # noqa: S701 - JSON, not HTML
         loader=jinja2.FileSystemLoader(ROOT / "roles/cni/templates"),

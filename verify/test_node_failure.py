@@ -289,6 +289,36 @@ def test_a_killed_prober_or_rule_canary_comes_back_and_services_keep_answering(u
     assert set(got.stdout.split()) == names, got
 
 
+def test_a_pod_that_keeps_its_address_is_not_started_where_another_node_runs_it() -> None:
+    """The fence a booting node passes before it starts such a pod that no converge has placed
+    there since boot (podnet-cni up): a stand-in pod given the address of a pod that runs on
+    another node is refused, naming that node, and nothing of it is left."""
+    needs_lab()
+    holder = next((p for p in plan().pods if p.stable_ip), None)
+    if holder is None:
+        pytest.skip("needs a pod that keeps its address on any node (a bare Pod, by default)")
+    node = next(n.name for n in plan().nodes if n.name != holder.node)
+    ident = "verify_fence"
+    folder = plan().paths.pod_dir(ident)
+    spec: dict[str, object] = {
+        "namespace": "verify", "name": "fence", "node": node, "netns": ident,
+        "container_id": "verifyfence", "ifname": "eth0", "units": [],
+        "network": plan().paths.stable_network_conf, "loopback": plan().paths.loopback_conf,
+        "stable_ip": holder.stable_ip}
+    made = run(node, "sh", "-c", f"mkdir -p {folder} && echo '{json.dumps(spec)}' > "
+                                 f"{folder}/pod.json")
+    assert made.rc == 0, made
+    try:
+        up = run(node, plan().paths.cni_runtime, "up", ident)
+        assert up.rc == 1, up
+        assert (f"{holder.node} runs a pod with its address {holder.stable_ip} (it moved there "
+                "while this node was away): not started here") in up.stderr, up
+        assert run(node, "test", "-e", plan().paths.netns(ident)).rc != 0
+    finally:
+        gone = run(node, "rm", "-rf", folder, f"{plan().paths.admitted_dir}/{ident}")
+        assert gone.rc == 0, gone
+
+
 # -- the node's death --------------------------------------------------------------------------
 def test_a_dead_node_leaves_every_path_within_the_grace_period(loss: Loss) -> None:
     limit = grace() + APPLY

@@ -38,6 +38,13 @@ options:
     description: Where the container units are written.
     type: path
     default: /etc/systemd/system
+  admitted_dir:
+    description:
+      - Where the converge marks each pod it places on the node (an empty file per pod id, in
+        /run so a boot forgets them). podnet-cni starts a pod that keeps its address on any
+        node without asking the other nodes only when it is marked (its fence). Markers are
+        bookkeeping, never reported as a change; check mode writes none.
+    type: path
 author: podnet
 """
 
@@ -172,6 +179,13 @@ def converge(params: dict[str, Any], report: Report, diff: bool) -> dict[str, An
     if unit_changed or stale:
         daemon_reload(report)
 
+    # the converge places these pods here: podnet-cni's fence need not ask the other nodes
+    if params.get("admitted_dir") and not report.check_mode:
+        admitted = Path(params["admitted_dir"])
+        admitted.mkdir(parents=True, exist_ok=True)
+        for pod in pods:
+            (admitted / pod["id"]).touch()
+
     # sandboxes: restarted when their description changed or their network is gone
     sandboxes = [p["sandbox_unit"] for p in pods]
     states = unit_states(sandboxes)
@@ -222,6 +236,7 @@ def main() -> None:
             "pods_dir": {"type": "path", "required": True},
             "runtime": {"type": "path", "required": True},
             "unit_dir": {"type": "path", "default": "/etc/systemd/system"},
+            "admitted_dir": {"type": "path"},
         },
         supports_check_mode=True,
     )
