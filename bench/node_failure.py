@@ -81,12 +81,6 @@ def from_pod(plan: Plan, key: str, command: str) -> list[str]:
     return [*access.ssh_argv(conn), access.privileged_shell(conn, line)]
 
 
-def last_failure(text: str, cut: float) -> float:
-    fails = [float(line.split()[0]) for line in text.splitlines()
-             if len(line.split()) >= 2 and line.split()[1] == "fail"]
-    return max(fails) - cut if fails else 0.0
-
-
 def one_run(plan: Plan, victim: str) -> dict[str, float]:
     survivor = plan.nodes[0]
     svc, balanced = service(plan, victim)
@@ -117,7 +111,7 @@ def one_run(plan: Plan, victim: str) -> dict[str, float]:
     got = {}
     for what, proc in procs.items():
         text, _ = proc.communicate(timeout=seconds + 60)
-        got[what] = last_failure(text, cut)
+        got[what] = outage.last_failure(text, cut) or 0.0
         print(f"    {what:<13} {outage.summary(text, end=seconds)}", flush=True)
     return got
 

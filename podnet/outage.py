@@ -107,6 +107,15 @@ def summary(text: str, end: float | None = None) -> Outage:
                   answers)
 
 
+def last_failure(text: str, since: float) -> float | None:
+    """Seconds from ``since`` (on SCRIPT's clock) to the last failed request in its output;
+    None when none failed."""
+    fails = [t for t in (_row(line) for line in text.splitlines()
+                         if len(line.split()) >= 2 and line.split()[1] == "fail")
+             if t is not None]
+    return max(fails) - since if fails else None
+
+
 @dataclass(frozen=True)
 class Failover:
     """A client's requests while something (a node's link) was cut and put back."""

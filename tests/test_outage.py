@@ -84,3 +84,9 @@ def test_failover_measures_what_the_client_saw_while_the_server_was_cut(
     assert got.result.answers.get("pod-a", 0) >= 8, got  # before and after the cut
     assert got.during.failed >= 5 and not got.failed_over, got  # never recovered while cut
     assert got.result.recovered is not None and got.result.recovered >= got.back_at - 0.15, got
+
+
+def test_the_last_failure_is_counted_from_the_cut() -> None:
+    text = "start\n0.100 ok a\n2.100 fail TimeoutError\n2.200 ok b\n6.600 fail OSError\n7.0 ok c\n"
+    assert outage.last_failure(text, 2.0) == pytest.approx(4.6)
+    assert outage.last_failure("start\n0.1 ok a\n", 2.0) is None

@@ -365,16 +365,17 @@ def plan_of(manifests: Path) -> Plan:
     return cluster.load(INVENTORY_PATH, manifests=manifests)
 
 
-def observed() -> dict[str, dict[str, str]]:
-    """``{ns/name: pod state}`` as each node reports it (the ansible_local.podnet fact)."""
+def observed(nodes: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+    """``{ns/name: pod state}`` as each node (of ``nodes``; default: every node of the plan)
+    reports it (the ansible_local.podnet fact); a pod reported by two nodes fails."""
     pods: dict[str, dict[str, str]] = {}
-    for node in plan().nodes:
-        facts = run(node.name, plan().paths.cni_runtime, "facts")
+    for node in nodes if nodes is not None else [n.name for n in plan().nodes]:
+        facts = run(node, plan().paths.cni_runtime, "facts")
         assert facts.rc == 0, facts
         for pod in json.loads(facts.stdout)["pods"]:
             key = f"{pod['namespace']}/{pod['name']}"
-            assert key not in pods, f"{key} runs on {pods[key]['reported_by']} and {node.name}"
-            pods[key] = {**pod, "reported_by": node.name}
+            assert key not in pods, f"{key} runs on {pods[key]['reported_by']} and {node}"
+            pods[key] = {**pod, "reported_by": node}
     return pods
 
 

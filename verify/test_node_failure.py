@@ -37,6 +37,7 @@ from conftest import (
     lab_state,
     manifests_dir,
     needs_lab,
+    observed,
     plan,
     pod_id,
     record_file,
@@ -70,19 +71,6 @@ def victim() -> str:
 
 def survivor() -> str:
     return plan().nodes[0].name
-
-
-def live_pods(nodes: list[str]) -> dict[str, dict[str, str]]:
-    """What ``nodes`` report running, ``{ns/name: pod}``; a pod key on two nodes fails."""
-    pods: dict[str, dict[str, str]] = {}
-    for node in nodes:
-        facts = run(node, plan().paths.cni_runtime, "facts")
-        assert facts.rc == 0, facts
-        for pod in json.loads(facts.stdout)["pods"]:
-            key = f"{pod['namespace']}/{pod['name']}"
-            assert key not in pods, f"{key} runs on {pods[key]['node']} and {node}"
-            pods[key] = {**pod, "node": node}
-    return pods
 
 
 def web() -> ServicePlan:
@@ -134,12 +122,6 @@ class Seen:
     name: str
     outage: outage.Outage
     last_failure: float | None  # seconds after the plug was pulled
-
-
-def last_failure(text: str, cut: float) -> float | None:
-    fails = [float(line.split()[0]) for line in text.splitlines()
-             if len(line.split()) >= 2 and line.split()[1] == "fail"]
-    return max(fails) - cut if fails else None
 
 
 @dataclass
@@ -231,7 +213,7 @@ def loss() -> Generator[Loss, None, None]:
         for what, proc in running.items():
             text, _ = proc.communicate(timeout=seconds + 60)
             paths.append(Seen(what, outage.summary(text, end=seconds),
-                               last_failure(text, cut)))
+                               outage.last_failure(text, cut)))
         seen = run(survivor(), "cat", plan().paths.not_ready_nodes).stdout
         first, second = two_converges()
         yield Loss(victim(), paths, seen, first, second, before, moved)
@@ -356,7 +338,7 @@ def test_the_converge_with_the_node_down_succeeds_and_says_what_moved(loss: Loss
 
 def test_every_deployment_runs_in_full_on_the_live_nodes_and_answers(loss: Loss) -> None:
     live = [n.name for n in plan().nodes if n.name != loss.node]
-    pods = live_pods(live)
+    pods = observed(live)
     wanted = [p.key for p in plan().pods if p.owner.startswith("Deployment ")]
     assert sorted(k for k in wanted if k not in pods) == []
     bare = [k for k in loss.moved if not plan().pod(k).owner.startswith("Deployment ")]
@@ -373,14 +355,14 @@ def test_every_deployment_runs_in_full_on_the_live_nodes_and_answers(loss: Loss)
     assert set(got.stdout.split()) == names, got
     name = f"{svc.name}.{svc.namespace}.svc.{plan().settings.cluster_domain}"
     for key in (k for k in servers() if k in pods):
-        asked = run(pods[key]["node"], *as_pod(key, "sh", "-c", "for i in 1 2 3 4 5 6; do "
+        asked = run(pods[key]["reported_by"], *as_pod(key, "sh", "-c", "for i in 1 2 3 4 5 6; do "
                     f"curl -s -m 3 http://{name}:{svc.ports[0].port}/hostname; echo; done"))
         assert asked.stdout.split() and set(asked.stdout.split()) <= names, (key, asked)
 
 
 def test_dns_answers_follow_the_pods(loss: Loss) -> None:
     live = [n.name for n in plan().nodes if n.name != loss.node]
-    pods = live_pods(live)
+    pods = observed(live)
     headless = [s for s in plan().services if s.cluster_ip is None and s.type == "ClusterIP"
                 and s.ports and s.ports[0].endpoints]
     if not headless:
@@ -389,7 +371,7 @@ def test_dns_answers_follow_the_pods(loss: Loss) -> None:
     for svc in headless:
         name = f"{svc.name}.{svc.namespace}.svc.{plan().settings.cluster_domain}"
         want = sorted(pods[e.pod]["ip"] for e in svc.ports[0].endpoints if e.pod in pods)
-        got = dns_a(asker, pods[asker]["node"], name)
+        got = dns_a(asker, pods[asker]["reported_by"], name)
         assert sorted(got.stdout.split()) == want, (name, got)
 
 
@@ -401,15 +383,15 @@ def dns_a(key: str, node: str, name: str) -> Evidence:
 def test_the_node_back_rejoins_with_no_address_twice(loss: Loss) -> None:
     power_on()
     converged(manifests_dir(), "workloads")
-    pods = live_pods([n.name for n in plan().nodes])
+    pods = observed([n.name for n in plan().nodes])
     addresses = [p["ip"] for p in pods.values()]
     assert len(addresses) == len(set(addresses)), addresses
     for key in loss.moved:
         pod = plan().pod(key)
         if pod.owner.startswith("Deployment "):
-            assert pods[key]["node"] != loss.node, f"{key} left {loss.node} and stays away"
+            assert pods[key]["reported_by"] != loss.node, f"{key} left {loss.node} and stays away"
         else:
-            assert pods[key]["node"] == loss.node, f"{key} waited for {loss.node}"
+            assert pods[key]["reported_by"] == loss.node, f"{key} waited for {loss.node}"
     # every pod reaches every pod (their /dial, one shell per client)
     failures = []
     for client in (k for k in servers() if k in pods):
@@ -417,7 +399,7 @@ def test_the_node_back_rejoins_with_no_address_twice(loss: Loss) -> None:
         urls = [f"http://{pods[client]['ip']}:{port}/dial?host={pods[peer]['ip']}&port="
                 f"{http_port(peer)}&request=clientip&protocol=http"
                 for peer in servers() if peer in pods]
-        got = run(pods[client]["node"], "sh", "-c", " ".join(
+        got = run(pods[client]["reported_by"], "sh", "-c", " ".join(
             f"curl -s -m 10 '{u}'; echo;" for u in urls))
         lines = got.stdout.splitlines()
         failures += [f"{client}: {u} -> {line!r}" for u, line in zip(urls, lines, strict=False)
