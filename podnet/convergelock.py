@@ -66,8 +66,17 @@ def wait_for_exit(pid: int) -> None:
 
 
 def hold(path: Path, pid: int) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if pid <= 1:  # the run has already gone (its worker was handed to init): nothing to hold
+        print(f"the run that asked (PID {pid}) is gone", file=sys.stderr)
+        return 2
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        print(f"cannot open {path}: {exc.strerror}; run as a user who may write "
+              f"{path.parent} (the cluster's podnet_state_dir), or set podnet_state_dir",
+              file=sys.stderr)
+        return 2
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -99,7 +99,7 @@ def place(
                                    f"a bare Pod on {ran_on}, which is NotReady"))
             continue
         if choices and all(n in not_ready for n in choices):
-            pending.append(Pending(pod.key, choices[0],
+            pending.append(Pending(pod.key, ran_on if ran_on in choices else choices[0],
                                    f"every node its nodeSelector allows ({', '.join(choices)}) "
                                    "is NotReady"))
             continue

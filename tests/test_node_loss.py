@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from modelkit import deployment, errors_of, hosts, make_plan, service
 from test_stable_ips import STABLE_DEPLOYMENT, pod
 
@@ -124,7 +125,7 @@ def test_the_lock_is_held_while_the_run_lives_and_refused_meanwhile(tmp_path: Pa
         assert first.stdout is not None and first.stdout.readline().strip() == "held"
         described = json.loads(path.read_text())
         assert described["pid"] == run.pid and described["command"] == "sleep 30"
-        second = start_holder(path, 1)
+        second = start_holder(path, os.getpid())
         out, _ = second.communicate(timeout=10)
         assert second.returncode == 1 and out.startswith("busy ")
         message = convergelock.holder_message(out[len("busy "):], str(path))
@@ -187,3 +188,21 @@ def test_the_playbooks_first_task_takes_the_lock_or_names_who_has_it(tmp_path: P
             except BlockingIOError:
                 assert time.monotonic() < wait_free, "the lock outlived its run"
                 time.sleep(0.1)
+
+
+def test_a_pod_waiting_for_its_zone_keeps_the_node_it_ran_on() -> None:
+    nodes = {"node1": {}, "node2": {"zone": "b"}, "node3": {"zone": "b"}}
+    zoned = cand("d/zoned", "Deployment d/z", selector=(("zone", "b"),))
+    _, _, pending = schedule.place([zoned], nodes, {"d/zoned": "node3"}, {"node2", "node3"})
+    assert [(p.key, p.node) for p in pending] == [("d/zoned", "node3")]
+
+
+def test_the_lock_holder_says_why_it_cannot_hold(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    assert convergelock.hold(tmp_path / "file" / convergelock.LOCK_FILE, 4242) == 2
+    said = capsys.readouterr().err
+    assert f"cannot open {tmp_path / 'file' / convergelock.LOCK_FILE}" in said
+    assert "podnet_state_dir" in said
+    assert convergelock.hold(tmp_path / convergelock.LOCK_FILE, 1) == 2
+    assert "is gone" in capsys.readouterr().err
