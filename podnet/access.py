@@ -264,14 +264,16 @@ def pod_node(pods: dict[str, str], pod: PodRef) -> str:
     return pods[pod.key]
 
 
-def pod_command(pod: PodRef, command: Sequence[str]) -> list[str]:
+def pod_command(pod: PodRef, command: Sequence[str], host_network: bool = False) -> list[str]:
     """``command`` run in the pod's network namespace on its node (as root: ssh_argv's
-    ``as_root``)."""
+    ``as_root``); a hostNetwork pod's is its node's own."""
     from podnet.kubelet import pod_id
 
     if not command:
         raise AccessError(f"no command to run in {pod.key}: python -m podnet exec {pod.key} "
                           f"-- CMD...")
+    if host_network:
+        return list(command)
     return ["ip", "netns", "exec", pod_id(pod.namespace, pod.name), *command]
 
 

@@ -44,6 +44,8 @@ ROUTE_PROTO = "152"  # podnet-routes marks its routes with this routing protocol
 BIRD_PROTO = "12"
 VXLAN_PREFIX = "podnet."  # podnet/backends.py VXLAN_DEVICE_PREFIX (the tests compare)
 PODNET_CHAIN_PREFIX = "PODNET-"  # pod_network's own chains (PODNET-POSTROUTING)
+# the CNI portmap plugin's chains (hostPorts): its shared ones and one per pod that maps ports
+PORTMAP_CHAIN_PREFIXES = ("CNI-HOSTPORT-", "CNI-DN-")
 PODNET_COMMENT = "podnet:"  # how pod_network's rules and jumps begin their comments
 # masked by the cluster_dns, upstream_dns and ingress_nginx roles in their task files (the
 # kubelet role masks kubelet_masked_services): the distribution's unbound and nginx, replaced
@@ -134,6 +136,12 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
         Change("cni", f"{p.cni_reservations}/<ip> (host-local's reservations) and "
                f"{p.stable_reservations}/<ip> (podnet-ipam's, pods that keep their address)",
                "kubelet (CNI ADD)", "released by CNI DEL; the folders are removed"),
+        Change("iptables", "nat chains CNI-HOSTPORT-DNAT, -SETMARK, -MASQ and CNI-DN-<id> with "
+               "their jumps from PREROUTING, OUTPUT and POSTROUTING (pods' hostPorts); "
+               f"route_localnet on {p.cni_bridge} for a hostPort of 127.0.0.1",
+               "kubelet (CNI portmap plugin)", "a pod's by its CNI DEL; the shared ones by "
+               "podnet-cni after the DEL of the last pod with hostPorts; any left are removed "
+               "with podnet's other chains"),
         Change("cni", f"{p.cni_cache_dir}/{p.cni_network}-<id>-eth0, lo-<id>-lo (CNI cache)",
                "kubelet (podnet-cni)", "removed by CNI DEL; any left of podnet's pods removed "
                "(a loopback entry is podnet's when its container id is podnet's hash of the pod)"),
@@ -347,7 +355,8 @@ def node_catalogue(v: Mapping[str, Any], paths: NodePaths = PATHS,
                      "table": CLOUD_LB_TABLE, "label": CLOUD_LB_LABEL},
         "lb_addresses": {"pool": pool},
         "iptables": {"dir": paths.iptables_dir, "chains": fixed_chains(),
-                     "prefixes": [PODNET_CHAIN_PREFIX, *proxier.OWNED_PREFIXES],
+                     "prefixes": [PODNET_CHAIN_PREFIX, *proxier.OWNED_PREFIXES,
+                                  *PORTMAP_CHAIN_PREFIXES],
                      "comment": PODNET_COMMENT},
         "conntrack": {"service_cidr": cidrs["podnet_service_cidr"],
                       "cluster_cidr": cidrs["podnet_cluster_cidr"]},

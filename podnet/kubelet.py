@@ -52,12 +52,62 @@ def systemd_environment(name: str, value: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def resolv_conf(namespace: str, settings: Settings) -> str:
-    """The pod's /etc/resolv.conf, as the kubelet writes it for dnsPolicy ClusterFirst."""
+def resolv_conf(namespace: str, settings: Settings, policy: str = "ClusterFirst",
+                host_network: bool = False, config: Mapping[str, Any] | None = None
+                ) -> str | None:
+    """The pod's /etc/resolv.conf as the kubelet writes it for its dnsPolicy, with its
+    dnsConfig merged in (nameservers and searches appended without repeats, options replaced
+    by name); None when the pod takes its node's own (Default, and ClusterFirst on the host
+    network, which the kubelet turns into Default)."""
     zone = settings.cluster_domain
-    return (f"nameserver {settings.dns_service_ip}\n"
-            f"search {namespace}.svc.{zone} svc.{zone} {zone}\n"
-            "options ndots:5\n")
+    servers: list[str] = []
+    searches: list[str] = []
+    options: dict[str, str | None] = {}
+    if policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not host_network):
+        servers = [str(settings.dns_service_ip)]
+        searches = [f"{namespace}.svc.{zone}", f"svc.{zone}", zone]
+        options = {"ndots": "5"}
+    elif policy != "None":
+        return None
+    config = config or {}
+    servers += [s for s in config.get("nameservers") or () if s not in servers]
+    searches += [d for d in config.get("searches") or () if d not in searches]
+    for name, value in config.get("options") or ():
+        options[name] = value
+    lines = [f"nameserver {s}" for s in servers[:3]]
+    if searches:
+        lines.append("search " + " ".join(searches))
+    if options:
+        lines.append("options " + " ".join(k if v is None else f"{k}:{v}"
+                                           for k, v in options.items()))
+    return "\n".join(lines) + "\n"
+
+
+def etc_hosts(pod: PodPlan, settings: Settings) -> dict[str, str] | None:
+    """What podnet-cni writes the pod's kubelet-managed /etc/hosts from, once the pod has its
+    address: its hostname, and its domain when it has a subdomain (None on the host network,
+    which keeps the node's /etc/hosts)."""
+    if pod.host_network:
+        return None
+    domain = (f"{pod.subdomain}.{pod.namespace}.svc.{settings.cluster_domain}"
+              if pod.subdomain else "")
+    return {"hostname": pod.host_name, "domain": domain}
+
+
+def port_mappings(pod: PodPlan) -> list[dict[str, Any]]:
+    """The portmap plugin's runtimeConfig for the pod's hostPorts (CNI's portMappings
+    capability: hostPort, containerPort, protocol in lower case, hostIP when given)."""
+    out = []
+    for c in pod.containers:
+        for p in c.ports:
+            if p.host_port is None or pod.host_network:
+                continue
+            entry: dict[str, Any] = {"hostPort": p.host_port, "containerPort": p.port,
+                                     "protocol": p.protocol.lower()}
+            if p.host_ip:
+                entry["hostIP"] = p.host_ip
+            out.append(entry)
+    return out
 
 
 # the nginx placeholder podnet wrote before its pid file moved into the pod's folder: nginx
@@ -113,10 +163,12 @@ def container_unit(pod: Mapping[str, Any], container: Mapping[str, Any], paths: 
                    ) -> str:
     """The systemd unit of one container: it runs in its pod's network namespace, with the
     pod's resolv.conf, bound to the pod's sandbox (stopped and restarted with it)."""
+    host = bool(pod["spec"].get("host_network"))
+    where = "its node's network namespace" if host else "the pod's network namespace"
     lines = [
         UNIT_HEADER.rstrip("\n"),
         f"# Container {container['name']} of pod {pod['namespace']}/{pod['name']}: "
-        "runs in the pod's network namespace.",
+        f"runs in {where}.",
         "[Unit]",
         f"Description=pod {pod['namespace']}/{pod['name']} container {container['name']} "
         f"({container['kind']})",
@@ -125,8 +177,11 @@ def container_unit(pod: Mapping[str, Any], container: Mapping[str, Any], paths: 
         f"After={pod['sandbox_unit']}",
         "",
         "[Service]",
-        f"NetworkNamespacePath={paths.netns(pod['id'])}",
-        f"BindReadOnlyPaths={pod['dir']}/resolv.conf:/etc/resolv.conf",
+        *([] if host else [f"NetworkNamespacePath={paths.netns(pod['id'])}"]),
+        *([f"BindReadOnlyPaths={pod['dir']}/resolv.conf:/etc/resolv.conf"]
+          if pod["resolv_conf"] is not None else []),
+        # the kubelet-managed /etc/hosts podnet-cni writes once the pod has its address
+        *([f"BindReadOnlyPaths={pod['hosts_file']}:/etc/hosts"] if pod["hosts_file"] else []),
         *(f"Environment={line}" for line in container["environment"]),
         f"ExecStart={container['exec_start']}",
         f"Restart={container['restart']}",
@@ -136,6 +191,10 @@ def container_unit(pod: Mapping[str, Any], container: Mapping[str, Any], paths: 
         "WantedBy=multi-user.target",
     ]
     return "\n".join(lines) + "\n"
+
+
+# the kubelet-managed /etc/hosts podnet-cni writes beside the pod's state.json
+HOSTS_FILE = "hosts"
 
 
 # podnet-ipam's assignments file (roles/cni/files/podnet-ipam reads version 1)
@@ -164,8 +223,11 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
     """Everything the kubelet role renders for the pods planned on ``node``."""
     paths = plan.paths
     out = []
+    node_address = next(n.address for n in plan.nodes if n.name == node)
     for pod in plan.pods_on(node):
         ident = pod_id(pod.namespace, pod.name)
+        # a pod on the host network has its node's hostname, as in Kubernetes
+        hostname = node if pod.host_network else pod.host_name
         folder = paths.pod_dir(ident)
         containers = []
         for c in pod.containers:
@@ -178,7 +240,7 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
                 "unit": f"podnet-{ident}-{c.name}.service",
                 "exec_start": systemd_quote(_command(kind, c.workload, config, paths)),
                 "environment": [systemd_environment(k, v) for k, v in
-                                {"PODNET_HOSTNAME": pod.host_name, "HOSTNAME": pod.host_name,
+                                {"PODNET_HOSTNAME": hostname, "HOSTNAME": hostname,
                                  **c.env}.items()],
                 "restart": RESTART[pod.restart_policy],
                 "config_path": config,
@@ -194,8 +256,11 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
             "dir": folder,
             "netns_path": paths.netns(ident),
             "state_file": f"{paths.pod_state_dir}/{ident}/state.json",  # podnet-cni's
+            "hosts_file": (None if pod.host_network else
+                           f"{paths.pod_state_dir}/{ident}/{HOSTS_FILE}"),
             "sandbox_unit": f"podnet-sandbox@{ident}.service",
-            "resolv_conf": resolv_conf(pod.namespace, plan.settings),
+            "resolv_conf": resolv_conf(pod.namespace, plan.settings, pod.dns_policy,
+                                       pod.host_network, pod.dns_config),
             "containers": containers,
             "spec": {
                 "namespace": pod.namespace, "name": pod.name, "node": node,
@@ -207,6 +272,14 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
                 "units": [c["unit"] for c in containers],
             },
         }
+        if pod.host_network:
+            # no namespace, no CNI: podnet-cni records the node's address as the pod's
+            entry["spec"]["host_network"] = True
+            entry["spec"]["host_ip"] = node_address
+        if hosts := etc_hosts(pod, plan.settings):
+            entry["spec"]["etc_hosts"] = {**hosts, "path": entry["hosts_file"]}
+        if mappings := port_mappings(pod):
+            entry["spec"]["port_mappings"] = mappings
         if pod.stable_ip:
             # the address it keeps, in the description: when it changes (a new
             # podnet_stable_pod_cidr, a lost record) the changed pod.json restarts the sandbox,

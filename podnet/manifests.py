@@ -17,6 +17,7 @@ from podnet.objects import (
     Container,
     ContainerPort,
     Deployment,
+    DNSConfig,
     Ingress,
     IngressBackend,
     IngressClass,
@@ -34,6 +35,7 @@ from podnet.objects import (
     TLSSecret,
 )
 from podnet.problems import Problems
+from podnet.schedule import EVERY_ADDRESS
 from podnet.yamlsource import Document, FieldPath, fmt_path
 
 PROTOCOLS = ("TCP", "UDP")
@@ -234,8 +236,99 @@ def _probe(check: _Checker, probe: Any, path: FieldPath, ports: list[ContainerPo
     return Probe("http" if kind == "httpGet" else "tcp", number, path_text, **timing)
 
 
+def _host_port(check: _Checker, p: dict[str, Any], path: FieldPath, number: int,
+               host_network: bool) -> tuple[int | None, str | None]:
+    """A container port's hostPort and hostIP, checked as the API server checks them."""
+    host_ip = p.get("hostIP")
+    if p.get("hostPort") is None:
+        if host_ip is not None:
+            check.error((*path, "hostIP"), "is set without a hostPort",
+                        "set hostPort too, or remove hostIP")
+        return None, None
+    port = check.port(p["hostPort"], (*path, "hostPort"), "hostPort")
+    if host_network and port != number:
+        check.error((*path, "hostPort"),
+                    f"{port} differs from containerPort {number} in a hostNetwork pod",
+                    "a hostNetwork pod listens on its node: make hostPort equal containerPort "
+                    "or remove it")
+    if host_ip is not None:
+        try:
+            addr = ip_address(str(host_ip))
+        except ValueError:
+            check.error((*path, "hostIP"), f"'{host_ip}' is not an IP address",
+                        "give one of the node's IPv4 addresses, like 127.0.0.1, or remove it")
+            return port, None
+        if addr.version != 4:
+            check.error((*path, "hostIP"), f"'{host_ip}' is not IPv4 (podnet's pod network is "
+                        "IPv4 only)", "give one of the node's IPv4 addresses, or remove it")
+        if addr.is_unspecified:
+            return port, None  # 0.0.0.0 is every address, as with no hostIP
+        return port, str(addr)
+    return port, None
+
+
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+# the resolver's limits the kubelet enforces (pkg/apis/core/validation: MaxDNSNameservers,
+# MaxDNSSearchPaths, MaxDNSSearchListChars)
+MAX_NAMESERVERS = 3
+MAX_SEARCHES = 32
+MAX_SEARCH_CHARS = 2048
+
+
+def _dns_config(check: _Checker, spec: dict[str, Any], path: FieldPath) -> DNSConfig | None:
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    data = spec.get("dnsConfig")
+    if policy not in DNS_POLICIES:
+        check.error((*path, "dnsPolicy"), f"'{policy}' is not a DNS policy",
+                    f"use one of {', '.join(DNS_POLICIES)}")
+    if data is None:
+        if policy == "None":
+            check.error((*path, "dnsPolicy"), "is None but dnsConfig gives no nameservers",
+                        "add dnsConfig.nameservers (at least one) or use another dnsPolicy")
+        return None
+    cpath = (*path, "dnsConfig")
+    servers = [str(s) for s in data.get("nameservers") or ()]
+    for i, server in enumerate(servers):
+        try:
+            if ip_address(server).version != 4:
+                raise ValueError
+        except ValueError:
+            check.error((*cpath, "nameservers", i), f"'{server}' is not an IPv4 address",
+                        "give the resolver's IPv4 address, like 10.96.0.10")
+    if len(servers) > MAX_NAMESERVERS:
+        check.error((*cpath, "nameservers"), f"lists {len(servers)} nameservers",
+                    f"give at most {MAX_NAMESERVERS} (the resolver reads no more)")
+    if policy == "None" and not servers:
+        check.error((*cpath, "nameservers"), "is empty but dnsPolicy is None",
+                    "give at least one nameserver")
+    searches = [str(s).rstrip(".") for s in data.get("searches") or ()]
+    for i, domain in enumerate(searches):
+        if reason := names.dns1123_subdomain(domain):
+            check.error((*cpath, "searches", i), reason, "give a domain like ns1.svc.example")
+    if len(searches) > MAX_SEARCHES:
+        check.error((*cpath, "searches"), f"lists {len(searches)} domains",
+                    f"give at most {MAX_SEARCHES}")
+    if len(" ".join(searches)) > MAX_SEARCH_CHARS:
+        check.error((*cpath, "searches"), f"is longer than {MAX_SEARCH_CHARS} characters",
+                    "list fewer or shorter domains")
+    options: list[tuple[str, str | None]] = []
+    for i, opt in enumerate(data.get("options") or ()):
+        name = str(opt.get("name") or "")
+        if not name:
+            check.error((*cpath, "options", i, "name"), "is missing",
+                        "name the resolver option, like ndots")
+        value = opt.get("value")
+        options.append((name, None if value is None else str(value)))
+    if policy == "Default":
+        check.error((*cpath,), "is set with dnsPolicy Default: podnet does not merge it into "
+                    "the node's own resolv.conf", "use dnsPolicy None with the whole dnsConfig, "
+                    "or ClusterFirst")
+    return DNSConfig(tuple(servers), tuple(searches), tuple(options))
+
+
 def _pod_spec(check: _Checker, spec: dict[str, Any], path: FieldPath) -> PodSpec:
     containers: list[Container] = []
+    host_network = bool(spec.get("hostNetwork"))
     seen_names: set[str] = set()
     seen_ports: dict[tuple[int, str], str] = {}
     seen_port_names: set[str] = set()
@@ -271,7 +364,8 @@ def _pod_spec(check: _Checker, spec: dict[str, Any], path: FieldPath) -> PodSpec
                             f"{number}/{proto} is already declared by container "
                             f"{seen_ports[(number, proto)]}", "declare each port once per pod")
             seen_ports[(number, proto)] = c["name"]
-            ports.append(ContainerPort(name, number, proto))
+            host_port, host_ip = _host_port(check, p, ppath, number, host_network)
+            ports.append(ContainerPort(name, number, proto, host_port, host_ip))
         env = tuple((str(e["name"]), str(e.get("value", ""))) for e in c.get("env") or ())
         probe = _probe(check, c.get("readinessProbe"), (*cpath, "readinessProbe"), ports,
                        str(c["name"]))
@@ -281,6 +375,18 @@ def _pod_spec(check: _Checker, spec: dict[str, Any], path: FieldPath) -> PodSpec
         if value is not None and (reason := names.dns1123_label(value)):
             check.error((*path, key), reason, f"set {key} to a DNS-1123 label")
     selector = check.labels(spec.get("nodeSelector"), (*path, "nodeSelector"))
+    dns_config = _dns_config(check, spec, path)
+    taken: dict[tuple[str, int, str], str] = {}
+    for ci, c in enumerate(containers):
+        for pi, p in enumerate(c.ports):
+            if p.host_port is None:
+                continue
+            slot = (p.host_ip or EVERY_ADDRESS, p.host_port, p.protocol)
+            if slot in taken:
+                check.error((*path, "containers", ci, "ports", pi, "hostPort"),
+                            f"{slot[0]}:{slot[1]}/{slot[2]} is already taken by container "
+                            f"{taken[slot]}", "give each hostPort, hostIP and protocol once")
+            taken[slot] = c.name
     return PodSpec(
         containers=tuple(containers),
         hostname=spec.get("hostname"),
@@ -288,6 +394,9 @@ def _pod_spec(check: _Checker, spec: dict[str, Any], path: FieldPath) -> PodSpec
         node_name=spec.get("nodeName"),
         node_selector=tuple(sorted(selector.items())),
         restart_policy=spec.get("restartPolicy") or "Always",
+        host_network=host_network,
+        dns_policy=spec.get("dnsPolicy") or "ClusterFirst",
+        dns_config=dns_config,
     )
 
 
@@ -322,7 +431,12 @@ def _stable_ip(check: _Checker, meta: Any, path: tuple[str, ...], default: bool)
 
 def _pod(check: _Checker, data: dict[str, Any]) -> Pod:
     labels = check.labels(data["metadata"].get("labels"), ("metadata", "labels"))
-    stable = _stable_ip(check, data["metadata"], ("metadata",), default=True)
+    host_network = bool(data["spec"].get("hostNetwork"))
+    stable = _stable_ip(check, data["metadata"], ("metadata",), default=not host_network)
+    if stable and host_network:
+        check.error(("metadata", "annotations", STABLE_IP_ANNOTATION),
+                    "is \"true\" on a hostNetwork pod, which has its node's address",
+                    "remove the annotation or hostNetwork")
     return Pod(check.ref, labels, _pod_spec(check, data["spec"], ("spec",)), ("spec",), stable)
 
 
@@ -356,6 +470,10 @@ def _deployment(check: _Checker, data: dict[str, Any]) -> Deployment | None:
                    "every replica gets this same hostname", "use a Pod per hostname instead")
     stable = _stable_ip(check, template.get("metadata"), ("spec", "template", "metadata"),
                         default=False)
+    if stable and pod_spec.host_network:
+        check.error(("spec", "template", "metadata", "annotations", STABLE_IP_ANNOTATION),
+                    "is \"true\" on hostNetwork pods, which have their node's address",
+                    "remove the annotation or hostNetwork")
     return Deployment(check.ref, replicas, selector, labels, pod_spec, template,
                       ("spec", "template", "spec"), stable)
 

@@ -31,7 +31,16 @@ from podnet.allocate import (
     V,
 )
 from podnet.manifests import DEFAULT_CLASS_ANNOTATION, STABLE_IP_ANNOTATION
-from podnet.objects import Ingress, IngressBackend, Manifests, PodSpec, Ref, Service, TLSSecret
+from podnet.objects import (
+    DNSConfig,
+    Ingress,
+    IngressBackend,
+    Manifests,
+    PodSpec,
+    Ref,
+    Service,
+    TLSSecret,
+)
 from podnet.paths import PATHS
 from podnet.plan import (
     DNS_SERVICE,
@@ -103,6 +112,13 @@ def check_default_certificate(settings: Settings, objects: Manifests, where: str
     problems.error(where, "inventory", "podnet_ingress_default_certificate", f"'{default}' {why}",
                    "add that kubernetes.io/tls Secret to the manifests, or leave the setting "
                    "empty for a self-signed certificate")
+
+
+def _dns_config_plan(config: DNSConfig | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    return {"nameservers": list(config.nameservers), "searches": list(config.searches),
+            "options": [list(o) for o in config.options]}
 
 
 def template_hash(template: Mapping[str, Any]) -> str:
@@ -308,7 +324,7 @@ class _Builder:
     def place(self, drafts: list[tuple[Ref, str, str, dict[str, str], PodSpec, str]]
               ) -> list[PodPlan]:
         candidates = [schedule.Candidate(f"{ref.namespace}/{name}", owner, spec.node_name,
-                                         spec.node_selector)
+                                         spec.node_selector, spec.host_ports())
                       for ref, name, owner, _labels, spec, _src in drafts]
         node_labels = {n.name: n.labels for n in self.nodes}
         placed, failed, pending = schedule.place(candidates, node_labels, self.previous.pods,
@@ -344,13 +360,16 @@ class _Builder:
             self.record.pods[key] = placed[key]
             containers = [
                 ContainerPlan(c.name, c.image, c.workload.as_dict(),
-                              [PortPlan(p.name, p.port, p.protocol) for p in c.ports],
+                              [PortPlan(p.name, p.port, p.protocol, p.host_port, p.host_ip)
+                               for p in c.ports],
                               dict(c.env), asdict(c.readiness) if c.readiness else None)
                 for c in spec.containers
             ]
             pods.append(PodPlan(ref.namespace, name, placed[key], owner, dict(labels),
                                 spec.hostname, spec.subdomain,
-                                spec.restart_policy, containers, src, stable.get(key)))
+                                spec.restart_policy, containers, src, stable.get(key),
+                                spec.host_network, spec.dns_policy,
+                                _dns_config_plan(spec.dns_config)))
         return pods
 
     def stable_ips(self, keys: list[str],

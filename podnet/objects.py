@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from podnet.schedule import EVERY_ADDRESS
 from podnet.tls import CertInfo
 from podnet.workloads import Workload
 from podnet.yamlsource import Document, FieldPath
@@ -33,6 +34,8 @@ class ContainerPort:
     name: str | None
     port: int
     protocol: str
+    host_port: int | None = None  # spec.containers[].ports[].hostPort (the portmap plugin)
+    host_ip: str | None = None  # its hostIP; None: every address of the node (0.0.0.0)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,31 @@ class PodSpec:
     node_name: str | None = None
     node_selector: tuple[tuple[str, str], ...] = ()
     restart_policy: str = "Always"
+    host_network: bool = False  # the pod runs in its node's network namespace, with its address
+    dns_policy: str = "ClusterFirst"
+    dns_config: DNSConfig | None = None
+
+    def host_ports(self) -> tuple[tuple[str, int, str], ...]:
+        """(hostIP, port, protocol) this pod takes on its node: its hostPorts, and every port
+        of a hostNetwork pod (EVERY_ADDRESS), as the scheduler's NodePorts filter counts
+        them."""
+        out = []
+        for c in self.containers:
+            for p in c.ports:
+                if p.host_port is not None:
+                    out.append((p.host_ip or EVERY_ADDRESS, p.host_port, p.protocol))
+                elif self.host_network:
+                    out.append((EVERY_ADDRESS, p.port, p.protocol))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    """spec.dnsConfig: merged into the resolv.conf that dnsPolicy makes (all of it with None)."""
+
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)

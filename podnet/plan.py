@@ -62,6 +62,8 @@ class PortPlan:
     name: str | None
     port: int
     protocol: str
+    host_port: int | None = None  # the portmap plugin maps host_ip:host_port to it
+    host_ip: str | None = None  # None: every address of the node
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class PodPlan:
     # the address the cluster gave a pod that keeps it on any node (from the stable pods' block,
     # podnet-ipam hands it out); None: the node's host-local IPAM gives one from its pod CIDR
     stable_ip: str | None = None
+    host_network: bool = False  # runs in its node's network namespace, with the node's address
+    dns_policy: str = "ClusterFirst"
+    # spec.dnsConfig: {"nameservers": [...], "searches": [...], "options": [[name, value]]}
+    dns_config: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:

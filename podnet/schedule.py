@@ -5,6 +5,8 @@ Rules, in order: ``nodeName`` pins a pod; otherwise the nodes whose labels satis
 while that node is still eligible, so adding replicas or nodes moves no running pod. New pods go
 to the eligible node with the fewest pods of the same owner (spreading a Deployment's replicas),
 then the fewest pods overall, then a stable hash of pod and node (rendezvous) to break ties.
+A node where a pod's host ports (hostPort, or every port of a hostNetwork pod) are taken by a
+pod placed before it is not eligible, as the scheduler's NodePorts filter has it.
 
 A NotReady node (one the converge could not reach) takes no pod, as the node lifecycle
 controller taints it: a Deployment's pod there is evicted to another eligible node; a bare Pod
@@ -20,6 +22,9 @@ from dataclasses import dataclass
 
 from podnet.addresses import stable_hash
 
+# a host port's hostIP when none is given: every address of the node (it collides with any)
+EVERY_ADDRESS = "0.0.0.0"  # noqa: S104 - a host port's wildcard, nothing binds here
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -29,6 +34,8 @@ class Candidate:
     owner: str  # "Deployment ns/name" or the pod's own key
     node_name: str | None
     node_selector: tuple[tuple[str, str], ...]
+    # (hostIP, port, protocol) it takes on its node: hostPorts, a hostNetwork pod's ports
+    host_ports: tuple[tuple[str, int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,18 @@ class Unplaceable:
     reason: str
     fix: str
     field: str  # "nodeName" or "nodeSelector"
+
+
+def port_conflict(wanted: Collection[tuple[str, int, str]],
+                  taken: Mapping[tuple[str, int, str], str]) -> str | None:
+    """The pod holding a host port that one of ``wanted`` collides with, as "ip:port/proto by
+    pod": the same port and protocol, and the same hostIP or either one every address."""
+    for ip, port, proto in wanted:
+        for (other_ip, other_port, other_proto), holder in taken.items():
+            if (port, proto) == (other_port, other_proto) and (
+                    ip == other_ip or EVERY_ADDRESS in (ip, other_ip)):
+                return f"{other_ip}:{other_port}/{other_proto} of pod {holder}"
+    return None
 
 
 def eligible(pod: Candidate, nodes: Mapping[str, Mapping[str, str]]) -> list[str]:
@@ -67,11 +86,17 @@ def place(
     per_owner: dict[str, Counter[str]] = {}
     total: Counter[str] = Counter()
     waiting: list[tuple[Candidate, list[str]]] = []
+    ports: dict[str, dict[tuple[str, int, str], str]] = {n: {} for n in nodes}
 
     def assign(pod: Candidate, node: str) -> None:
         placed[pod.key] = node
         per_owner.setdefault(pod.owner, Counter())[node] += 1
         total[node] += 1
+        for entry in pod.host_ports:
+            ports[node][entry] = pod.key
+
+    def conflict(pod: Candidate, node: str) -> str | None:
+        return port_conflict(pod.host_ports, ports[node]) if pod.host_ports else None
 
     for pod in pods:
         choices = eligible(pod, nodes)
@@ -88,6 +113,11 @@ def place(
             elif pod.node_name in not_ready:
                 pending.append(Pending(pod.key, pod.node_name,
                                        f"pinned (nodeName) to {pod.node_name}, which is NotReady"))
+            elif held := conflict(pod, pod.node_name):
+                failed.append(Unplaceable(
+                    pod.key, f"node '{pod.node_name}' has no free host port for it: {held} "
+                    "takes it", "give the pods different hostPorts, hostIPs or protocols, or "
+                    "pin this one to another node", "containers"))
             else:
                 assign(pod, pod.node_name)
             continue
@@ -110,12 +140,20 @@ def place(
                 "label a node with podnet_node_labels in the inventory or change the selector",
                 "nodeSelector"))
             continue
-        if previous.get(pod.key) in choices:
+        if previous.get(pod.key) in choices and not conflict(pod, previous[pod.key]):
             assign(pod, previous[pod.key])
             continue
         waiting.append((pod, choices))
 
-    for pod, choices in waiting:
+    for pod, wanted in waiting:
+        choices = [n for n in wanted if not conflict(pod, n)]
+        if not choices:
+            held = "; ".join(f"{n}: {conflict(pod, n)}" for n in wanted)
+            failed.append(Unplaceable(
+                pod.key, f"no node its nodeSelector allows has its host ports free ({held})",
+                "give the pods different hostPorts, hostIPs or protocols, or add a node",
+                "containers"))
+            continue
         owned = per_owner.get(pod.owner, Counter())
         best = min(choices, key=lambda n: (owned[n], total[n],
                                            stable_hash(f"{pod.key}@{n}")))

@@ -50,6 +50,8 @@ _POD_SPEC = (
     "containers[].ports[].name",
     "containers[].ports[].containerPort",
     "containers[].ports[].protocol",
+    "containers[].ports[].hostPort",
+    "containers[].ports[].hostIP",
     "containers[].readinessProbe.httpGet.path",
     "containers[].readinessProbe.httpGet.port",
     "containers[].readinessProbe.tcpSocket.port",
@@ -62,6 +64,12 @@ _POD_SPEC = (
     "nodeName",
     "nodeSelector.*",
     "restartPolicy",
+    "hostNetwork",
+    "dnsPolicy",
+    "dnsConfig.nameservers[]",
+    "dnsConfig.searches[]",
+    "dnsConfig.options[].name",
+    "dnsConfig.options[].value",
 )
 
 _DEPLOYMENT = (

@@ -48,6 +48,20 @@ NETEXEC = """\
 """
 
 
+def pod_doc(name: str, spec: str, meta: str = "", ns: str = "default") -> str:
+    """A bare Pod document: ``spec`` and ``meta`` are the indented lines under spec: and
+    metadata: (after its name and namespace)."""
+    return f"""\
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {ns}
+{meta}spec:
+{spec}"""
+
+
 def deployment(name: str, replicas: int = 3, ns: str = "default", labels: str = "",
                spec_extra: str = "") -> str:
     return f"""\

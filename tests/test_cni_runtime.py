@@ -370,3 +370,63 @@ $CNI down t_a
     assert "REFUSED 1 0 0\n" in out, out  # nothing wired, nothing admitted
     assert "pod t_a: 10.244.255.9 in" in out and "STARTED t_a\n" in out, out
     assert "ADMITTED-STARTS\n" in out, out
+
+
+def _describe(world: Path, name: str, **extra: object) -> None:
+    path = world / "pods" / f"t_{name}" / "pod.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
+
+
+def test_host_ports_are_mapped_and_the_shared_chains_go_with_the_last(world: Path) -> None:
+    """hostPorts through the real portmap plugin (runtimeConfig portMappings, as libcni passes
+    it): the node's address and port reach the pod; a pod's DEL removes its mapping, and the
+    DEL of the last pod with host ports removes portmap's shared chains and the bridge's
+    route_localnet, so a node without hostPorts has none of its rules."""
+    _describe(world, "a", port_mappings=[
+        {"hostPort": 54323, "containerPort": 7000, "protocol": "tcp"},
+        {"hostPort": 54324, "containerPort": 7000, "protocol": "tcp", "hostIP": "127.0.0.1"}])
+    _describe(world, "b", port_mappings=[
+        {"hostPort": 54325, "containerPort": 7000, "protocol": "udp"}])
+    run = sandbox(world, f"""
+$CNI up t_a >/dev/null && $CNI up t_b >/dev/null
+ip netns exec podnet-test-a python3 -c '{SERVE}' &
+server=$!
+sleep 0.5
+python3 -c '{ASK.replace("7000", "54323")}' 10.244.7.1 || kill $server
+echo "LOCALNET $(cat /proc/sys/net/ipv4/conf/cni0/route_localnet)"
+grep -c portMappings {world}/cache/podnet-c0ffeea-eth0
+$CNI down t_a && echo "A-DOWN $(iptables-save -t nat | grep -c 'CNI-HOSTPORT-DNAT')"
+echo "A-RULES $(iptables-save -t nat | grep -c 'dport 54323')"
+$CNI down t_b && echo "B-DOWN $(iptables-save -t nat | grep -c 'CNI-')"
+echo "LOCALNET $(cat /proc/sys/net/ipv4/conf/cni0/route_localnet)"
+""")
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "10.244.7.1", run.stdout  # the pod saw the node's own address
+    assert "LOCALNET 1" in lines and lines[-1] == "LOCALNET 0", run.stdout
+    assert "A-RULES 0" in lines, run.stdout
+    assert next(x for x in lines if x.startswith("A-DOWN")) != "A-DOWN 0", run.stdout
+    assert "B-DOWN 0" in lines, run.stdout
+
+
+def test_a_host_network_pod_has_the_nodes_address_and_no_namespace(world: Path) -> None:
+    _describe(world, "a", host_network=True, host_ip="192.168.56.11")
+    _describe(world, "b", etc_hosts={"hostname": "web-0", "domain": "web.t.svc.cluster.local",
+                                      "path": str(world / "state" / "t_b" / "hosts")})
+    run = sandbox(world, f"""
+$CNI up t_a && $CNI check t_a && echo CHECKED
+echo "NETNS $(ip netns list | grep -c podnet-test-a)"
+$CNI facts
+$CNI up t_b >/dev/null
+cat {world}/state/t_b/hosts
+$CNI down t_a && echo "STATE $(ls {world}/state | tr '\\n' ' ')"
+""")
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "CHECKED" in out and "NETNS 0" in out
+    facts = json.loads(next(x for x in out.splitlines() if x.startswith('{"pods"')))
+    host = next(p for p in facts["pods"] if p["name"] == "a")
+    assert host["ip"] == "192.168.56.11" and host["netns"] == "" and host["host_network"]
+    assert out.split("# Kubernetes-managed hosts file.\n", 1)[1].startswith("127.0.0.1\tlocalhost")
+    assert "10.244.7.2\tweb-0.web.t.svc.cluster.local\tweb-0\n" in out
+    assert "STATE t_b" in out

@@ -9,7 +9,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 import jinja2
-from modelkit import deployment, errors_of, hosts, make_plan
+from modelkit import deployment, errors_of, hosts, make_plan, pod_doc
 
 from podnet import backends, kubelet
 from podnet.allocate import Record
@@ -22,19 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def pod(name: str, ns: str = "default", annotations: str = "", node: str = "") -> str:
     meta = f"  annotations:\n{annotations}" if annotations else ""
     spec = f"  nodeName: {node}\n" if node else ""
-    return f"""\
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: {ns}
-{meta}spec:
-{spec}  containers:
-    - name: c
-      image: podnet/netexec
-      ports: [{{name: http, containerPort: 8080}}]
-"""
+    return pod_doc(name, spec + "  containers:\n    - name: c\n      image: podnet/netexec\n"
+                   "      ports: [{name: http, containerPort: 8080}]\n", meta, ns)
 
 
 STABLE_DEPLOYMENT = deployment("web", 2).replace(

@@ -86,6 +86,7 @@ from ansible.module_utils.podnet_sync import (
     is_active,
     is_enabled,
     must,
+    remove_path,
     run,
     sync_directory,
     sync_file,
@@ -98,6 +99,9 @@ def network_gone(pod: dict[str, Any]) -> str | None:
     """Why a running pod's network is not what its sandbox made (None when it is). The pod's
     entry names its netns and podnet-cni's state file (podnet/kubelet.py, from podnet/paths.py)."""
     netns = pod["spec"]["netns"]
+    if pod["spec"].get("host_network"):
+        # on the node's network: its sandbox only records the node's address
+        return None if Path(pod["state_file"]).exists() else "its sandbox state is gone"
     if not Path(pod["netns_path"]).exists():
         return f"network namespace {netns} is gone"
     try:
@@ -153,7 +157,11 @@ def converge(params: dict[str, Any], report: Report, diff: bool) -> dict[str, An
         if sync_file(report, folder / "pod.json", json.dumps(pod["spec"], indent=4) + "\n",
                      0o644, diff=diff):
             spec_changed.add(pod["id"])
-        if sync_file(report, folder / "resolv.conf", pod["resolv_conf"], 0o644, diff=diff):
+        if pod["resolv_conf"] is None:
+            # the node's own resolv.conf (dnsPolicy Default): the units bind none (a changed
+            # unit restarts the containers)
+            remove_path(report, folder / "resolv.conf")
+        elif sync_file(report, folder / "resolv.conf", pod["resolv_conf"], 0o644, diff=diff):
             resolv_changed.add(pod["id"])
         for c in pod["containers"]:
             if c.get("config_path"):
