@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 IS_ROOT := $(filter 0,$(shell id -u))
 HOSTS_SETUP := $(if $(IS_ROOT),setup,venv)
 
-.PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status node-off plan converge verify verify-quick shell exec demo test lint unit molecule routed bench clean-cache
+.PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status node-off plan converge verify verify-quick conformance shell exec demo test lint unit molecule routed bench clean-cache
 
 help:
 	@echo "make demo   - setup + lab-up + converge + verify: the whole demo on the local lab"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint, unit and plan run as any user (make venv); the lab targets need root"
 	@echo "make converge TAGS=workloads - after a manifest change: only pods, Services and DNS"
 	@echo "make verify-quick - one proof per principle (tests marked quick), under 2 minutes"
+	@echo "make conformance - the [sig-network] conformance tests mirrored on the lab, and their table"
 	@echo "make node-off HOST=node3 - pull a lab node's plug (make lab-up boots it again)"
 	@echo "make shell HOST=node1 - a shell on a host; make exec POD=ns/name CMD='ip addr' - in a pod"
 	@echo "INVENTORY=path picks another inventory (default inventory/lab)"
@@ -75,6 +76,17 @@ verify: $(HOSTS_SETUP)
 	@mkdir -p reports
 	PODNET_INVENTORY=$(INVENTORY) $(BIN)/pytest -c verify/pytest.ini verify \
 		--junitxml=reports/verify.xml
+
+# Kubernetes' [sig-network] conformance tests mirrored on the lab (docs/conformance.md), then the
+# table with each one's result (python -m podnet conformance reads the run's JUnit XML)
+conformance: $(HOSTS_SETUP)
+	@echo "==> conformance: the mirrored [sig-network] conformance tests on $(INVENTORY)"
+	@mkdir -p reports
+	@rm -f reports/conformance.xml
+	PODNET_INVENTORY=$(INVENTORY) $(BIN)/pytest -c verify/pytest.ini verify/test_conformance.py \
+		--junitxml=reports/conformance.xml; rc=$$?; \
+		test -f reports/conformance.xml || exit $$rc; \
+		$(BIN)/python -m podnet conformance --junit reports/conformance.xml && exit $$rc
 
 # One proof per principle (the tests marked quick in verify/), never a suite that changes the
 # lab (the lifecycle suites). pytest -c verify/pytest.ini verify -m <principle> runs one principle.

@@ -97,7 +97,7 @@ def _exec(args: argparse.Namespace) -> int:
 
     try:
         pod = access.parse_pod(args.pod)
-        command = access.pod_command(pod, args.cmd)
+        access.pod_command(pod, args.cmd)  # no command: said before the inventory is read
         inventory = access.load_inventory(args.inventory)
         try:
             plan = cluster.load(args.inventory)
@@ -106,6 +106,7 @@ def _exec(args: argparse.Namespace) -> int:
                                      f"python -m podnet plan -i {args.inventory} lists them"
                                      ) from exc
         node = access.pod_node({p.key: p.node for p in plan.pods}, pod)
+        command = access.pod_command(pod, args.cmd, plan.pod(pod.key).host_network)
         # ip netns exec needs root: through sudo -n when the login user is not root
         argv = access.ssh_argv(access.host(inventory, node), command,
                                tty=access.interactive(), as_root=True)
@@ -113,6 +114,20 @@ def _exec(args: argparse.Namespace) -> int:
         print(f"podnet exec: {exc}", file=sys.stderr)
         return 2
     return access.replace_process(argv)
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    from podnet import conformance
+
+    results = conformance.results_from_junit(Path(args.junit)) if args.junit else None
+    print(conformance.markdown(results), end="")
+    if results is None:
+        return 0
+    bad = [e.key for e in conformance.ENTRIES + conformance.EXTRA
+           if e.mirrored and conformance.status(e.key, results) != "passed"]
+    if bad:
+        print(f"\nnot passed: {', '.join(bad)}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="pull the plug: kill it at once, nothing in it shuts down")
     off.add_argument("host", help="the host, e.g. node3")
     off.set_defaults(func=_poweroff)
+
+    conf = sub.add_parser("conformance", help="the [sig-network] conformance table "
+                          "(docs/conformance.md), with a run's results")
+    conf.add_argument("--junit", help="the JUnit XML of a run of verify/test_conformance.py: "
+                      "each entry's status from it; exit 1 when a mirrored one did not pass")
+    conf.set_defaults(func=_conformance)
 
     shell = sub.add_parser("shell", help="a shell on a host, reached as Ansible reaches it")
     shell.add_argument("-i", "--inventory", default=access.DEFAULT_INVENTORY, help="inventory "

@@ -146,8 +146,8 @@ def run(name: str, *argv: str) -> Evidence:
 
 LAST = ("test_drift.py", "test_pods_lifecycle.py", "test_pod_move.py", "test_services_lifecycle.py",
         "test_dns_lifecycle.py", "test_proxy_health.py", "test_ingress_lifecycle.py",
-        "test_backends_lifecycle.py", "test_node_failure.py", "test_lb_lifecycle.py",
-        "test_lb_l2_nodes.py")
+        "test_backends_lifecycle.py", "test_conformance.py", "test_node_failure.py",
+        "test_lb_lifecycle.py", "test_lb_l2_nodes.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -391,18 +391,33 @@ def pod_id(key: str) -> str:
     return kubelet.pod_id(namespace, name)
 
 
-def container_units(key: str) -> list[str]:
-    """The systemd units of a pod's containers, in order, as the kubelet role names them."""
-    pod = plan().pod(key)
-    entry = next(p for p in kubelet.node_pods(plan(), pod.node)
+def container_units(key: str, within: Plan | None = None) -> list[str]:
+    """The systemd units of a pod's containers, in order, as the kubelet role names them
+    (``within``: another plan than the lab's own, as a suite's extra manifests make)."""
+    the_plan = within or plan()
+    pod = the_plan.pod(key)
+    entry = next(p for p in kubelet.node_pods(the_plan, pod.node)
                  if f"{p['namespace']}/{p['name']}" == key)
     return [c["unit"] for c in entry["containers"]]
 
 
-def in_pod(key: str, *argv: str) -> Evidence:
+def in_pod(key: str, *argv: str, within: Plan | None = None) -> Evidence:
     """Run a command in a pod's network namespace, on its node."""
-    pod = plan().pod(key)
+    pod = (within or plan()).pod(key)
+    if pod.host_network:
+        return run(pod.node, *argv)  # the node's own network is the pod's
     return run(pod.node, "ip", "netns", "exec", pod_id(key), *argv)
+
+
+def in_container(key: str, *argv: str, within: Plan | None = None) -> Evidence:
+    """Run a command as the pod's first container sees the world, like kubectl exec: in its
+    network and mount namespaces (the pod's /etc/resolv.conf and /etc/hosts)."""
+    pod = (within or plan()).pod(key)
+    unit = container_units(key, within)[0]
+    main = run(pod.node, "systemctl", "show", "-P", "MainPID", unit)
+    assert main.rc == 0 and main.stdout.strip() not in ("", "0"), f"{unit} is not running: {main}"
+    spaces = ["-m"] if pod.host_network else ["-m", "-n"]
+    return run(pod.node, "nsenter", "-t", main.stdout.strip(), *spaces, "--", *argv)
 
 
 def http_port(key: str) -> int | None:
