@@ -6,7 +6,7 @@ resolve are mirrored on podnet's hosts by verify/test_conformance.py: each of it
 marked ``upstream(KEY)`` with the key of the entry it mirrors (a test may be one step of an
 upstream test, as the affinity switch's three). The other 18 exercise only the API server,
 which podnet does not have; ``why_not`` says so for each. docs/conformance.md is this table
-(``python -m podnet conformance --markdown`` writes it; a unit test keeps the two in step).
+(``python -m podnet conformance`` prints it; a unit test keeps the two in step).
 """
 
 from __future__ import annotations

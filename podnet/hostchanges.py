@@ -138,7 +138,8 @@ def changes(paths: NodePaths = PATHS) -> tuple[Change, ...]:
                "kubelet (CNI ADD)", "released by CNI DEL; the folders are removed"),
         Change("iptables", "nat chains CNI-HOSTPORT-DNAT, -SETMARK, -MASQ and CNI-DN-<id> with "
                "their jumps from PREROUTING, OUTPUT and POSTROUTING (pods' hostPorts); "
-               f"route_localnet on {p.cni_bridge} for a hostPort of 127.0.0.1",
+               f"route_localnet on {p.cni_bridge} (portmap's, for the node's own connections "
+               "to 127.0.0.1)",
                "kubelet (CNI portmap plugin)", "a pod's by its CNI DEL; the shared ones by "
                "podnet-cni after the DEL of the last pod with hostPorts; any left are removed "
                "with podnet's other chains"),

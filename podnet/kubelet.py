@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from podnet import kubeproxy
+from podnet.manifests import MAX_NAMESERVERS, MAX_SEARCH_CHARS, MAX_SEARCHES
 from podnet.paths import NodePaths
 from podnet.plan import Plan, PodPlan, PortPlan
 from podnet.settings import Settings
@@ -70,16 +71,22 @@ def resolv_conf(namespace: str, settings: Settings, policy: str = "ClusterFirst"
     elif policy != "None":
         return None
     config = config or {}
-    servers += [s for s in config.get("nameservers") or () if s not in servers]
-    searches += [d for d in config.get("searches") or () if d not in searches]
+    for server in config.get("nameservers") or ():
+        if server not in servers:
+            servers.append(server)
+    for domain in config.get("searches") or ():
+        if domain not in searches:
+            searches.append(domain)
+    # the kubelet's limits: the first nameservers and search domains that fit
+    while len(searches) > MAX_SEARCHES or len(" ".join(searches)) > MAX_SEARCH_CHARS:
+        searches.pop()
     for name, value in config.get("options") or ():
         options[name] = value
-    lines = [f"nameserver {s}" for s in servers[:3]]
+    lines = [f"nameserver {s}" for s in servers[:MAX_NAMESERVERS]]
     if searches:
         lines.append("search " + " ".join(searches))
     if options:
-        lines.append("options " + " ".join(k if v is None else f"{k}:{v}"
-                                           for k, v in options.items()))
+        lines.append("options " + " ".join(f"{k}:{v}" if v else k for k, v in options.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -226,8 +233,7 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
     node_address = next(n.address for n in plan.nodes if n.name == node)
     for pod in plan.pods_on(node):
         ident = pod_id(pod.namespace, pod.name)
-        # a pod on the host network has its node's hostname, as in Kubernetes
-        hostname = node if pod.host_network else pod.host_name
+        hostname = pod.host_name
         folder = paths.pod_dir(ident)
         containers = []
         for c in pod.containers:

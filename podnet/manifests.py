@@ -35,7 +35,6 @@ from podnet.objects import (
     TLSSecret,
 )
 from podnet.problems import Problems
-from podnet.schedule import EVERY_ADDRESS
 from podnet.yamlsource import Document, FieldPath, fmt_path
 
 PROTOCOLS = ("TCP", "UDP")
@@ -240,7 +239,7 @@ def _host_port(check: _Checker, p: dict[str, Any], path: FieldPath, number: int,
                host_network: bool) -> tuple[int | None, str | None]:
     """A container port's hostPort and hostIP, checked as the API server checks them."""
     host_ip = p.get("hostIP")
-    if p.get("hostPort") is None:
+    if p.get("hostPort") in (None, 0):  # 0 is no host port, as in Kubernetes
         if host_ip is not None:
             check.error((*path, "hostIP"), "is set without a hostPort",
                         "set hostPort too, or remove hostIP")
@@ -319,10 +318,12 @@ def _dns_config(check: _Checker, spec: dict[str, Any], path: FieldPath) -> DNSCo
                         "name the resolver option, like ndots")
         value = opt.get("value")
         options.append((name, None if value is None else str(value)))
-    if policy == "Default":
-        check.error((*cpath,), "is set with dnsPolicy Default: podnet does not merge it into "
-                    "the node's own resolv.conf", "use dnsPolicy None with the whole dnsConfig, "
-                    "or ClusterFirst")
+    if policy == "Default" or (policy == "ClusterFirst" and spec.get("hostNetwork")):
+        why = ("dnsPolicy Default" if policy == "Default" else
+               "dnsPolicy ClusterFirst on the host network (the kubelet makes that Default)")
+        check.error((*cpath,), f"is set with {why}: podnet does not merge it into the node's "
+                    "own resolv.conf", "use dnsPolicy None with the whole dnsConfig, or "
+                    "ClusterFirst (ClusterFirstWithHostNet on the host network)")
     return DNSConfig(tuple(servers), tuple(searches), tuple(options))
 
 
@@ -379,9 +380,9 @@ def _pod_spec(check: _Checker, spec: dict[str, Any], path: FieldPath) -> PodSpec
     taken: dict[tuple[str, int, str], str] = {}
     for ci, c in enumerate(containers):
         for pi, p in enumerate(c.ports):
-            if p.host_port is None:
+            slot = p.host_slot
+            if slot is None:
                 continue
-            slot = (p.host_ip or EVERY_ADDRESS, p.host_port, p.protocol)
             if slot in taken:
                 check.error((*path, "containers", ci, "ports", pi, "hostPort"),
                             f"{slot[0]}:{slot[1]}/{slot[2]} is already taken by container "

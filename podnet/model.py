@@ -457,7 +457,29 @@ class _Builder:
             self.check_subdomain(pod.ref, pod.spec, ("spec", "subdomain"))
         for dep in self.objects.deployments:
             self.check_subdomain(dep.ref, dep.spec, ("spec", "template", "spec", "subdomain"))
+        self.check_external_name_loops(out)
         return out
+
+    def check_external_name_loops(self, services: list[ServicePlan]) -> None:
+        """ExternalName Services whose CNAMEs lead back to themselves: the cluster DNS follows a
+        CNAME into its zone by asking itself, so a loop would hold its queries until they time
+        out (CoreDNS answers SERVFAIL)."""
+        targets = {s.fqdn.lower(): str(s.external_name).lower().rstrip(".")
+                   for s in services if s.type == "ExternalName"}
+        by_fqdn = {s.fqdn.lower(): s for s in services}
+        reported: set[str] = set()
+        for start in targets:
+            chain = [start]
+            while chain[-1] in targets and targets[chain[-1]] not in chain:
+                chain.append(targets[chain[-1]])
+            if chain[-1] in targets and targets[chain[-1]] == start and start not in reported:
+                reported.update(chain)
+                svc = by_fqdn[start]
+                ref = next(s.ref for s in self.objects.services if s.ref.key == svc.key)
+                self.error(ref, ("spec", "externalName"),
+                           "its CNAME leads back to itself: " + " -> ".join([*chain, start]),
+                           "point one of these ExternalName Services at a name outside the "
+                           "loop")
 
     def check_subdomain(self, ref: Ref, spec: PodSpec, path: tuple[str, ...]) -> None:
         if not spec.subdomain:

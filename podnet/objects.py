@@ -37,6 +37,13 @@ class ContainerPort:
     host_port: int | None = None  # spec.containers[].ports[].hostPort (the portmap plugin)
     host_ip: str | None = None  # its hostIP; None: every address of the node (0.0.0.0)
 
+    @property
+    def host_slot(self) -> tuple[str, int, str] | None:
+        """(hostIP, hostPort, protocol) it takes on its node, EVERY_ADDRESS for no hostIP."""
+        if self.host_port is None:
+            return None
+        return (self.host_ip or EVERY_ADDRESS, self.host_port, self.protocol)
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -80,8 +87,8 @@ class PodSpec:
         out = []
         for c in self.containers:
             for p in c.ports:
-                if p.host_port is not None:
-                    out.append((p.host_ip or EVERY_ADDRESS, p.host_port, p.protocol))
+                if p.host_slot is not None:
+                    out.append(p.host_slot)
                 elif self.host_network:
                     out.append((EVERY_ADDRESS, p.port, p.protocol))
         return tuple(out)

@@ -108,7 +108,8 @@ class PodPlan:
 
     @property
     def host_name(self) -> str:
-        return pod_hostname(self.name, self.hostname)
+        """Its hostname; on the host network its node's, as in Kubernetes."""
+        return self.node if self.host_network else pod_hostname(self.name, self.hostname)
 
     @property
     def addon(self) -> bool:

@@ -98,6 +98,9 @@ def place(
     def conflict(pod: Candidate, node: str) -> str | None:
         return port_conflict(pod.host_ports, ports[node]) if pod.host_ports else None
 
+    # a new pod pinned to a node comes after the pods that already run there: the one that
+    # runs keeps its host ports, the new one is refused (the kubelet admits by ports too)
+    pinned_new: list[Candidate] = []
     for pod in pods:
         choices = eligible(pod, nodes)
         if pod.node_name is not None:
@@ -113,13 +116,10 @@ def place(
             elif pod.node_name in not_ready:
                 pending.append(Pending(pod.key, pod.node_name,
                                        f"pinned (nodeName) to {pod.node_name}, which is NotReady"))
-            elif held := conflict(pod, pod.node_name):
-                failed.append(Unplaceable(
-                    pod.key, f"node '{pod.node_name}' has no free host port for it: {held} "
-                    "takes it", "give the pods different hostPorts, hostIPs or protocols, or "
-                    "pin this one to another node", "containers"))
-            else:
+            elif previous.get(pod.key) == pod.node_name and not conflict(pod, pod.node_name):
                 assign(pod, pod.node_name)
+            else:
+                pinned_new.append(pod)
             continue
         ran_on = previous.get(pod.key)
         if (ran_on is not None and ran_on in not_ready and ran_on in nodes
@@ -145,8 +145,24 @@ def place(
             continue
         waiting.append((pod, choices))
 
+    for pod in pinned_new:
+        node = str(pod.node_name)
+        if held := conflict(pod, node):
+            failed.append(Unplaceable(
+                pod.key, f"node '{node}' has no free host port for it: {held} takes it",
+                "give the pods different hostPorts, hostIPs or protocols, or pin this one to "
+                "another node", "containers"))
+        else:
+            assign(pod, node)
+
     for pod, wanted in waiting:
         choices = [n for n in wanted if not conflict(pod, n)]
+        down = [n for n in eligible(pod, nodes) if n in not_ready]
+        if not choices and down:
+            # its ports are taken on every Ready node; a NotReady one would have them free
+            pending.append(Pending(pod.key, down[0], "its host ports are taken on every Ready "
+                                   f"node its nodeSelector allows; {down[0]} is NotReady"))
+            continue
         if not choices:
             held = "; ".join(f"{n}: {conflict(pod, n)}" for n in wanted)
             failed.append(Unplaceable(

@@ -377,24 +377,40 @@ def _describe(world: Path, name: str, **extra: object) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
 
 
+UDP_ECHO = ('import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); '
+            's.bind(("", 7000)); d, a = s.recvfrom(99); s.sendto(b"udp:" + d, a)')
+UDP_ASK = ('import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); '
+           's.settimeout(3); s.sendto(b"hi", (sys.argv[1], int(sys.argv[2]))); '
+           'print(s.recv(99).decode())')
+
+
 def test_host_ports_are_mapped_and_the_shared_chains_go_with_the_last(world: Path) -> None:
     """hostPorts through the real portmap plugin (runtimeConfig portMappings, as libcni passes
-    it): the node's address and port reach the pod; a pod's DEL removes its mapping, and the
-    DEL of the last pod with host ports removes portmap's shared chains and the bridge's
-    route_localnet, so a node without hostPorts has none of its rules."""
+    it): the node's address and port reach the pod over TCP and UDP, 127.0.0.1's from the node
+    itself; CHECK passes with the cached mappings; a stop and up leaves one set of rules; a
+    pod's DEL removes its mapping, and the DEL of the last pod with host ports removes
+    portmap's shared chains and the bridge's route_localnet."""
     _describe(world, "a", port_mappings=[
         {"hostPort": 54323, "containerPort": 7000, "protocol": "tcp"},
         {"hostPort": 54324, "containerPort": 7000, "protocol": "tcp", "hostIP": "127.0.0.1"}])
     _describe(world, "b", port_mappings=[
         {"hostPort": 54325, "containerPort": 7000, "protocol": "udp"}])
+    ask = ASK.replace("7000", "int(sys.argv[2])")
+    serve = f"ip netns exec podnet-test-a python3 -c '{SERVE}' & server=$!; sleep 0.5"
     run = sandbox(world, f"""
 $CNI up t_a >/dev/null && $CNI up t_b >/dev/null
-ip netns exec podnet-test-a python3 -c '{SERVE}' &
-server=$!
-sleep 0.5
-python3 -c '{ASK.replace("7000", "54323")}' 10.244.7.1 || kill $server
 echo "LOCALNET $(cat /proc/sys/net/ipv4/conf/cni0/route_localnet)"
-grep -c portMappings {world}/cache/podnet-c0ffeea-eth0
+{serve}
+echo "TCP $(python3 -c '{ask}' 10.244.7.1 54323 || kill $server)"
+{serve}
+echo "LOCAL $(python3 -c '{ask}' 127.0.0.1 54324 || kill $server)"
+ip netns exec podnet-test-b python3 -c '{UDP_ECHO}' & sleep 0.5
+echo "UDP $(python3 -c '{UDP_ASK}' 10.244.7.1 54325)"
+echo "CACHED $(grep -c '"hostPort": 54324' {world}/cache/podnet-c0ffeea-eth0)"
+$CNI check t_a && echo CHECKED
+echo "RULES $(iptables-save -t nat | grep -c 'dport 54323')"
+$CNI stop t_a && $CNI up t_a >/dev/null
+echo "RULES $(iptables-save -t nat | grep -c 'dport 54323')"
 $CNI down t_a && echo "A-DOWN $(iptables-save -t nat | grep -c 'CNI-HOSTPORT-DNAT')"
 echo "A-RULES $(iptables-save -t nat | grep -c 'dport 54323')"
 $CNI down t_b && echo "B-DOWN $(iptables-save -t nat | grep -c 'CNI-')"
@@ -402,11 +418,39 @@ echo "LOCALNET $(cat /proc/sys/net/ipv4/conf/cni0/route_localnet)"
 """)
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0] == "10.244.7.1", run.stdout  # the pod saw the node's own address
-    assert "LOCALNET 1" in lines and lines[-1] == "LOCALNET 0", run.stdout
+    assert lines[0] == "LOCALNET 1" and lines[-1] == "LOCALNET 0", run.stdout
+    assert "TCP 10.244.7.1" in lines, run.stdout + run.stderr  # the node's own address
+    assert next(x for x in lines if x.startswith("LOCAL ")).startswith("LOCAL 10.244."), lines
+    assert "UDP udp:hi" in lines and "CACHED 1" in lines, run.stdout
+    assert "CHECKED" in lines, run.stdout + run.stderr
+    rules = [x for x in lines if x.startswith("RULES")]
+    assert len(rules) == 2 and rules[0] == rules[1] != "RULES 0", run.stdout
     assert "A-RULES 0" in lines, run.stdout
     assert next(x for x in lines if x.startswith("A-DOWN")) != "A-DOWN 0", run.stdout
     assert "B-DOWN 0" in lines, run.stdout
+
+
+def test_a_pod_moved_to_the_host_network_leaves_its_pod_network_behind(world: Path) -> None:
+    _describe(world, "a", port_mappings=[
+        {"hostPort": 54323, "containerPort": 7000, "protocol": "tcp"}])
+    run = sandbox(world, f"""
+$CNI up t_a >/dev/null
+python3 - <<'PY'
+import json
+path = "{world}/pods/t_a/pod.json"
+pod = json.load(open(path)); pod.update(host_network=True, host_ip="192.168.56.11")
+json.dump(pod, open(path, "w"))
+PY
+$CNI stop t_a && $CNI up t_a
+echo "NETNS $(ip netns list | grep -c podnet-test-a)"
+echo "CACHE $(ls {world}/cache | wc -l)"
+echo "RESERVED $(ls {world}/ipam/podnet | grep -c '^10\\.')"
+echo "RULES $(iptables-save -t nat | grep -c 'CNI-')"
+""")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "pod t_a: 192.168.56.11" in run.stdout, run.stdout
+    for line in ("NETNS 0", "CACHE 0", "RESERVED 0", "RULES 0"):
+        assert line in run.stdout.splitlines(), run.stdout
 
 
 def test_a_host_network_pod_has_the_nodes_address_and_no_namespace(world: Path) -> None:

@@ -5,7 +5,7 @@ every record of a small cluster with equality, so a spurious record fails too.""
 from __future__ import annotations
 
 import pytest
-from modelkit import DNS_TEXT, make_plan, plan_and_ips, service
+from modelkit import DNS_TEXT, errors_of, make_plan, plan_and_ips, service
 
 from podnet import dns, endpoints
 from podnet.plan import EndpointPlan, Plan
@@ -196,3 +196,18 @@ def test_a_port_without_a_name_has_no_srv_record(small: tuple[Plan, dict[str, st
         assert not any(r.type == "SRV" and (".plain." in r.name or ".raw." in r.name
                                             or "plain." in str(r.data) or ".raw." in str(r.data))
                        for r in dns.records(plan, observed))
+
+
+def test_external_names_that_lead_back_to_themselves_are_refused() -> None:
+    def external(name: str, target: str) -> str:
+        return (f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n"
+                f"spec: {{type: ExternalName, externalName: {target}}}\n")
+
+    zone = "default.svc.cluster.local"
+    problems = errors_of(external("a", f"b.{zone}") + external("b", f"c.{zone}.")
+                         + external("c", f"a.{zone}") + external("d", f"a.{zone}"))
+    assert problems == [
+        f"m.yaml:5: Service default/a: spec.externalName: its CNAME leads back to itself: "
+        f"a.{zone} -> b.{zone} -> c.{zone} -> a.{zone}; fix: point one of these ExternalName "
+        "Services at a name outside the loop"]
+    make_plan(external("a", f"b.{zone}") + external("b", "example.com"))  # a chain is fine

@@ -5,6 +5,7 @@ named with its fix, and docs/host-changes.md holds its table."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,12 @@ def test_the_lookup_gives_the_catalogue_or_the_problems() -> None:
     assert bad["catalogue"] == {} and bad["errors"][0].startswith("podnet_service_cidr: 'nope'")
     with pytest.raises(Exception, match="podnet_host_changes takes no terms"):
         lookup.run(["x"], variables={})
+
+
+def test_reset_knows_the_portmap_chains_podnet_cni_cleans_up() -> None:
+    """podnet-cni removes portmap's shared chains by name; reset and its residue check find
+    them by hostchanges' prefixes: the two must name the same chains."""
+    text = (ROOT / "roles/cni/files/podnet-cni").read_text()
+    chains = ast.literal_eval(text.split("PORTMAP_CHAINS = ", 1)[1].split("\n", 1)[0])
+    assert chains and all(c.startswith(hostchanges.PORTMAP_CHAIN_PREFIXES) for c in chains)
+    assert set(hostchanges.PORTMAP_CHAIN_PREFIXES) <= set(CAT["iptables"]["prefixes"])

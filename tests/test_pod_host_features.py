@@ -49,6 +49,8 @@ def hostport(port: int = 54323, extra: str = "") -> str:
      "searches[0]: 'Bad_Domain' is not a DNS-1123"),
     (pod("p", server(dnsPolicy="Default", dnsConfig="{nameservers: [10.0.0.1]}")),
      "is set with dnsPolicy Default"),
+    (pod("p", server(hostNetwork="true", dnsConfig="{nameservers: [10.0.0.1]}")),
+     "is set with dnsPolicy ClusterFirst on the host network"),
     (pod("p", server(hostNetwork="true"), "  annotations: {podnet.io/stable-ip: \"true\"}\n"),
      "on a hostNetwork pod, which has its node's address"),
 ])
@@ -80,15 +82,41 @@ def test_host_ports_differing_in_address_or_protocol_share_a_node() -> None:
 
 
 def test_a_host_network_pods_ports_are_host_ports() -> None:
+    # one node: the two that collide cannot both run, the UDP one can
     wanted = (Candidate("d/a", "Pod d/a", None, (), ((EVERY_ADDRESS, 80, "TCP"),)),
               Candidate("d/b", "Pod d/b", None, (), (("127.0.0.1", 80, "TCP"),)),
               Candidate("d/c", "Pod d/c", None, (), (("127.0.0.1", 80, "UDP"),)))
-    placed, failed, _ = place(wanted, {"n1": {}, "n2": {}}, {})
-    assert not failed and placed["d/a"] != placed["d/b"]
-    plan = make_plan(pod("h", server("        - {containerPort: 8080}\n", hostNetwork="true"))
-                     + pod("n", server("        - {containerPort: 8080, hostPort: 8080}\n")))
-    assert plan.pod("default/h").node != plan.pod("default/n").node
+    placed, failed, _ = place(wanted, {"n1": {}}, {})
+    assert placed == {"d/a": "n1", "d/c": "n1"} and [f.key for f in failed] == ["d/b"]
+    problems = errors_of(
+        pod("h", server("        - {containerPort: 8080}\n", hostNetwork="true", nodeName="node1"))
+        + pod("n", server("        - {containerPort: 8080, hostPort: 8080}\n", nodeName="node1")))
+    assert any("0.0.0.0:8080/TCP of pod default/h takes it" in p for p in problems), problems
+    plan = make_plan(pod("h", server("        - {containerPort: 8080}\n", hostNetwork="true")))
     assert plan.pod("default/h").stable_ip is None  # a bare Pod, yet on its node's address
+
+
+def test_a_running_pod_keeps_its_host_port_against_a_new_pinned_one() -> None:
+    slot = (EVERY_ADDRESS, 80, "TCP")
+    new = Candidate("d/new", "Pod d/new", "n1", (), (slot,))
+    running = Candidate("d/old", "Pod d/old", None, (), (slot,))
+    placed, failed, _ = place([new, running], {"n1": {}, "n2": {}}, {"d/old": "n1"})
+    assert placed == {"d/old": "n1"} and [f.key for f in failed] == ["d/new"]
+
+
+def test_a_replica_whose_host_ports_are_taken_while_a_node_is_down_waits() -> None:
+    slot = (EVERY_ADDRESS, 80, "TCP")
+    replicas = [Candidate(f"d/w{i}", "Deployment d/w", None, (), (slot,)) for i in range(3)]
+    placed, failed, pending = place(replicas, {"n1": {}, "n2": {}, "n3": {}},
+                                    {"d/w0": "n1", "d/w1": "n2", "d/w2": "n3"}, ["n3"])
+    assert placed == {"d/w0": "n1", "d/w1": "n2"} and not failed
+    assert [(p.key, p.node) for p in pending] == [("d/w2", "n3")]
+    assert "host ports are taken on every Ready node" in pending[0].reason
+
+
+def test_host_port_zero_is_no_host_port() -> None:
+    plan = make_plan(pod("p", server("        - {containerPort: 8080, hostPort: 0}\n")))
+    assert plan.pod("default/p").containers[0].ports[0].host_port is None
 
 
 def rendered(text: str, name: str) -> dict[str, Any]:
@@ -119,11 +147,20 @@ def test_resolv_conf_for_each_dns_policy() -> None:
     assert conf(dnsPolicy="None", dnsConfig="{nameservers: [10.0.0.9], searches: [x.local], "
                 "options: [{name: ndots, value: '2'}, {name: edns0}]}") == (
         "nameserver 10.0.0.9\nsearch x.local\noptions ndots:2 edns0\n")
-    assert conf(dnsConfig="{nameservers: [10.0.0.9, 10.96.0.10], searches: [x.local], "
-                "options: [{name: ndots, value: '1'}]}") == (
+    assert conf(dnsConfig="{nameservers: [10.0.0.9, 10.96.0.10, 10.0.0.9], "
+                "searches: [x.local, x.local], options: [{name: ndots, value: '1'}, "
+                "{name: rotate, value: ''}]}") == (
         "nameserver 10.96.0.10\nnameserver 10.0.0.9\n"
         "search default.svc.cluster.local svc.cluster.local cluster.local x.local\n"
-        "options ndots:1\n")
+        "options ndots:1 rotate\n")
+    three = conf(dnsConfig="{nameservers: [10.0.0.9, 10.0.0.8, 10.0.0.7]}")
+    assert three is not None and three.count("nameserver") == 3 and "10.0.0.7" not in three
+    many = ", ".join(f"d{i}.example" for i in range(32))
+    long = conf(dnsPolicy="None", dnsConfig=f"{{nameservers: [10.0.0.9], searches: [{many}]}}")
+    assert long is not None and long.split("search ")[1].split() == [
+        f"d{i}.example" for i in range(32)]
+    cut = conf(dnsConfig=f"{{searches: [{many}]}}")  # the cluster's 3 first: 29 fit
+    assert cut is not None and len(cut.split("search ")[1].split("\n")[0].split()) == 32
 
 
 def test_etc_hosts_and_port_mappings_reach_the_runtime() -> None:
