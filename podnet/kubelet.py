@@ -233,7 +233,6 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
     node_address = next(n.address for n in plan.nodes if n.name == node)
     for pod in plan.pods_on(node):
         ident = pod_id(pod.namespace, pod.name)
-        hostname = pod.host_name
         folder = paths.pod_dir(ident)
         containers = []
         for c in pod.containers:
@@ -246,7 +245,7 @@ def node_pods(plan: Plan, node: str) -> list[dict[str, Any]]:
                 "unit": f"podnet-{ident}-{c.name}.service",
                 "exec_start": systemd_quote(_command(kind, c.workload, config, paths)),
                 "environment": [systemd_environment(k, v) for k, v in
-                                {"PODNET_HOSTNAME": hostname, "HOSTNAME": hostname,
+                                {"PODNET_HOSTNAME": pod.host_name, "HOSTNAME": pod.host_name,
                                  **c.env}.items()],
                 "restart": RESTART[pod.restart_policy],
                 "config_path": config,

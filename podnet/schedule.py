@@ -52,7 +52,7 @@ class Unplaceable:
     key: str
     reason: str
     fix: str
-    field: str  # "nodeName" or "nodeSelector"
+    field: str  # "nodeName", "nodeSelector", or "containers" (no free host port)
 
 
 def port_conflict(wanted: Collection[tuple[str, int, str]],

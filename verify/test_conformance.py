@@ -35,6 +35,7 @@ from conftest import (
     lab_state,
     manifests_dir,
     needs_lab,
+    observed,
     plan,
     plan_of,
     run,
@@ -223,8 +224,6 @@ class Stages:
         return self.plan
 
     def all_running(self) -> bool:
-        from conftest import observed
-
         running = observed()
         return all(p.key in running and running[p.key].get("ip")
                    for p in self.plan.pods if p.namespace == NS)
@@ -264,8 +263,6 @@ def key(name: str) -> str:
 
 
 def pod_ip(the_plan: Plan, name: str) -> str:
-    from conftest import observed
-
     pod = the_plan.pod(key(name))
     ip = observed([pod.node])[key(name)]["ip"]
     assert ip, f"{key(name)} has no address"
