@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 IS_ROOT := $(filter 0,$(shell id -u))
 HOSTS_SETUP := $(if $(IS_ROOT),setup,venv)
 
-.PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status node-off plan converge verify verify-quick conformance shell exec demo test lint unit molecule routed bench clean-cache
+.PHONY: help setup venv host-packages lab-image lab-up lab-down lab-status node-off plan converge verify verify-quick conformance report trace shell exec demo test lint unit molecule routed bench clean-cache
 
 help:
 	@echo "make demo   - setup + lab-up + converge + verify: the whole demo on the local lab"
@@ -25,6 +25,7 @@ help:
 	@echo "make conformance - the [sig-network] conformance tests mirrored on the lab, and their table"
 	@echo "make node-off HOST=node3 - pull a lab node's plug (make lab-up boots it again)"
 	@echo "make shell HOST=node1 - a shell on a host; make exec POD=ns/name CMD='ip addr' - in a pod"
+	@echo "make report - reports/verify.html again from the last make verify; make trace FROM=ns/pod TO=ns/svc:port"
 	@echo "INVENTORY=path picks another inventory (default inventory/lab)"
 
 setup: host-packages venv
@@ -70,7 +71,10 @@ converge: $(HOSTS_SETUP)
 	@echo "==> converge: playbooks/site.yml on $(INVENTORY)"
 	$(PLAYBOOK) playbooks/site.yml $(if $(TAGS),--tags $(TAGS))
 
-# INVENTORY picks the hosts the suites prove (verify/conftest.py reads PODNET_INVENTORY)
+# INVENTORY picks the hosts the suites prove (verify/conftest.py reads PODNET_INVENTORY). The run
+# ends with its results by principle, and writes reports/verify.xml (JUnit, each test with its
+# principle, hosts and evidence), reports/verify.html (podnet/verifyreport.py) and, when a test
+# failed, reports/verify-bundle/ (each host's networking state and journals)
 verify: $(HOSTS_SETUP)
 	@echo "==> verify: the testinfra suites on $(INVENTORY), reports in reports/"
 	@mkdir -p reports
@@ -87,6 +91,18 @@ conformance: $(HOSTS_SETUP)
 		--junitxml=reports/conformance.xml; rc=$$?; \
 		test -f reports/conformance.xml || exit $$rc; \
 		$(BIN)/python -m podnet conformance --junit reports/conformance.xml && exit $$rc
+
+# reports/verify.html rendered again from the last run's reports/verify.xml and
+# reports/verify.state.json (JUNIT= another run's, e.g. reports/molecule-verify.xml)
+JUNIT ?= reports/verify.xml
+report: venv
+	@echo "==> report: render $(basename $(JUNIT)).html from $(JUNIT)"
+	$(BIN)/python -m podnet report --junit $(JUNIT)
+
+# One packet's path on the live cluster: the rules, routes and NAT it meets (podnet/trace.py)
+trace: $(HOSTS_SETUP)
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "make trace: set FROM and TO, like make trace FROM=other/client TO=demo/web:http" >&2; exit 2; }
+	@$(BIN)/python -m podnet trace -i $(INVENTORY) --from $(FROM) --to $(TO)
 
 # One proof per principle (the tests marked quick in verify/), never a suite that changes the
 # lab (the lifecycle suites). pytest -c verify/pytest.ini verify -m <principle> runs one principle.
@@ -140,9 +156,13 @@ else
 	PODNET_NO_SKIPS=1 $(UNIT_PYTEST) --cov-fail-under=90
 endif
 
+# then its verify report, looked at in headless Chromium: no console error, nothing fetched, the
+# cluster picture drawn, every principle's row (podnet/browser.py; screenshot next to it)
 molecule: setup
 	@echo "==> molecule test -s vms: create VM-shaped hosts, converge, idempotence, verify, reset, destroy"
+	@rm -rf reports/molecule-verify*
 	$(BIN)/molecule test -s vms
+	$(BIN)/python -m podnet report --junit reports/molecule-verify.xml --check
 
 # the routed lab (a node behind a router) with the backends that cross it: vxlan, then bgp
 routed: setup

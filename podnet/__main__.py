@@ -7,6 +7,11 @@
 ``python -m podnet shell [-i INV] HOST [-- CMD...]``: a shell (or a command) on a host, over
 Ansible's own ssh path. ``python -m podnet exec [-i INV] NS/POD -- CMD...``: a command in a
 pod's network namespace on its node; exits with the command's status (podnet/access.py).
+``python -m podnet trace [-i INV] --from NS/POD --to NAME[:PORT]``: one packet's path, the rules,
+routes and NAT it meets on the hosts (podnet/trace.py); exit 1 when nothing answered it.
+``python -m podnet report [--junit FILE] [--check]``: reports/verify.html rendered again from a
+run's files; ``--check`` looks at it in headless Chromium. ``python -m podnet bundle``: every
+host's networking state and podnet journals in reports/bundle/ (podnet/bundle.py).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import sys
 from pathlib import Path
 
 from podnet import access, lab
-from podnet.inventory import InventoryError
+from podnet.inventory import Host, InventoryError
+from podnet.trace import Runner as trace_runner
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -130,6 +136,88 @@ def _conformance(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def ssh_runner(inventory_path: str) -> trace_runner:
+    """Run a shell script as root on an inventory host, over Ansible's own ssh path."""
+    import subprocess
+
+    inventory = access.load_inventory(inventory_path)
+    hosts: dict[str, Host] = {}
+
+    def run(name: str, script: str) -> str:
+        if name not in hosts:
+            hosts[name] = access.host(inventory, name)
+        argv = access.ssh_argv(hosts[name], ["sh", "-c", script], as_root=True)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode == 255:
+            raise access.AccessError(f"ssh to {name} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    return run
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from podnet import cluster, trace
+    from podnet.problems import InvalidInput
+
+    try:
+        plan = cluster.load(args.inventory)
+        result = trace.trace(plan, ssh_runner(args.inventory), args.source, args.to)
+    except InvalidInput as exc:
+        print(f"podnet trace: {len(exc.problems)} problem(s) in {args.inventory}; python -m "
+              f"podnet plan -i {args.inventory} lists them", file=sys.stderr)
+        return 2
+    except (trace.TraceError, access.AccessError, InventoryError) as exc:
+        print(f"podnet trace: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.text())
+    return 0 if result.answered else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from podnet import browser, principles, verifyreport
+
+    junit = Path(args.junit)
+    if not junit.exists():
+        print(f"podnet report: {junit} does not exist: run make verify first (it writes "
+              f"reports/verify.xml), or give --junit FILE", file=sys.stderr)
+        return 2
+    page = verifyreport.render(junit)
+    rows = verifyreport.summary(verifyreport.read_junit(junit))
+    print("\n".join(verifyreport.table(rows)))
+    print(f"report: {page}")
+    if not args.check:
+        return 0
+    shot = Path(args.screenshot) if args.screenshot else page.with_suffix(".png")
+    try:
+        seen = browser.look(page.resolve(), shot)
+    except (RuntimeError, TimeoutError, ValueError) as exc:
+        print(f"podnet report --check: {exc}", file=sys.stderr)
+        return 1
+    problems = browser.problems(seen, [p.name for p in principles.TABLE])
+    for problem in problems:
+        print(f"podnet report --check: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"checked in Chromium: no console error, nothing fetched, the picture drawn "
+              f"({seen.picture_nonblank:.0%} of its box), all {len(seen.principles)} principle "
+              f"rows; screenshot {shot}")
+    return 1 if problems else 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from podnet import bundle, cluster
+
+    try:
+        inventory = access.load_inventory(args.inventory)
+        paths = cluster.load(args.inventory).paths
+        where = bundle.collect(ssh_runner(args.inventory), inventory.group("all"), paths,
+                               Path(args.dest))
+    except (access.AccessError, InventoryError) as exc:
+        print(f"podnet bundle: {exc}", file=sys.stderr)
+        return 2
+    print(f"bundle: {where}/<host>/")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # everything after the first "--" is the command for shell/exec, options and all
     # (kubectl exec's rule), so argparse never reads a flag meant for it
@@ -184,6 +272,35 @@ def main(argv: list[str] | None = None) -> int:
     exe.add_argument("cmd", nargs="*", metavar="-- CMD",
                      help="what to run: everything after -- goes to the pod untouched")
     exe.set_defaults(func=_exec)
+
+    tr = sub.add_parser("trace", help="send one packet and show the rules, routes and NAT "
+                        "it meets on the hosts")
+    tr.add_argument("-i", "--inventory", default=access.DEFAULT_INVENTORY, help="inventory "
+                    "(default %(default)s; PODNET_LAB picks the lab)")
+    tr.add_argument("--from", dest="source", required=True, metavar="NS/POD",
+                    help="the pod it leaves (or a host of the inventory, like client)")
+    tr.add_argument("--to", required=True, metavar="NAME[:PORT]",
+                    help="a Service (ns/name or name.ns; PORT: its number or name), a pod "
+                    "ns/name:PORT, a host:PORT or an address:PORT")
+    tr.add_argument("--json", action="store_true", help="the trace as JSON")
+    tr.set_defaults(func=_trace)
+
+    rep = sub.add_parser("report", help="render reports/verify.html again from a run's JUnit "
+                         "XML and state file; --check opens it in headless Chromium")
+    rep.add_argument("--junit", default="reports/verify.xml",
+                     help="the run's JUnit XML (default %(default)s)")
+    rep.add_argument("--check", action="store_true", help="open it in headless Chromium: exit 1 "
+                     "on a console error, a fetch, a blank picture or a principle row missing")
+    rep.add_argument("--screenshot", help="where --check saves its screenshot (default: the "
+                     "report's name with .png)")
+    rep.set_defaults(func=_report)
+
+    bun = sub.add_parser("bundle", help="each host's rules, routes, addresses, links, "
+                         "conntrack, CNI cache and podnet journals, in a folder")
+    bun.add_argument("-i", "--inventory", default=access.DEFAULT_INVENTORY, help="inventory "
+                     "(default %(default)s; PODNET_LAB picks the lab)")
+    bun.add_argument("--dest", default="reports/bundle", help="folder (default %(default)s)")
+    bun.set_defaults(func=_bundle)
 
     args = parser.parse_args(words)
     if tail is not None:

@@ -15,9 +15,11 @@ cd "$(dirname "$0")/.."
 # certificates made by openssl (tests/test_nginxconf.py, tests/test_podnet_ingress.py).
 # bird2: a routed lab's router runs BIRD inside its namespace as the nodes' BGP peer
 # (lab_router_bgp_as, tests/test_lab_router_bgp.py); Debian's bird.service never starts here.
+# chromium-headless-shell and its font: make test looks at the verify report as a reader would
+# (python -m podnet report --check, tests/test_browser.py).
 APT_PACKAGES=(systemd-container mmdebstrap util-linux iproute2 netcat-openbsd openssh-client
               python3-venv make git containernetworking-plugins iptables unbound dnsutils curl
-              dpkg-dev nginx openssl bird2)
+              dpkg-dev nginx openssl bird2 chromium-headless-shell fonts-dejavu-core)
 
 host_packages() {
   missing=()

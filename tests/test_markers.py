@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from podnet import markers
+from podnet import markers, principles
 
 VERIFY = Path(__file__).resolve().parent.parent / "verify"
 
@@ -58,7 +58,8 @@ def ini_markers() -> set[str]:
     ini = configparser.ConfigParser()
     ini.read(VERIFY / "pytest.ini")
     assert "--strict-markers" in ini["pytest"]["addopts"]
-    return markers.registered(ini["pytest"]["markers"].splitlines())
+    # verify/conftest.py registers the principles' slugs from podnet/principles.py
+    return markers.registered(ini["pytest"]["markers"].splitlines()) | set(principles.BY_SLUG)
 
 
 def _mark(node: ast.expr) -> tuple[str, list[str]] | None:
@@ -111,6 +112,19 @@ def test_every_verify_test_has_a_principle_whose_marker_is_registered() -> None:
         assert principle, f"{test} has no principle marker"
         assert markers.slug(principle) in registered, \
             f"{test}: add {markers.slug(principle)} to verify/pytest.ini's markers"
+
+
+def test_every_principle_is_proved_by_a_suite_and_named_once() -> None:
+    """A report never shows a principle no test can fill, nor one under two names: the table
+    of podnet/principles.py is the only place a principle is named, pytest.ini does not
+    register them again."""
+    used = {principle for _, principle, _ in ALL}
+    assert used <= set(principles.BY_NAME), sorted(used - set(principles.BY_NAME))
+    assert set(principles.BY_NAME) <= used, sorted(set(principles.BY_NAME) - used)
+    ini = configparser.ConfigParser()
+    ini.read(VERIFY / "pytest.ini")
+    assert not markers.registered(ini["pytest"]["markers"].splitlines()) & set(principles.BY_SLUG)
+    assert len({p.slug for p in principles.TABLE}) == len(principles.TABLE)
 
 
 def test_quick_has_a_proof_of_every_principle_and_none_that_changes_the_lab() -> None:

@@ -24,7 +24,7 @@ import testinfra.backend.base
 import testinfra.host
 import yaml
 
-from podnet import access, cluster, kubelet, markers
+from podnet import access, bundle, cluster, kubelet, markers, principles, trace, verifyreport
 from podnet.inventory import Host, Inventory
 from podnet.plan import Plan
 from podnet.problems import InvalidInput
@@ -138,9 +138,15 @@ class Evidence:
     __repr__ = __str__
 
 
+# the commands the running test ran on hosts: its evidence in the JUnit XML and the report
+RECORDED: list[verifyreport.Evidence] = []
+
+
 def run(name: str, *argv: str) -> Evidence:
     command = shlex.join(argv)
     result = connect(name).run(command)
+    RECORDED.append(verifyreport.Evidence(name, command, result.rc,
+                                          (result.stdout + result.stderr).strip()))
     return Evidence(name, command, result.rc, result.stdout, result.stderr)
 
 
@@ -166,12 +172,17 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     principle = item.get_closest_marker("principle")
     if principle is None or not principle.args:
         return
-    name = markers.slug(str(principle.args[0]))
-    if name not in markers.registered(item.config.getini("markers")):
+    if principle.args[0] not in principles.BY_NAME:
         raise pytest.UsageError(
-            f"{item.nodeid}: principle {principle.args[0]!r} needs the marker {name!r}: "
-            f"register it under markers in verify/pytest.ini")
-    item.add_marker(getattr(pytest.mark, name))
+            f"{item.nodeid}: principle {principle.args[0]!r} is not one of podnet's: "
+            f"{', '.join(p.name for p in principles.TABLE)} (podnet/principles.py)")
+    item.add_marker(getattr(pytest.mark, markers.slug(str(principle.args[0]))))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every principle of podnet/principles.py is a marker (``-m kube_proxy``)."""
+    for line in principles.marker_lines():
+        config.addinivalue_line("markers", line)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -186,9 +197,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if typos:
         ini = configparser.ConfigParser()
         ini.read(config.inipath or ROOT / "verify" / "pytest.ini")
-        ours = sorted(markers.registered(ini["pytest"]["markers"].splitlines()) - {"principle"})
+        ours = sorted((markers.registered(ini["pytest"]["markers"].splitlines())
+                       | set(principles.BY_SLUG)) - {"principle"})
         raise pytest.UsageError(f"-m {expression!r}: no marker {', '.join(typos)}; the verify "
-                                f"markers are {', '.join(ours)} (verify/pytest.ini)")
+                                f"markers are {', '.join(ours)} (verify/pytest.ini and "
+                                f"podnet/principles.py)")
     for name in inventory().group("all"):
         connection(name)  # nothing connects: the inventory and ansible.cfg are read
     try:
@@ -773,9 +786,135 @@ def assert_restored(before: LabState, what: str, moved: Collection[str] = (),
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A test (or its fixture's teardown) that left the lab broken stops the session after it,
-    as -x would: every later test would fail on the broken lab, hiding what broke it."""
+    as -x would: every later test would fail on the broken lab, hiding what broke it.
+    Before the teardown's report (the one pytest's JUnit XML takes properties from) the test's
+    principle, hosts and evidence become its properties; each phase's outcome is counted for
+    the summary by principle."""
+    if call.when == "setup":
+        RECORDED.clear()
+    if call.when == "teardown":
+        principle = item.get_closest_marker("principle")
+        name = str(principle.args[0]) if principle and principle.args else "(no principle)"
+        item.user_properties.extend(verifyreport.properties(name, RECORDED))
+        RECORDED.clear()
     report = yield
+    RESULTS.record(item, report)
     if call.excinfo is not None and call.excinfo.errisinstance(LabNotRestored):
         item.session.shouldfail = (f"{item.nodeid} left the lab broken ({call.when}); the "
                                    "tests after it did not run")
     return report
+
+
+# -- the reports: the table by principle, the state of the hosts, a bundle on failure ----------
+class Results:
+    """Each test's outcome (failed if any phase failed; skipped if it was skipped) and time."""
+
+    def __init__(self) -> None:
+        self.cases: dict[str, verifyreport.Case] = {}
+
+    def record(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        principle = item.get_closest_marker("principle")
+        case = self.cases.setdefault(item.nodeid, verifyreport.Case(
+            item.name, item.nodeid, str(principle.args[0]) if principle and principle.args
+            else "(no principle)", "passed", 0.0))
+        case.seconds += report.duration
+        if report.failed:
+            case.outcome = "failed"
+        elif report.skipped and case.outcome != "failed":
+            case.outcome = "skipped"
+
+
+RESULTS = Results()
+
+
+def junit_path(config: pytest.Config) -> Path | None:
+    xml = config.getoption("xmlpath", None)
+    return Path(xml).expanduser().absolute() if xml else None
+
+
+def _as_root(name: str, script: str) -> str:
+    """A shell script as root on a host, not recorded as a test's evidence."""
+    return str(connect(name).run(shlex.join(["sh", "-c", script])).stdout)
+
+
+def _state(rows: Sequence[verifyreport.Row]) -> dict[str, Any]:
+    """What the hosts hold at the end of the run, for the picture and the walkthroughs: pods
+    with their addresses, each node's routes, and one traced flow per principle that ran."""
+    the_plan = plan()
+    state: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                             "inventory": str(INVENTORY), "plan": the_plan.data(),
+                             "pods": {}, "nodes": {}, "walkthroughs": {}}
+    for node in the_plan.nodes:
+        try:
+            routes = _as_root(node.name, "ip route show").splitlines()
+            facts = json.loads(_as_root(node.name, the_plan.paths.cni_runtime + " facts"))
+        except Exception as exc:
+            state["nodes"][node.name] = {"routes": [], "error": str(exc)}
+            continue
+        state["nodes"][node.name] = {"routes": routes}
+        for pod in facts.get("pods", []):
+            state["pods"][f"{pod['namespace']}/{pod['name']}"] = {"ip": pod.get("ip") or "",
+                                                                  "node": node.name}
+    ran = {r.principle for r in rows if r.ran}
+    for principle, source, target_ in verifyreport.flows(state["plan"]):
+        if principle not in ran:
+            continue
+        try:
+            state["walkthroughs"][principle] = trace.trace(
+                the_plan, _as_root, source, target_).as_dict()
+        except Exception as exc:
+            state["walkthroughs"][principle] = {"source": source, "target": target_,
+                                                "error": f"{type(exc).__name__}: {exc}"}
+    return state
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """After the last test: the hosts' state for the report, and on a failure the bundle."""
+    config = session.config
+    if not RESULTS.cases or config.getoption("collectonly"):
+        return
+    junit = junit_path(config)
+    rows = verifyreport.summary(RESULTS.cases.values())
+    config.stash[REPORT_KEY] = {}
+    failed = any(r.failed for r in rows)
+    stem = junit.stem if junit else "verify"
+    folder = junit.parent if junit else ROOT / "reports"
+    state: dict[str, Any] = {}
+    try:
+        state = _state(rows) if junit else {}
+    except Exception as exc:
+        state = {"error": f"the hosts' state could not be read: {exc}"}
+    if failed:
+        names = [h.name for h in hosts("all")]
+        where = bundle.collect(_as_root, names, plan().paths, folder / f"{stem}-bundle")
+        state["bundle"] = os.path.relpath(where, ROOT)
+        config.stash[REPORT_KEY]["bundle"] = state["bundle"]
+    if junit:
+        folder.mkdir(parents=True, exist_ok=True)
+        verifyreport.state_path(junit).write_text(json.dumps(state, indent=1))
+
+
+REPORT_KEY = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The table by principle; then reports/<run>.html, rendered now that pytest's JUnit XML
+    is written, and the failure bundle if there is one."""
+    if not RESULTS.cases:
+        return
+    rows = verifyreport.summary(RESULTS.cases.values())
+    terminalreporter.section("podnet: results by principle")
+    for line in verifyreport.table(rows):
+        terminalreporter.write_line(line)
+    junit = junit_path(config)
+    extra = config.stash.get(REPORT_KEY, {})
+    if junit and junit.exists():
+        page = verifyreport.render(junit)
+        terminalreporter.write_line(f"report: {os.path.relpath(page, Path.cwd())} (JUnit: "
+                                    f"{os.path.relpath(junit, Path.cwd())}; make report "
+                                    f"renders it again)")
+    if "bundle" in extra:
+        terminalreporter.write_line(f"failure bundle: {extra['bundle']}/<host>/ (rules, "
+                                    f"routes, addresses, links, conntrack, CNI cache, "
+                                    f"journals)", red=True)

@@ -33,6 +33,8 @@ from conftest import (
     target,
 )
 
+pytestmark = pytest.mark.principle("lifecycle")
+
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                    re.MULTILINE)
 FORWARD = "net.ipv4.ip_forward"
@@ -141,29 +143,24 @@ def drift() -> Iterator[Drift]:
         assert_restored(lab, "the drift suite")
 
 
-@pytest.mark.principle("hosts")
 def test_a_dry_run_reports_the_drift_and_repairs_nothing(drift: Drift) -> None:
     assert all(drift.dry_run[node] > 0 for node in drift.nodes), drift.dry_run
     assert drift.still_broken == ["netns", "sysctl", "route", "chain"]
 
 
-@pytest.mark.principle("hosts")
 def test_the_converge_reported_each_repair(drift: Drift) -> None:
     assert all(drift.changed[node] > 0 for node in drift.nodes), drift.changed
 
 
-@pytest.mark.principle("hosts")
 def test_a_second_converge_finds_nothing_left_to_repair(drift: Drift) -> None:
     assert drift.second and all(n == 0 for n in drift.second.values()), drift.second
 
 
-@pytest.mark.principle("hosts")
 def test_a_dry_run_on_the_converged_lab_changes_nothing(drift: Drift) -> None:
     dry = recap(converge(manifests_dir(), check=True))
     assert dry and all(n == 0 for n in dry.values()), dry
 
 
-@pytest.mark.principle("service abstraction")
 def test_a_flushed_service_chain_is_applied_again(drift: Drift) -> None:
     node = drift.nodes[0]
     assert must(node, "iptables", "-t", "nat", "-S", "KUBE-SERVICES") == \
@@ -174,7 +171,6 @@ def test_a_flushed_service_chain_is_applied_again(drift: Drift) -> None:
     assert got.rc == 0 and got.stdout.strip(), got
 
 
-@pytest.mark.principle("service abstraction")
 def test_stopped_units_and_a_deleted_unit_file_are_back_and_running(drift: Drift) -> None:
     node = drift.nodes[0]
     assert run(node, "systemctl", "is-active", "podnet-iptables-canary.service").rc == 0
@@ -183,7 +179,6 @@ def test_stopped_units_and_a_deleted_unit_file_are_back_and_running(drift: Drift
     assert active.stdout.strip() == "active", active
 
 
-@pytest.mark.principle("unique pod IP")
 def test_a_deleted_pod_netns_comes_back_with_the_same_ip(drift: Drift) -> None:
     key, node = drift.before["netns_pod"], drift.nodes[1]
     assert run(node, "test", "-e", plan().paths.netns(pod_id(key))).rc == 0
@@ -195,18 +190,15 @@ def test_a_deleted_pod_netns_comes_back_with_the_same_ip(drift: Drift) -> None:
     assert_answers(key)
 
 
-@pytest.mark.principle("flat network")
 def test_a_sysctl_set_back_is_set_again(drift: Drift) -> None:
     assert must(drift.nodes[1], "sysctl", "-n", FORWARD).strip() == "1"
 
 
-@pytest.mark.principle("flat network")
 def test_an_edited_cni_conflist_is_written_back(drift: Drift) -> None:
     assert must(drift.nodes[1], "cat", plan().paths.network_conf) == \
         drift.before["conflist"]
 
 
-@pytest.mark.principle("unique pod IP")
 def test_a_stopped_container_is_started(drift: Drift) -> None:
     key, node = drift.before["stopped_pod"], drift.nodes[2]
     for unit in container_units(key):
@@ -215,7 +207,6 @@ def test_a_stopped_container_is_started(drift: Drift) -> None:
     assert_answers(key)
 
 
-@pytest.mark.principle("service DNS")
 def test_an_edited_pod_resolv_conf_is_written_back_and_its_containers_see_it(drift: Drift
                                                                             ) -> None:
     key, node = drift.before["resolv_pod"], drift.nodes[2]
@@ -228,7 +219,6 @@ def test_an_edited_pod_resolv_conf_is_written_back_and_its_containers_see_it(dri
     assert seen == drift.before["resolv"]
 
 
-@pytest.mark.principle("flat network")
 def test_a_deleted_routes_file_and_its_route_come_back(drift: Drift) -> None:
     node = drift.nodes[2]
     assert must(node, "cat", plan().paths.routes_file) == drift.before["routes_file"]

@@ -12,7 +12,7 @@ from conftest import connection, hosts, inventory, needs_lab, run, setting
 
 from podnet import access, lab
 
-pytestmark = pytest.mark.principle("hosts")
+pytestmark = pytest.mark.principle("the lab")
 
 
 def test_host_runs_systemd_as_pid1_and_is_running(inventory_host: str) -> None:

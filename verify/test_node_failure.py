@@ -51,7 +51,7 @@ from conftest import (
 from podnet import access, convergelock, lab, outage
 from podnet.plan import ServicePlan
 
-pytestmark = pytest.mark.principle("node failure")
+pytestmark = pytest.mark.principle("lifecycle")
 
 # after the grace period the prober's next pass (a second at most) publishes the NotReady
 # node and the node's rules are applied without its pods: what may still fail past the

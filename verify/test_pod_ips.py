@@ -13,6 +13,7 @@ from conftest import plan, pod_id, run, running
 pytestmark = pytest.mark.principle("unique pod IP")
 
 
+@pytest.mark.principle("kubelet + CNI")
 def test_every_planned_pod_runs_on_its_node(pod: str) -> None:
     assert pod in running(), f"{pod} is not running; the nodes report {sorted(running())}"
     assert running()[pod]["reported_by"] == plan().pod(pod).node, running()[pod]
@@ -39,6 +40,7 @@ def test_pod_ip_is_from_its_nodes_pod_cidr_or_the_one_it_keeps(pod: str) -> None
         assert ip in cidr, (running()[pod], cidr)
 
 
+@pytest.mark.principle("kubelet + CNI")
 def test_fact_cache_and_interface_agree(pod: str) -> None:
     node = plan().pod(pod).node
     fact = run(node, f"{plan().paths.facts_dir}/podnet.fact")
@@ -52,11 +54,14 @@ def test_fact_cache_and_interface_agree(pod: str) -> None:
     assert f" {ip}/" in eth0.stdout, eth0
 
 
+@pytest.mark.principle("kubelet + CNI")
 def test_cni_check_passes(pod: str) -> None:
     check = run(plan().pod(pod).node, plan().paths.cni_runtime, "check", pod_id(pod))
     assert check.rc == 0 and "CHECK passed" in check.stdout, check
 
 
+@pytest.mark.principle("kubelet + CNI")
+@pytest.mark.quick
 def test_node_holds_exactly_its_planned_pods(node: str) -> None:
     want = sorted(pod_id(p.key) for p in plan().pods_on(node))
     folders = run(node, "ls", plan().paths.pods_dir)

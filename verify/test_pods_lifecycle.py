@@ -31,7 +31,7 @@ from conftest import (
 
 from podnet.plan import ServicePlan
 
-pytestmark = pytest.mark.principle("unique pod IP")
+pytestmark = pytest.mark.principle("kubelet + CNI")
 
 
 def wait_for(what: str, check, timeout: float = 120.0, every: float = 1.0):  # type: ignore[no-untyped-def]

@@ -39,7 +39,7 @@ from conftest import (
 from podnet import kubeproxy, proxier
 from podnet.plan import ServicePlan
 
-pytestmark = pytest.mark.principle("LoadBalancer")
+pytestmark = pytest.mark.principle("kube-proxy")
 
 PARTIAL = ("Service with a selector and a TCP port whose pods run on some nodes but not all "
            "(a new Local LoadBalancer Service is put over them)")

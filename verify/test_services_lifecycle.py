@@ -34,7 +34,7 @@ from conftest import (
 from podnet import kubeproxy
 from podnet.plan import ServicePlan
 
-pytestmark = pytest.mark.principle("service abstraction")
+pytestmark = pytest.mark.principle("kube-proxy")
 
 FOREIGN_NAT = ["POSTROUTING", "-s", "203.0.113.0/24", "-m", "comment", "--comment",
                "podnet-verify-foreign", "-j", "RETURN"]
