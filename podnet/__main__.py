@@ -141,11 +141,12 @@ def ssh_runner(inventory_path: str) -> trace_runner:
     import subprocess
 
     inventory = access.load_inventory(inventory_path)
-    hosts: dict[str, Host] = {}
+    # every host resolved here, in one thread: Ansible's plugin loader is not thread-safe, and
+    # the runner is called from several at once
+    hosts: dict[str, Host] = {name: access.host(inventory, name)
+                              for name in inventory.group("all")}
 
     def run(name: str, script: str) -> str:
-        if name not in hosts:
-            hosts[name] = access.host(inventory, name)
         argv = access.ssh_argv(hosts[name], ["sh", "-c", script], as_root=True)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode == 255:

@@ -101,11 +101,11 @@ def svg(state: dict[str, Any]) -> str:
         ports = ",".join(f"{p.port}/{p.protocol.lower()}" for p in service.ports)
         parts.append(_text(sx + 8, sy + 31, f"{service.cluster_ip or 'headless'} {ports}", 10))
         node_ports = ",".join(str(p.node_port) for p in service.ports if p.node_port)
-        extra = " ".join(x for x in (f"NodePort {node_ports}" if node_ports else "",
-                                     f"LB {service.lb_ip}" if service.lb_ip else "") if x)
-        parts.append(_text(sx + 8, sy + 46, extra or service.type, 10))
-        parts.append(_text(sx + 8, sy + 58, f"{len(service.pods)} pod(s) · {service.type}", 9,
-                           fill="#616e7c"))
+        parts.append(_text(sx + 8, sy + 45, f"NodePort {node_ports}" if node_ports
+                           else service.type, 10))
+        parts.append(_text(sx + 8, sy + 58, (f"LB {service.lb_ip} · " if service.lb_ip else "")
+                           + f"{len(service.pods)} pod(s)", 10 if service.lb_ip else 9,
+                           fill="#1f2933" if service.lb_ip else "#616e7c"))
         service_anchor[f"{service.namespace}/{service.name}"] = (sx + SERVICE_W / 2,
                                                                  sy + SERVICE_H, colour)
     rows = (len(services) + per_row - 1) // per_row

@@ -349,11 +349,13 @@ class Endpoint:
     query: str = "."  # the name a UDP packet to port 53 asks for (a DNS query, so it is answered)
 
 
-def pod_addresses(plan: Plan, runner: Runner, nodes: Iterable[str]) -> dict[str, tuple[str, str]]:
+def pod_addresses(plan: Plan, runner: Runner, nodes: list[str]) -> dict[str, tuple[str, str]]:
     """``{ns/name: (ip, node)}`` of the pods each node's podnet-cni reports."""
+    command = shlex.join([plan.paths.cni_runtime, "facts"])
     out = {}
-    for node in nodes:
-        text = runner(node, shlex.join([plan.paths.cni_runtime, "facts"]))
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        texts = list(pool.map(lambda node: runner(node, command), nodes))
+    for node, text in zip(nodes, texts, strict=True):
         for pod in json.loads(text or "{}").get("pods", []):
             out[f"{pod['namespace']}/{pod['name']}"] = (str(pod.get("ip") or ""), node)
     return out
@@ -462,6 +464,9 @@ def trace(plan: Plan, runner: Runner, source_text: str, target_text: str) -> Tra
     """Send one packet from ``source_text`` to ``target_text`` and say what the hosts did."""
     nodes = [n.name for n in plan.nodes]
     node_address = {n.name: n.address for n in plan.nodes}
+    # what the plan alone can refuse is refused before any host is asked
+    planned = {p.key: ("0.0.0.0", p.node) for p in plan.pods}  # noqa: S104 - not a bind
+    resolve_target(plan, target_text, resolve_source(plan, source_text, planned), planned)
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
         pods = pod_addresses(plan, runner, nodes)
         source = resolve_source(plan, source_text, pods)
@@ -502,8 +507,11 @@ def trace(plan: Plan, runner: Runner, source_text: str, target_text: str) -> Tra
     seen: dict[str, Conntrack] = {}
     for node in nodes:
         parts = _sections(after_text[node])
+        # this flow: its source port, and its source or its target (another flow may share
+        # the port; past a masquerading node the source is the node's address)
         entries = [c for c in parse_conntrack(parts[1] if len(parts) > 1 else "")
-                   if c.original.sport == sport]
+                   if c.original.sport == sport and (c.original.src == source.address
+                                                     or c.original.dst == target.address)]
         if entries:
             seen[node] = entries[0]
     translated = next((n for n, c in seen.items() if c.dnat), None)

@@ -145,12 +145,13 @@ def flows(plan_data: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(principle, --from, --to) of the walkthroughs, chosen from the plan: a pod to a pod on
     another node, a pod to a ClusterIP with several endpoints and to the cluster DNS, an outside
     client to a NodePort, a LoadBalancer address and the Ingress controller."""
-    from podnet.plan import Plan
+    from podnet.plan import DNS_SERVICE, INGRESS_SERVICE, Plan
 
     plan = Plan.from_data(plan_data)
-    # pods with an address from their node's pod CIDR: the path the article draws
+    # workload pods with an address from their node's pod CIDR: the path the article draws
+    system = {DNS_SERVICE.split("/")[0], INGRESS_SERVICE.split("/")[0]}
     pods = sorted((p for p in plan.pods if not p.host_network),
-                  key=lambda p: p.stable_ip is not None)
+                  key=lambda p: (p.stable_ip is not None, p.namespace in system))
     client_hosts = [h.name for h in plan.hosts if "clients" in h.groups]
     out: list[tuple[str, str, str]] = []
     served = [(p, port.port) for p in pods for c in p.containers for port in c.ports

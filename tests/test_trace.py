@@ -4,11 +4,14 @@ on the lab (verify's walkthroughs, python -m podnet trace)."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
 from podnet import cluster, trace
+from podnet.__main__ import main
 from podnet.plan import Plan
 
 GOLDEN = Path(__file__).parent / "golden" / "trace" / "node1-nat.save"
@@ -170,3 +173,81 @@ def test_what_cannot_be_traced_is_said_with_the_fix(plan: Plan, source: str, tar
 def test_a_pod_that_is_not_running_cannot_be_a_source(plan: Plan) -> None:
     with pytest.raises(trace.TraceError, match="converge first"):
         trace.resolve_source(plan, plan.pods[0].key, {})
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--from", "nope/x", "--to", "demo/web"], "no pod nope/x in the plan"),
+    (["--from", "client", "--to", "demo/web:8443"], "demo/web has no port 8443"),
+])
+def test_the_command_refuses_what_the_plan_refuses_before_any_host_is_asked(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_ssh(*_: object) -> str:
+        raise AssertionError("a host was asked")
+
+    monkeypatch.setattr("podnet.__main__.ssh_runner", lambda _: no_ssh)
+    assert main(["trace", "-i", str(ROOT / "inventory" / "lab"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+class FakeCluster:
+    """The hosts' answers to one trace from a pod on node1 to demo/web's ClusterIP: node1
+    DNATs it to 10.244.2.3:8080 (node3), as node1's real rules (GOLDEN) and conntrack say."""
+
+    def __init__(self, plan: Plan, source: str) -> None:
+        self.plan = plan
+        self.source = source
+        self.sport = 0
+        self.after = GOLDEN.read_text().replace(
+            "[364:21840] -A PREROUTING", "[365:21900] -A PREROUTING")
+        self.asked: list[tuple[str, str]] = []
+
+    def facts(self, host: str) -> str:
+        web = next(p.key for p in self.plan.pods if p.node == "node3"
+                   and p.key.startswith("demo/web-"))
+        ips = {self.source: "10.244.0.9", web: "10.244.2.3"}
+        pods = [{"namespace": p.namespace, "name": p.name, "ip": ips.get(p.key, f"10.0.0.{i}")}
+                for i, p in enumerate(self.plan.pods) if p.node == host]
+        return json.dumps({"pods": pods})
+
+    def __call__(self, host: str, script: str) -> str:
+        self.asked.append((host, script))
+        if script.endswith(" facts"):
+            return self.facts(host)
+        if script == "iptables-save -c -t nat":
+            return GOLDEN.read_text()
+        if "python3 -c" in script:
+            self.sport = int(re.search(r" tcp (\d+) ", script).group(1))  # type: ignore[union-attr]
+            return f"10.104.138.46 via 10.244.0.1 dev eth0\n{trace.SECTION}\nconnected\n"
+        if script.startswith("iptables-save -c -t nat; "):
+            conntrack = "" if host != "node1" else (
+                f"tcp 6 119 SYN_SENT src=10.244.0.9 dst=10.104.138.46 sport={self.sport} "
+                f"dport=80 src=10.244.2.3 dst=10.244.0.9 sport=8080 dport={self.sport} mark=0")
+            nat = self.after if host == "node1" else GOLDEN.read_text()
+            return f"{nat}\n{trace.SECTION}\n{conntrack}\n{trace.SECTION}\n" \
+                   f"2: host0 inet 192.168.56.11/24 brd 192.168.56.255\n"
+        if script.startswith("ip route get 10.244.2.3"):
+            return ("10.244.2.3 via 192.168.56.13 dev host0 src 192.168.56.11\n"
+                    if host == "node1" else "10.244.2.3 dev cni0 src 10.244.2.1\n")
+        raise AssertionError(f"unexpected command on {host}: {script}")
+
+
+def test_a_trace_puts_the_hosts_answers_in_the_packets_order(plan: Plan) -> None:
+    source = next(p.key for p in plan.pods if p.node == "node1" and not p.host_network
+                  and p.stable_ip is None)
+    hosts = FakeCluster(plan, source)
+    result = trace.trace(plan, hosts, source, "demo/web:http")
+    assert result.answered and result.endpoint == "10.244.2.3:8080"
+    assert result.flow == f"tcp 10.244.0.9:{hosts.sport} -> 10.104.138.46:80"
+    assert [s.host for s in result.steps] == ["node1", "node1", "node1", "node1", "node3",
+                                              "node1"]
+    nat = result.steps[1]
+    assert nat.what.startswith("nat PREROUTING: kube-proxy's rules pick 10.244.2.3:8080")
+    assert nat.detail[0].startswith("PREROUTING #1: -j KUBE-SERVICES") and \
+        nat.detail[0].endswith("[counter +1]")
+    assert any("DNAT 10.244.2.3:8080" in line for line in nat.detail)
+    assert "via 192.168.56.13" in result.steps[3].what and "dev cni0" in result.steps[4].what
+    assert "translated back to 10.104.138.46:80" in result.steps[5].what
+    assert "masqueraded" not in result.steps[5].what
+    assert result.outcome.startswith("connected; pod demo/web-")
+    assert "10.244.2.3:8080" in result.text() and "$ iptables-save -c -t nat" in result.text()

@@ -841,6 +841,8 @@ def _state(rows: Sequence[verifyreport.Row]) -> dict[str, Any]:
     """What the hosts hold at the end of the run, for the picture and the walkthroughs: pods
     with their addresses, each node's routes, and one traced flow per principle that ran."""
     the_plan = plan()
+    for host in hosts("all"):
+        connect(host.name)  # each made here, in this thread: the traces run commands in several
     state: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                              "inventory": str(INVENTORY), "plan": the_plan.data(),
                              "pods": {}, "nodes": {}, "walkthroughs": {}}
