@@ -34,7 +34,7 @@ BINARIES = ("/usr/lib/chromium/chromium-headless-shell", "chromium-headless-shel
 # a page's picture is measured on a screenshot no taller than this
 MAX_HEIGHT = 8000
 # schemes a self-contained page loads from itself, not from anywhere else
-LOCAL = ("file:", "data:", "blob:", "about:")
+LOCAL = ("data:", "blob:", "about:blank")  # and the page's own file: URL, nothing else
 # the page is local and self-contained: nothing the browser does may reach a network either
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
@@ -65,7 +65,7 @@ _FACTS = """(() => {
 @dataclass
 class Look:
     console_errors: list[str]
-    requests: list[str]  # URLs fetched that were not the page's own (LOCAL schemes)
+    requests: list[str]  # URLs it asked for besides itself and LOCAL ones (other files too)
     picture_box: tuple[float, float, float, float] | None  # x, y, width, height; None: no element
     picture_nonblank: float  # 0..1, fraction of non-background pixels in the box (0 if no box)
     principles: list[str]  # data-principle values in document order
@@ -93,7 +93,8 @@ def look(html: Path, screenshot: Path, picture: str = "#cluster svg",
          rows: str = "[data-principle]", width: int = 1400, timeout: float = 60.0) -> Look:
     """Open `html` in headless Chromium `width` pixels wide, save a screenshot of the page (its
     first MAX_HEIGHT pixels) to `screenshot` and report what a reader would meet. The page may
-    fetch nothing: every request but a LOCAL one is blocked before it is sent, and recorded."""
+    fetch nothing: every request but the page's own and LOCAL ones (another file: too) is blocked
+    before it is sent, and recorded."""
     binary = chromium()
     if binary is None:
         raise RuntimeError(f"no headless Chromium to look at {html} with: {INSTALL}")
@@ -108,7 +109,8 @@ def look(html: Path, screenshot: Path, picture: str = "#cluster svg",
             browser.call(f"{domain}.enable", session=session)
         browser.call("Fetch.enable", {"patterns": [{"urlPattern": "*"}]}, session)
         loads = len(browser.events)
-        navigated = browser.call("Page.navigate", {"url": html.resolve().as_uri()}, session)
+        browser.page = html.resolve().as_uri()
+        navigated = browser.call("Page.navigate", {"url": browser.page}, session)
         if navigated.get("errorText"):
             raise RuntimeError(f"Chromium could not open {html}: {navigated['errorText']}")
         browser.wait_for("Page.loadEventFired", loads)
@@ -232,6 +234,7 @@ class _Browser:
         self.what, self.timeout = what, timeout
         self.deadline = time.monotonic() + timeout
         self.events: list[dict[str, Any]] = []
+        self.page = ""  # the file: URL navigated to: the one file the page may load
         self.log = temp / "chromium.log"
         self._buffer = bytearray()
         self._last_id = 0
@@ -337,7 +340,11 @@ class _Browser:
     def requests(self) -> list[str]:
         urls = (e["params"]["request"]["url"] for e in self.events
                 if e["method"] == "Network.requestWillBeSent")
-        return list(dict.fromkeys(url for url in urls if not url.startswith(LOCAL)))
+        return list(dict.fromkeys(url for url in urls if not self.own(url)))
+
+    def own(self, url: str) -> bool:
+        """The page itself or what it holds inline: everything else is a fetch."""
+        return url == self.page or url.startswith(LOCAL)
 
     def _post(self, method: str, params: dict[str, Any], session: str | None) -> int:
         self._last_id += 1
@@ -367,7 +374,7 @@ class _Browser:
             self.events.append(message)
             if message["method"] == "Fetch.requestPaused":
                 params = message["params"]
-                if params["request"]["url"].startswith(LOCAL):
+                if self.own(params["request"]["url"]):
                     self._post("Fetch.continueRequest", {"requestId": params["requestId"]},
                                message.get("sessionId"))
                 else:

@@ -39,9 +39,10 @@ def _box(x: float, y: float, w: float, h: float, fill: str, stroke: str = "#5260
             f'fill="{fill}" stroke="{stroke}"{extra}/>')
 
 
-def pod_routes(routes: list[str], pod_cidr: str) -> list[str]:
+def pod_routes(routes: list[str], pod_cidr: str, bridge: str = "cni0") -> list[str]:
     """The lines of ``ip route`` that carry pod traffic to other nodes: routes into the cluster
-    network's blocks that go via a gateway or a tunnel device (not the node's own cni0)."""
+    network's blocks that go via a gateway or a tunnel device (not the node's own bridge, nor
+    the veth of a pod on it)."""
     try:
         cluster = ipaddress.ip_network(pod_cidr, strict=False)
     except ValueError:
@@ -55,7 +56,7 @@ def pod_routes(routes: list[str], pod_cidr: str) -> list[str]:
             continue
         inside = network.version == cluster.version and \
             network.subnet_of(cluster)  # type: ignore[arg-type]
-        if inside and " dev cni0" not in line and "veth" not in line:
+        if inside and f" dev {bridge}" not in line and "veth" not in line:
             out.append(re.sub(r"\s+(proto|scope|metric|onlink)\s+\S+", "", line).strip())
     return out
 
@@ -129,7 +130,8 @@ def svg(state: dict[str, Any]) -> str:
     heights = []
     for node in plan.nodes:
         mine = [p for p in plan.pods if pods.get(p.key, {}).get("node", p.node) == node.name]
-        routes = pod_routes(nodes_state.get(node.name, {}).get("routes", []), cluster_cidr)
+        routes = pod_routes(nodes_state.get(node.name, {}).get("routes", []), cluster_cidr,
+                            plan.paths.cni_bridge)
         heights.append(96 + len(routes) * 14 + len(mine) * (POD_H + 4))
     node_h = max(heights, default=120)
     for i, node in enumerate(plan.nodes):
@@ -140,11 +142,11 @@ def svg(state: dict[str, Any]) -> str:
         parts.append(_text(nx + 10, y + 20, node.name, 14, "bold"))
         parts.append(_text(nx + 10, y + 36, f"underlay {node.address}", 11))
         parts.append(_box(nx + 8, y + 44, node_w - 16, 22, "#e3f2fd", "#2f6fb3"))
-        parts.append(_text(nx + 14, y + 59, f"cni0 {node.gateway} · pod CIDR {node.pod_cidr}",
-                           10))
+        parts.append(_text(nx + 14, y + 59, f"{plan.paths.cni_bridge} {node.gateway} · pod CIDR "
+                           f"{node.pod_cidr}", 10))
         ry = y + 82
         for route in pod_routes(nodes_state.get(node.name, {}).get("routes", []),
-                                cluster_cidr):
+                                cluster_cidr, plan.paths.cni_bridge):
             via = re.search(r"via (\S+)", route)
             name = address_of.get(via.group(1)) if via else None
             parts.append(_text(nx + 10, ry, f"→ {route}" + (f" ({name})" if name else ""), 10,

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from podnet.plan import Plan
+from podnet.proxier import MASQ_MARK
 
 # (host, shell script) -> stdout; the script runs as root on the host
 Runner = Callable[[str, str], str]
@@ -189,6 +190,26 @@ def _in(address: str, cidr: str) -> bool:
         return False
 
 
+# options that take no value (the rest of the rule's words after an option are its value)
+FLAGS = {"--rcheck", "--set", "--update", "--remove", "--rsource", "--rdest", "--reap",
+         "--random", "--random-fully", "--persistent"}
+CHANCE = ("--probability", "--rcheck", "--update")
+
+
+def _ports(spec: str, port: int) -> bool:
+    """``--dport 80``, ``--dport 30000:32767`` or ``--dports 80,443,8000:8100``."""
+    for part in spec.split(","):
+        low, _, high = part.partition(":")
+        if low.isdigit() and int(low) <= port <= int(high if high.isdigit() else low):
+            return True
+    return False
+
+
+def _mark(spec: str) -> tuple[int, int]:
+    value, _, mask = spec.partition("/")
+    return int(value, 0), int(mask, 0) if mask else 0xFFFFFFFF
+
+
 class Walk:
     """Netfilter's traversal of kube-proxy's and podnet's nat rules for one packet."""
 
@@ -199,9 +220,16 @@ class Walk:
         self.local = set(local)
         self.endpoint = endpoint  # ip:port the conntrack reply names, if the flow was DNATed
         self.counters = counters
-        self.marked = False
+        self.mark = 0  # the packet's mark as the MARK targets set it
         self.hits: list[Hit] = []
         self.dnat: str | None = None
+        self.unevaluated: set[str] = set()  # options taken as matching (-i, -o, ...)
+
+    @property
+    def marked(self) -> bool:
+        """kube-proxy's masquerade bit is set (KUBE-POSTROUTING masquerades the packet)."""
+        value, mask = _mark(MASQ_MARK)
+        return self.mark & mask == value
 
     def _sep_destination(self, chain: str) -> str | None:
         for rule in self.tables["nat"].get(chain, []):
@@ -209,18 +237,38 @@ class Walk:
                 return rule.option("--to-destination")
         return None
 
+    def _chance(self, rule: Rule) -> bool:
+        """A random or an affinity rule: its counter says whether this packet took it, when a
+        counter of the chain's jumps to an endpoint moved (and the endpoint conntrack names must
+        agree); with none moved (rules re-applied meanwhile), the endpoint alone decides."""
+        target = rule.target or ""
+        if not target.startswith("KUBE-SEP-"):
+            return self.counters.get(rule.ref, 0) > 0
+        to_endpoint = self._sep_destination(target) == self.endpoint if self.endpoint else True
+        chain = self.tables["nat"].get(rule.chain, [])
+        moved = any(self.counters.get(r.ref, 0) > 0 for r in chain
+                    if (r.target or "").startswith("KUBE-SEP-"))
+        if moved:
+            return self.counters.get(rule.ref, 0) > 0 and to_endpoint
+        return bool(self.endpoint) and to_endpoint
+
     def matches(self, rule: Rule) -> bool:
-        tokens = rule.tokens
+        words = rule.tokens
         packet = self.packet
         negate = False
         i = 0
-        while i < len(tokens):
-            word = tokens[i]
-            value = tokens[i + 1] if i + 1 < len(tokens) else ""
+        while i < len(words):
+            word = words[i]
             if word == "!":
                 negate = True
                 i += 1
                 continue
+            if not word.startswith("-") or word in ("-A", "-j", "-g", "-m") or \
+                    word.startswith("--to-") or word.startswith("--set-"):
+                i += 1 if not word.startswith("-") else 2
+                negate = False
+                continue
+            value = words[i + 1] if i + 1 < len(words) and word not in FLAGS else ""
             ok: bool | None = None
             if word == "-s":
                 ok = _in(packet.src, value)
@@ -228,26 +276,49 @@ class Walk:
                 ok = _in(packet.dst, value)
             elif word == "-p":
                 ok = packet.proto == value
-            elif word == "--dport":
-                ok = str(packet.dport) == value
+            elif word in ("--dport", "--dports", "--destination-port", "--destination-ports"):
+                ok = _ports(value, packet.dport)
             elif word in ("--src-type", "--dst-type"):
                 address = packet.src if word == "--src-type" else packet.dst
                 ok = (address in self.local) == (value == "LOCAL")
             elif word == "--mark":
-                ok = self.marked
-            elif word in ("--probability", "--rcheck"):
-                # chance or affinity: the endpoint conntrack names decides, else the counter
-                target = rule.target or ""
-                if self.endpoint and target.startswith("KUBE-SEP-"):
-                    ok = self._sep_destination(target) == self.endpoint
-                else:
-                    ok = self.counters.get(rule.ref, 0) > 0
-            if ok is not None:
-                if ok == negate:
-                    return False
-                negate = False
-            i += 2 if word.startswith("-") and word not in ("!",) and ok is not None else 1
+                mark, mask = _mark(value)
+                ok = self.mark & mask == mark
+            elif word in CHANCE:
+                ok = self._chance(rule)
+            elif word in ("-i", "-o", "--in-interface", "--out-interface", "--sport",
+                          "--ctstate", "--state"):
+                self.unevaluated.add(word)
+            if ok is not None and ok == negate:
+                return False
+            negate = False
+            i += 1 if word in FLAGS else 2
         return True
+
+    def _set_mark(self, rule: Rule) -> str:
+        old = self.mark
+        for option in ("--set-xmark", "--set-mark", "--or-mark", "--xor-mark", "--and-mark"):
+            spec = rule.option(option)
+            if spec is None:
+                continue
+            value, mask = _mark(spec)
+            if option == "--set-xmark":
+                self.mark = (self.mark & ~mask) ^ value
+            elif option == "--set-mark":
+                self.mark = (self.mark & ~mask) | value
+            elif option == "--or-mark":
+                self.mark |= value
+            elif option == "--xor-mark":
+                self.mark ^= value
+            else:
+                self.mark &= value
+        self.mark &= 0xFFFFFFFF
+        note = ""
+        if self.marked and not (old & _mark(MASQ_MARK)[1]):
+            note = " (kube-proxy's: masquerade it)"
+        elif old & _mark(MASQ_MARK)[1] and not self.marked:
+            note = " (kube-proxy's bit cleared before masquerading)"
+        return f"mark {old:#x} -> {self.mark:#x}{note}"
 
     def walk(self, chain: str, depth: int = 0) -> bool:
         """Walk ``chain``; True when a terminal target (DNAT, MASQUERADE...) ended the table."""
@@ -261,8 +332,7 @@ class Walk:
             if target is None:
                 continue
             if target == "MARK":
-                self.marked = True
-                self.hits.append(Hit(*rule.ref, rule.spec, gained_now, "mark for masquerade"))
+                self.hits.append(Hit(*rule.ref, rule.spec, gained_now, self._set_mark(rule)))
                 continue
             if target == "RETURN":
                 self.hits.append(Hit(*rule.ref, rule.spec, gained_now, "RETURN"))
@@ -295,9 +365,10 @@ def walk_nat(tables: Tables, packet: Packet, local: Iterable[str], endpoint: str
         address, _, port = first.dnat.rpartition(":")
         after = Packet(packet.src, address, packet.proto, int(port or packet.dport))
     second = Walk(tables, after, local, endpoint, counters)
-    second.marked = first.marked
+    second.mark = first.mark
     second.walk("POSTROUTING")
-    first.hits += second.hits
+    first.hits += second.hits  # first.mark stays the mark PREROUTING/OUTPUT gave the packet
+    first.unevaluated |= second.unevaluated
     return first
 
 
@@ -534,6 +605,9 @@ def trace(plan: Plan, runner: Runner, source_text: str, target_text: str) -> Tra
                                       target.port), local, endpoint, counters, hook)
         detail = [f"{h.chain} #{h.position}: {_short(h.spec)} -> {h.outcome}"
                   f"  [counter +{h.gained}]" for h in walk.hits]
+        if walk.unevaluated:
+            detail.append(f"(taken as matching, not evaluated: "
+                          f"{', '.join(sorted(walk.unevaluated))})")
         if walk.dnat:
             what = (f"nat {hook}: kube-proxy's rules pick {walk.dnat} and DNAT "
                     f"{target.address}:{target.port} to it")
@@ -543,8 +617,8 @@ def trace(plan: Plan, runner: Runner, source_text: str, target_text: str) -> Tra
         if conn is not None:
             steps.append(Step(entry, f"conntrack: {conn.describe()}",
                               f"conntrack -L -p {target.proto} --orig-port-src {sport}"))
-    route_hosts = [h for h in dict.fromkeys([entry] + [n for n, a in pods.values()
-                                                        if a == final] if entry else [])
+    route_hosts = [h for h in dict.fromkeys([entry] + [node for ip, node in pods.values()
+                                                        if ip == final] if entry else [])
                    if h in nodes]
     owner = next((key for key, (ip, _) in pods.items() if ip == final), None)
     owner_node = pods[owner][1] if owner else next(

@@ -26,6 +26,7 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"  # the design card
 EVIDENCE_COMMANDS = 8  # the last commands of a test kept as its evidence
 EVIDENCE_CHARS = 800  # of each command's output
 OUTCOMES = ("passed", "failed", "skipped")
+NO_PRINCIPLE = "(no principle)"
 
 
 @dataclass
@@ -71,9 +72,12 @@ class Case:
 
 
 def read_junit(path: Path) -> list[Case]:
-    """The test cases of a JUnit XML file (xunit1, with podnet's properties)."""
+    """The test cases of a JUnit XML file (xunit1, with podnet's properties). A test that
+    failed and then erred in its teardown is two test cases there, the first without
+    properties (pytest's junitxml): they are one test here."""
     root = ET.parse(path).getroot()  # noqa: S314 - see the import
-    cases = []
+    cases: list[Case] = []
+    seen: dict[tuple[str, str], Case] = {}
     for case in root.iter("testcase"):
         props = [(p.get("name", ""), p.get("value", "")) for p in case.iter("property")]
         values: dict[str, list[str]] = {}
@@ -87,10 +91,23 @@ def read_junit(path: Path) -> list[Case]:
                 message = "\n".join(x for x in (found.get("message", ""), found.text or "") if x)
                 break
         hosts = [h for h in (values.get("hosts") or [""])[0].split(",") if h]
-        cases.append(Case(case.get("name", ""), case.get("classname", ""),
-                          (values.get("principle") or ["(no principle)"])[0], outcome,
-                          float(case.get("time", "0") or 0), hosts,
-                          values.get("evidence", []), message))
+        one = Case(case.get("name", ""), case.get("classname", ""),
+                   (values.get("principle") or [NO_PRINCIPLE])[0], outcome,
+                   float(case.get("time", "0") or 0), hosts, values.get("evidence", []),
+                   message)
+        key = (one.classname, one.name)
+        if key not in seen:
+            seen[key] = one
+            cases.append(one)
+            continue
+        first = seen[key]
+        if first.principle == NO_PRINCIPLE:
+            first.principle = one.principle
+        first.outcome = "failed" if "failed" in (first.outcome, one.outcome) else first.outcome
+        first.seconds += one.seconds
+        first.hosts = list(dict.fromkeys(first.hosts + one.hosts))
+        first.evidence += one.evidence
+        first.message = "\n\n".join(m for m in (first.message, one.message) if m)
     return cases
 
 

@@ -106,6 +106,15 @@ def test_a_fetch_is_reported_and_never_sent(look_at: Callable[[str], browser.Loo
     assert any("ERR_BLOCKED_BY_CLIENT" in error for error in seen.console_errors)
 
 
+def test_another_local_file_is_a_fetch_too(look_at: Callable[[str], browser.Look],
+                                           tmp_path: Path) -> None:
+    """Self-contained means the one file: a picture beside it is not part of the page."""
+    (tmp_path / "beside.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    seen = look_at(f'{CIRCLE}{ROWS}<img src="beside.svg">')
+    assert seen.requests == [(tmp_path / "beside.svg").as_uri()]
+    assert browser.problems(seen, PRINCIPLES) != []
+
+
 def test_a_tall_page_is_shot_down_to_the_cap(look_at: Callable[[str], browser.Look]) -> None:
     seen = look_at(f'<div style="height: 3000px"></div>{CIRCLE}<div style="height: 9000px"></div>'
                    f"{ROWS}")

@@ -251,3 +251,56 @@ def test_a_trace_puts_the_hosts_answers_in_the_packets_order(plan: Plan) -> None
     assert "masqueraded" not in result.steps[5].what
     assert result.outcome.startswith("connected; pod demo/web-")
     assert "10.244.2.3:8080" in result.text() and "$ iptables-save -c -t nat" in result.text()
+
+
+def test_affinity_and_random_rules_are_decided_by_their_counters(tables: trace.Tables) -> None:
+    """demo/web-sticky (ClientIP): the rule the packet took is the one whose counter rose, the
+    affinity (recent --rcheck) rule or the random one, both naming the same endpoint."""
+    packet = trace.Packet("10.244.0.3", "10.96.54.61", "tcp", 80)
+    svc = tables["nat"]["KUBE-SVC-QW7RIL26IWCN3NJZ"]
+    endpoint = "10.244.2.3:8080"
+    to_it = [r for r in svc if r.target and r.target.startswith("KUBE-SEP-")
+             and trace.Walk(tables, packet, (), None, {})._sep_destination(r.target) == endpoint]
+    rcheck = next(r for r in to_it if "--rcheck" in r.tokens)
+    random = next(r for r in to_it if "--rcheck" not in r.tokens)
+    for took in (rcheck, random):
+        walk = trace.walk_nat(tables, packet, {NODE1}, endpoint, {took.ref: 1}, "PREROUTING")
+        taken = [h for h in walk.hits if h.chain == "KUBE-SVC-QW7RIL26IWCN3NJZ"
+                 and h.outcome.startswith("jump KUBE-SEP-")]
+        assert [(h.position, h.gained) for h in taken] == [(took.position, 1)]
+        assert walk.dnat == endpoint
+
+
+def test_marks_are_values_and_masks(tables: trace.Tables) -> None:
+    walk = trace.walk_nat(tables, trace.Packet("192.168.56.100", NODE1, "tcp", 30080),
+                          {NODE1}, "10.244.2.3:8080", {}, "PREROUTING")
+    marks = [h.outcome for h in walk.hits if h.outcome.startswith("mark ")]
+    assert marks == ["mark 0x0 -> 0x4000 (kube-proxy's: masquerade it)",
+                     "mark 0x4000 -> 0x0 (kube-proxy's bit cleared before masquerading)"]
+    portmap = trace.Walk(tables, trace.Packet("10.244.0.3", "10.244.2.3", "tcp", 80), (), None,
+                         {})
+    portmap.mark = 0x2000  # portmap's own masquerade bit is not kube-proxy's
+    assert not portmap.marked
+    assert portmap.matches(tables["nat"]["KUBE-POSTROUTING"][0]), "! --mark 0x4000/0x4000"
+
+
+SMALL = """*nat
+:PREROUTING ACCEPT [0:0]
+:X - [0:0]
+[0:0] -A PREROUTING ! -i cni0 -d 10.0.0.1/32 -j X
+[0:0] -A PREROUTING -p tcp -m multiport --dports 80,30000:30010 -j DNAT --to-destination 10.1.1.1:80
+[0:0] -A X -m recent --name N --rcheck --seconds 10 --reap -j DNAT --to-destination 10.2.2.2:80
+COMMIT
+"""
+
+
+def test_negation_ends_at_its_option_and_port_lists_and_ranges_match() -> None:
+    tables = trace.parse_save(SMALL)
+    walk = trace.walk_nat(tables, trace.Packet("10.9.9.9", "10.0.0.1", "tcp", 80), (),
+                          None, {("nat", "X", 1): 1}, "PREROUTING")
+    assert walk.dnat == "10.2.2.2:80", "'! -i' is not evaluated and does not negate -d"
+    assert "-i" in walk.unevaluated
+    for port, dnat in ((30005, "10.1.1.1:80"), (443, None)):
+        walk = trace.walk_nat(tables, trace.Packet("10.9.9.9", "10.0.0.2", "tcp", port), (),
+                              None, {}, "PREROUTING")
+        assert walk.dnat == dnat

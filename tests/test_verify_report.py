@@ -62,6 +62,26 @@ def test_a_real_run_reads_back_with_principles_hosts_and_evidence(run: Path) -> 
         "every test that ran a command on a host carries it"
 
 
+def test_a_failure_with_a_teardown_error_is_one_test_with_its_properties(tmp_path: Path) -> None:
+    """pytest's junitxml writes such a test twice, its properties only on the second."""
+    junit = tmp_path / "verify.xml"
+    junit.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="test_x" name="test_a" time="1.5"><failure message="call">'
+        "boom</failure></testcase>"
+        '<testcase classname="test_x" name="test_a" time="0.5"><properties>'
+        '<property name="principle" value="kube-proxy"/><property name="hosts" value="node2"/>'
+        '<property name="evidence" value="on node2 (rc 1): $ iptables -S"/></properties>'
+        '<error message="teardown">LabNotRestored</error></testcase>'
+        "</testsuite></testsuites>")
+    [case] = verifyreport.read_junit(junit)
+    assert (case.principle, case.outcome, case.seconds, case.hosts) == \
+        ("kube-proxy", "failed", 2.0, ["node2"])
+    assert "boom" in case.message and "LabNotRestored" in case.message
+    row = next(r for r in verifyreport.summary([case]) if r.principle == "kube-proxy")
+    assert (row.failed, row.passed) == (1, 0)
+
+
 def test_the_summary_has_every_principle_in_order_and_counts_each_test_once(run: Path) -> None:
     failing(run, "NodePort")
     cases = verifyreport.read_junit(run)

@@ -782,6 +782,11 @@ def assert_restored(before: LabState, what: str, moved: Collection[str] = (),
         time.sleep(2)
 
 
+def pytest_runtest_logstart() -> None:
+    """A test's evidence starts before its setup (its fixtures' commands are its own)."""
+    RECORDED.clear()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
@@ -790,8 +795,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     Before the teardown's report (the one pytest's JUnit XML takes properties from) the test's
     principle, hosts and evidence become its properties; each phase's outcome is counted for
     the summary by principle."""
-    if call.when == "setup":
-        RECORDED.clear()
     if call.when == "teardown":
         principle = item.get_closest_marker("principle")
         name = str(principle.args[0]) if principle and principle.args else "(no principle)"
@@ -833,16 +836,18 @@ def junit_path(config: pytest.Config) -> Path | None:
 
 
 def _as_root(name: str, script: str) -> str:
-    """A shell script as root on a host, not recorded as a test's evidence."""
-    return str(connect(name).run(shlex.join(["sh", "-c", script])).stdout)
+    """A shell script as root on a host, not recorded as a test's evidence (a host that cannot
+    be reached raises RuntimeError, never pytest's own outcome exceptions)."""
+    try:
+        return str(connect(name).run(shlex.join(["sh", "-c", script])).stdout)
+    except pytest.fail.Exception as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def _state(rows: Sequence[verifyreport.Row]) -> dict[str, Any]:
     """What the hosts hold at the end of the run, for the picture and the walkthroughs: pods
     with their addresses, each node's routes, and one traced flow per principle that ran."""
     the_plan = plan()
-    for host in hosts("all"):
-        connect(host.name)  # each made here, in this thread: the traces run commands in several
     state: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                              "inventory": str(INVENTORY), "plan": the_plan.data(),
                              "pods": {}, "nodes": {}, "walkthroughs": {}}
@@ -883,15 +888,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     stem = junit.stem if junit else "verify"
     folder = junit.parent if junit else ROOT / "reports"
     state: dict[str, Any] = {}
+    names = [h.name for h in hosts("all")]
+    for name in names:
+        # each connection made here, in one thread: the traces and the bundle use several
+        with contextlib.suppress(pytest.fail.Exception):  # unreachable: its trace says so
+            connect(name)
+    # what ends the run must not change its result: a failure here is said, not raised
     try:
         state = _state(rows) if junit else {}
     except Exception as exc:
         state = {"error": f"the hosts' state could not be read: {exc}"}
     if failed:
-        names = [h.name for h in hosts("all")]
-        where = bundle.collect(_as_root, names, plan().paths, folder / f"{stem}-bundle")
-        state["bundle"] = os.path.relpath(where, ROOT)
-        config.stash[REPORT_KEY]["bundle"] = state["bundle"]
+        try:
+            where = bundle.collect(_as_root, names, plan().paths, folder / f"{stem}-bundle")
+            state["bundle"] = os.path.relpath(where, ROOT)
+            config.stash[REPORT_KEY]["bundle"] = str(where)
+        except Exception as exc:
+            config.stash[REPORT_KEY]["bundle_error"] = f"{type(exc).__name__}: {exc}"
     if junit:
         folder.mkdir(parents=True, exist_ok=True)
         verifyreport.state_path(junit).write_text(json.dumps(state, indent=1))
@@ -912,11 +925,19 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     junit = junit_path(config)
     extra = config.stash.get(REPORT_KEY, {})
     if junit and junit.exists():
-        page = verifyreport.render(junit)
-        terminalreporter.write_line(f"report: {os.path.relpath(page, Path.cwd())} (JUnit: "
-                                    f"{os.path.relpath(junit, Path.cwd())}; make report "
-                                    f"renders it again)")
+        try:
+            page = verifyreport.render(junit)
+            terminalreporter.write_line(f"report: {os.path.relpath(page, Path.cwd())} (JUnit: "
+                                        f"{os.path.relpath(junit, Path.cwd())}; make report "
+                                        f"renders it again)")
+        except Exception as exc:  # the run's result stands; say it
+            terminalreporter.write_line(f"report: not written: {type(exc).__name__}: {exc}",
+                                        red=True)
     if "bundle" in extra:
-        terminalreporter.write_line(f"failure bundle: {extra['bundle']}/<host>/ (rules, "
-                                    f"routes, addresses, links, conntrack, CNI cache, "
-                                    f"journals)", red=True)
+        where = os.path.relpath(extra["bundle"], Path.cwd())
+        terminalreporter.write_line(f"failure bundle: {where}/<host>/ (rules, routes, "
+                                    f"addresses, links, conntrack, CNI cache, journals)",
+                                    red=True)
+    if "bundle_error" in extra:
+        terminalreporter.write_line(f"failure bundle: not written: {extra['bundle_error']}",
+                                    red=True)
