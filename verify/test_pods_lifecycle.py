@@ -139,6 +139,13 @@ def reboot_and_check(node: str, mine: list[str], before: dict[str, str], web: Se
                          observed()), timeout=60)
     assert {key: after[key]["ip"] for key in mine} == before
     here = [k for k in mine if http_port(k)]
+    # a pod is back when its sandbox is; its server answers once its container has started
+    # (seconds later on a loaded machine, as a kubelet's readiness would wait for): wait for
+    # that, then prove the whole matrix as before
+    wait_for(f"the servers of {node}'s pods to answer", lambda: all(
+        run(node, "curl", "-s", "--max-time", "2", "-o", "/dev/null",
+            f"http://{after[k]['ip']}:{http_port(k)}/hostname").rc == 0 for k in here),
+        timeout=60, every=1)
     assert matrix_failures(here, servers()) == []
     assert matrix_failures(servers(), here) == []
     # and the node's Service rules came back at boot (podnet-iptables.service)
