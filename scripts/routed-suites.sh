@@ -11,7 +11,7 @@ INVENTORY=inventory/lab-routed
 export PODNET_LAB=${PODNET_LAB:-podnet-rtci}
 export ANSIBLE_CONFIG=$PWD/ansible.cfg ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 BIN=.venv/bin
-SUITES="(flat_network or unique_pod_ip or service_abstraction or nodeport or service_dns)"
+SUITES="(flat_network or unique_pod_ip or kubelet_cni or service_abstraction or nodeport or service_dns)"
 backends=("$@")
 [ ${#backends[@]} -gt 0 ] || backends=(vxlan bgp)
 mkdir -p reports
