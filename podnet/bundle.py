@@ -71,7 +71,7 @@ def collect(runner: Callable[[str, str], str], hosts: Sequence[str], paths: Path
         folder.mkdir()
         try:
             files = split(runner(host, text), names)
-        except Exception as exc:
+        except Exception as exc:  # a dead host is what a bundle must record
             (folder / "unreachable.txt").write_text(f"{type(exc).__name__}: {exc}\n")
             return
         for name, content in files.items():

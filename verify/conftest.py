@@ -855,7 +855,7 @@ def _state(rows: Sequence[verifyreport.Row]) -> dict[str, Any]:
         try:
             routes = _as_root(node.name, "ip route show").splitlines()
             facts = json.loads(_as_root(node.name, the_plan.paths.cni_runtime + " facts"))
-        except Exception as exc:
+        except Exception as exc:  # a node down is drawn without its state
             state["nodes"][node.name] = {"routes": [], "error": str(exc)}
             continue
         state["nodes"][node.name] = {"routes": routes}
@@ -869,7 +869,7 @@ def _state(rows: Sequence[verifyreport.Row]) -> dict[str, Any]:
         try:
             state["walkthroughs"][principle] = trace.trace(
                 the_plan, _as_root, source, target_).as_dict()
-        except Exception as exc:
+        except Exception as exc:  # a walkthrough that fails is shown failing
             state["walkthroughs"][principle] = {"source": source, "target": target_,
                                                 "error": f"{type(exc).__name__}: {exc}"}
     return state
@@ -896,14 +896,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # what ends the run must not change its result: a failure here is said, not raised
     try:
         state = _state(rows) if junit else {}
-    except Exception as exc:
+    except Exception as exc:  # said in the report; the run's result stands
         state = {"error": f"the hosts' state could not be read: {exc}"}
     if failed:
         try:
             where = bundle.collect(_as_root, names, plan().paths, folder / f"{stem}-bundle")
             state["bundle"] = os.path.relpath(where, ROOT)
             config.stash[REPORT_KEY]["bundle"] = str(where)
-        except Exception as exc:
+        except Exception as exc:  # said in the summary; the run's result stands
             config.stash[REPORT_KEY]["bundle_error"] = f"{type(exc).__name__}: {exc}"
     if junit:
         folder.mkdir(parents=True, exist_ok=True)
