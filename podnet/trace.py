@@ -531,15 +531,18 @@ def _sections(text: str) -> list[str]:
     return text.split(SECTION + "\n")
 
 
-def trace(plan: Plan, runner: Runner, source_text: str, target_text: str) -> Trace:
-    """Send one packet from ``source_text`` to ``target_text`` and say what the hosts did."""
+def trace(plan: Plan, runner: Runner, source_text: str, target_text: str,
+          pods: dict[str, tuple[str, str]] | None = None) -> Trace:
+    """Send one packet from ``source_text`` to ``target_text`` and say what the hosts did;
+    ``pods`` (pod_addresses()) saves asking the nodes again when several flows are traced."""
     nodes = [n.name for n in plan.nodes]
     node_address = {n.name: n.address for n in plan.nodes}
     # what the plan alone can refuse is refused before any host is asked
     planned = {p.key: ("0.0.0.0", p.node) for p in plan.pods}  # noqa: S104 - not a bind
     resolve_target(plan, target_text, resolve_source(plan, source_text, planned), planned)
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-        pods = pod_addresses(plan, runner, nodes)
+        if pods is None:
+            pods = pod_addresses(plan, runner, nodes)
         source = resolve_source(plan, source_text, pods)
         target = resolve_target(plan, target_text, source, pods)
         sport = random.randint(40000, 59999)  # noqa: S311 - a port, not a secret

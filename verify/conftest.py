@@ -851,24 +851,23 @@ def _state(rows: Sequence[verifyreport.Row]) -> dict[str, Any]:
     state: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                              "inventory": str(INVENTORY), "plan": the_plan.data(),
                              "pods": {}, "nodes": {}, "walkthroughs": {}}
+    pods: dict[str, tuple[str, str]] = {}
     for node in the_plan.nodes:
         try:
             routes = _as_root(node.name, "ip route show").splitlines()
-            facts = json.loads(_as_root(node.name, the_plan.paths.cni_runtime + " facts"))
+            pods |= trace.pod_addresses(the_plan, _as_root, [node.name])
         except Exception as exc:  # a node down is drawn without its state
             state["nodes"][node.name] = {"routes": [], "error": str(exc)}
             continue
         state["nodes"][node.name] = {"routes": routes}
-        for pod in facts.get("pods", []):
-            state["pods"][f"{pod['namespace']}/{pod['name']}"] = {"ip": pod.get("ip") or "",
-                                                                  "node": node.name}
+    state["pods"] = {key: {"ip": ip, "node": node} for key, (ip, node) in pods.items()}
     ran = {r.principle for r in rows if r.ran}
     for principle, source, target_ in verifyreport.flows(state["plan"]):
         if principle not in ran:
             continue
         try:
             state["walkthroughs"][principle] = trace.trace(
-                the_plan, _as_root, source, target_).as_dict()
+                the_plan, _as_root, source, target_, pods).as_dict()
         except Exception as exc:  # a walkthrough that fails is shown failing
             state["walkthroughs"][principle] = {"source": source, "target": target_,
                                                 "error": f"{type(exc).__name__}: {exc}"}
